@@ -1,0 +1,53 @@
+# Two commands for newcomers (see README.md):
+#   make book   set up .venv if missing, prepare the artefacts of $(EXPERIMENT), build the book
+#   make test   set up .venv if missing, run the tests
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -ec
+.DEFAULT_GOAL := help
+
+PYTHON_SYS ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+EXPERIMENT ?= offline
+export EXPERIMENT
+# Extra pip arguments for torch, e.g. PIP_TORCH_ARGS="--index-url <your CPU wheel index>"
+PIP_TORCH_ARGS ?=
+# Without an NVIDIA GPU, pin torch with constraints-cpu.txt: never pull several GB of CUDA wheels.
+HAS_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo 1)
+CONSTRAINTS := $(if $(HAS_GPU),,-c constraints-cpu.txt)
+STAMP := $(VENV)/.installed
+# pip on these machines warns once per package about an unused local index: keep the log readable
+QUIET_PIP := grep -v "is ignored: it is neither a file nor a directory" || true
+
+.PHONY: help venv test book artefacts clean-book clean
+
+help:
+	@echo "make book   build the Jupyter Book for EXPERIMENT=$(EXPERIMENT) into book/_build/html"
+	@echo "make test   run the test suite"
+
+$(STAMP): pyproject.toml constraints-cpu.txt
+	test -x $(PY) || $(PYTHON_SYS) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip 2>&1 | $(QUIET_PIP)
+	$(PY) -m pip install -q $(CONSTRAINTS) $(PIP_TORCH_ARGS) torch 2>&1 | $(QUIET_PIP)
+	$(PY) -m pip install -q $(CONSTRAINTS) -e '.[book,dev]' 2>&1 | $(QUIET_PIP)
+	$(PY) -c "import torch, nnsight, sae_lens, helpers; print('set up: torch', torch.__version__, '| nnsight', nnsight.__version__, '| sae_lens', sae_lens.__version__)"
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+test: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
+
+artefacts: $(STAMP)
+	$(PY) -m helpers prepare --experiment $(EXPERIMENT)
+
+book: artefacts
+	rm -rf book/_build/.jupyter_cache
+	$(VENV)/bin/jupyter-book build book $(BOOK_FLAGS)
+	@echo "book: $(CURDIR)/book/_build/html/index.html"
+
+clean-book:
+	rm -rf book/_build
+
+clean: clean-book
+	rm -rf $(VENV)

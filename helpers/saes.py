@@ -1,0 +1,336 @@
+"""SAEs: load (trained here or pretrained), encode, measure, train with sae_lens.
+
+Trained SAEs are TopK SAEs (``k`` features active per token), trained per site
+with ``sae_lens.SAETrainer`` on activations captured from the subject, with the
+activation norm normalised during training and folded back into the weights,
+so the saved SAE reads raw activations. They are written in sae_lens format to
+``artefacts/saes/<preset>/<site>/`` and read back by
+``sae_lens.SAE.load_from_disk``.
+
+Quality is measured on held-out tokens (the last ``sae_heldout_tokens`` of the
+token stream, never seen in training):
+
+- FVU, fraction of variance unexplained: ``sum |x - x_hat|^2 / sum |x - mean(x)|^2``;
+- L0: mean number of features active (> 0) per token;
+- dead fraction: share of features that never fire on the held-out tokens.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Iterator, Mapping, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from .capture import capture_residuals, flatten_tokens
+from .corpus import hub_offline, iter_token_batches, load_corpus
+from .errors import ArtefactMismatchError, ConfigError, HubUnavailableError, MissingArtefactError
+from .experiment import Experiment
+from .io import atomic_dir, atomic_write_json, sae_dir
+from .models import Subject, load_subject
+
+log = logging.getLogger(__name__)
+
+#: fields of an experiment that trained SAEs depend on; a change means retraining
+SAE_FIELDS = (
+    "model",
+    "sites",
+    "corpus",
+    "max_documents",
+    "context_length",
+    "sae_width",
+    "sae_k",
+    "sae_train_tokens",
+    "sae_heldout_tokens",
+    "sae_train_batch",
+    "sae_epochs",
+    "sae_lr",
+    "seed",
+)
+REPORT_FILE = "training_report.json"
+#: tokens without firing after which training treats a feature as dead (TopK aux loss)
+DEAD_WINDOW_TOKENS = 40_000
+
+
+# --------------------------------------------------------------------------- loading
+def config_mismatch(saved: Experiment, wanted: Experiment, fields: Sequence[str]) -> list[str]:
+    """Human-readable differences between two experiments on ``fields``."""
+    return [
+        f"{f}: {getattr(saved, f)!r} on disk, {getattr(wanted, f)!r} asked for"
+        for f in fields
+        if getattr(saved, f) != getattr(wanted, f)
+    ]
+
+
+def trained_saes_ready(exp: Experiment) -> bool:
+    """True when SAEs trained for exactly this experiment are on disk."""
+    base = sae_dir(exp.name)
+    if not (base / "cfg.json").is_file():
+        return False
+    try:
+        saved = Experiment.load(base)
+    except (ConfigError, ValueError):
+        return False
+    if config_mismatch(saved, exp, SAE_FIELDS):
+        return False
+    return all((base / s / "cfg.json").is_file() for s in exp.sites)
+
+
+def load_saes(exp: Experiment, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """``{site: sae_lens.SAE}`` for every site of the experiment, checked against the model."""
+    from sae_lens import SAE
+
+    saes: dict[str, Any] = {}
+    if exp.sae_source == "trained":
+        base = sae_dir(exp.name)
+        if not (base / "cfg.json").is_file():
+            raise MissingArtefactError(
+                f"no trained SAEs for preset {exp.name!r} in {base}: "
+                f"run `python -m helpers train-saes --experiment {exp.name}`"
+            )
+        diff = config_mismatch(Experiment.load(base), exp, SAE_FIELDS)
+        if diff:
+            raise ArtefactMismatchError(
+                f"the SAEs in {base} were trained for another configuration ({'; '.join(diff)}): "
+                f"retrain with `python -m helpers train-saes --experiment {exp.name} --force`"
+            )
+        for site in exp.sites:
+            path = base / site
+            if not (path / "cfg.json").is_file():
+                raise MissingArtefactError(
+                    f"no SAE for site {site!r} in {path}: "
+                    f"run `python -m helpers train-saes --experiment {exp.name} --force`"
+                )
+            saes[site] = SAE.load_from_disk(str(path), device=str(device))
+    else:
+        for site in exp.sites:
+            saes[site] = load_pretrained_sae(exp.sae_release, site, device)
+    check_saes(saes, exp.model_spec.d_model)
+    return saes
+
+
+def load_pretrained_sae(release: str, sae_id: str, device: torch.device | str = "cpu"):
+    """``SAE.from_pretrained`` with a one-line error when the hub cannot be reached."""
+    from sae_lens import SAE
+
+    if hub_offline():
+        raise HubUnavailableError(
+            f"SAE {release}/{sae_id} must come from the Hugging Face hub and HF_HUB_OFFLINE is set: "
+            "go online, or use the offline preset (--experiment offline)"
+        )
+    try:  # pragma: no cover - needs the network
+        return SAE.from_pretrained(release, sae_id, device=str(device))
+    except (OSError, ConnectionError) as exc:  # pragma: no cover - needs the network
+        raise HubUnavailableError(
+            f"cannot download SAE {release}/{sae_id} from the Hugging Face hub "
+            f"({exc.__class__.__name__}): offline? use the offline preset (--experiment offline)"
+        ) from None
+
+
+def check_saes(saes: Mapping[str, Any], d_model: int) -> None:
+    """Every SAE reads ``d_model`` and all have the same width."""
+    for site, sae in saes.items():
+        if sae.cfg.d_in != d_model:
+            raise ConfigError(
+                f"the SAE for site {site!r} reads d_in={sae.cfg.d_in}, but the model's residual "
+                f"stream has d_model={d_model}: load the SAEs trained for this model"
+            )
+    widths = {sae.cfg.d_sae for sae in saes.values()}
+    if len(widths) > 1:
+        raise ConfigError(
+            f"SAEs of different widths {sorted(widths)}: the statistics need one width for all sites"
+        )
+
+
+@torch.no_grad()
+def encode(sae, x: torch.Tensor) -> torch.Tensor:
+    """Feature activations ``[..., d_sae]`` of ``x`` ``[..., d_in]`` (cast to the SAE's dtype)."""
+    return sae.encode(x.to(sae.W_enc.dtype))
+
+
+# --------------------------------------------------------------------------- quality
+@torch.no_grad()
+def sae_quality(sae, acts: torch.Tensor, chunk: int = 4096) -> dict[str, float]:
+    """FVU, L0 and dead fraction of ``sae`` on activations ``[n_tokens, d_in]``."""
+    if acts.ndim != 2 or acts.shape[0] == 0:
+        raise ConfigError(f"need activations [n_tokens > 0, d_in], got shape {tuple(acts.shape)}")
+    device = sae.W_enc.device
+    mean = acts.double().mean(0).to(device)
+    sse = sst = 0.0
+    l0 = 0
+    fired = torch.zeros(sae.cfg.d_sae, dtype=torch.bool, device=device)
+    for start in range(0, acts.shape[0], chunk):
+        x = acts[start : start + chunk].to(device=device, dtype=sae.W_enc.dtype)
+        f = sae.encode(x)
+        x_hat = sae.decode(f)
+        sse += float(((x - x_hat).double() ** 2).sum())
+        sst += float(((x.double() - mean) ** 2).sum())
+        active = f > 0
+        l0 += int(active.sum())
+        fired |= active.any(0)
+    n = acts.shape[0]
+    return {
+        "fvu": sse / sst,
+        "l0": l0 / n,
+        "dead_fraction": float((~fired).float().mean()),
+        "n_tokens": n,
+    }
+
+
+# --------------------------------------------------------------------------- training
+@torch.no_grad()
+def collect_activations(
+    subject: Subject,
+    exp: Experiment,
+    n_tokens: int,
+    progress: bool = True,
+) -> dict[str, torch.Tensor]:
+    """``{site: [n, d_model]}`` float32 on the CPU for the first ``n_tokens`` tokens of the corpus."""
+    docs = load_corpus(exp.corpus, exp.max_documents)
+    batches = iter_token_batches(
+        docs, subject.tokenizer, subject.special_tokens, exp.context_length, exp.batch_size, n_tokens
+    )
+    parts: dict[str, list[torch.Tensor]] = {s: [] for s in exp.sites}
+    seen = 0
+    with tqdm(total=n_tokens, desc="activations", unit="tok", disable=not progress) as bar:
+        for batch in batches:
+            acts = capture_residuals(subject, batch.input_ids, batch.attention_mask, exp.sites)
+            for site, a in flatten_tokens(acts, batch.token_mask).items():
+                parts[site].append(a.float().cpu())
+            seen += batch.n_tokens
+            bar.update(batch.n_tokens)
+    return {s: torch.cat(p) for s, p in parts.items()}
+
+
+def _shuffled_batches(acts: torch.Tensor, batch: int, seed: int, device) -> Iterator[torch.Tensor]:
+    """Endless shuffled mini-batches (a new permutation every epoch)."""
+    gen = torch.Generator().manual_seed(seed)
+    n = acts.shape[0]
+    while True:
+        perm = torch.randperm(n, generator=gen)
+        for start in range(0, n - batch + 1, batch):
+            yield acts[perm[start : start + batch]].to(device)
+
+
+def train_sae(
+    acts: torch.Tensor,
+    exp: Experiment,
+    site: str,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+):
+    """Train one TopK SAE on ``acts`` ``[n, d_model]`` with ``sae_lens.SAETrainer``."""
+    from sae_lens import SAETrainer, TopKTrainingSAE, TopKTrainingSAEConfig
+    from sae_lens.config import SAETrainerConfig
+
+    n, d_in = acts.shape
+    batch = min(exp.sae_train_batch, n)
+    if n < batch or n == 0:
+        raise ConfigError(f"only {n} training tokens for site {site!r}: raise sae_train_tokens")
+    torch.manual_seed(exp.seed)
+    cfg = TopKTrainingSAEConfig(
+        d_in=d_in,
+        d_sae=exp.sae_width,
+        k=exp.sae_k,
+        device=str(device),
+        normalize_activations="expected_average_only_in",
+    )
+    cfg.metadata.model_name = exp.model_spec.source
+    cfg.metadata.hook_name = site
+    sae = TopKTrainingSAE(cfg)
+    steps = max(1, (n // batch) * exp.sae_epochs)
+    trainer_cfg = SAETrainerConfig(
+        total_training_samples=steps * batch,
+        train_batch_size_samples=batch,
+        lr=exp.sae_lr,
+        lr_end=exp.sae_lr / 10,
+        lr_scheduler_name="constant",
+        lr_warm_up_steps=max(1, steps // 20),
+        lr_decay_steps=max(1, steps // 5),
+        device=str(device),
+        n_batches_for_norm_estimate=max(1, min(20, n // batch)),
+        # a feature idle for ~40k tokens counts as dead and gets the TopK auxiliary loss
+        # (sae_lens' default of 1000 steps would never trigger in a run of ~100 steps)
+        dead_feature_window=max(1, DEAD_WINDOW_TOKENS // batch),
+        feature_sampling_window=max(1, DEAD_WINDOW_TOKENS // batch),
+    )
+    provider = _shuffled_batches(acts, batch, exp.seed, device)
+    import contextlib
+    import io as _io
+
+    # sae_lens' own progress bar would interleave with ours: silence it unless asked
+    sink = contextlib.nullcontext() if progress else contextlib.redirect_stderr(_io.StringIO())
+    with sink:
+        trained = SAETrainer(cfg=trainer_cfg, sae=sae, data_provider=provider).fit()
+    return trained
+
+
+@dataclass
+class TrainingResult:
+    preset: str
+    report: dict[str, dict[str, float]]
+    reused: bool
+
+
+def train_saes(
+    exp: Experiment,
+    force: bool = False,
+    progress: bool = True,
+    subject: Subject | None = None,
+) -> TrainingResult:
+    """Train (or reuse) one SAE per site; write them atomically with a quality report.
+
+    Returns the per-site report: FVU, L0 and dead fraction on held-out tokens.
+    """
+    if exp.sae_source != "trained":
+        raise ConfigError(
+            f"preset {exp.name!r} uses pretrained SAEs ({exp.sae_release}): nothing to train"
+        )
+    base = sae_dir(exp.name)
+    if not force and trained_saes_ready(exp) and (base / REPORT_FILE).is_file():
+        import json
+
+        log.info("reusing the SAEs in %s", base)
+        return TrainingResult(exp.name, json.loads((base / REPORT_FILE).read_text())["sites"], True)
+
+    subject = subject or load_subject(exp)
+    total = exp.sae_train_tokens + exp.sae_heldout_tokens
+    t0 = time.perf_counter()
+    acts = collect_activations(subject, exp, total, progress=progress)
+    n = next(iter(acts.values())).shape[0]
+    if n < total:
+        log.warning("the corpus holds %d tokens, fewer than the %d asked for", n, total)
+    n_heldout = min(exp.sae_heldout_tokens, n // 5)
+    report: dict[str, dict[str, float]] = {}
+    with atomic_dir(base) as tmp:
+        for site in tqdm(exp.sites, desc="SAEs", unit="site", disable=not progress):
+            train, heldout = acts[site][: n - n_heldout], acts[site][n - n_heldout :]
+            sae = train_sae(train, exp, site, device=subject.device, progress=progress)
+            sae.save_inference_model(str(tmp / site))
+            from sae_lens import SAE
+
+            reloaded = SAE.load_from_disk(str(tmp / site), device=str(subject.device))
+            report[site] = sae_quality(reloaded, heldout)
+            report[site]["train_tokens"] = int(train.shape[0])
+            log.info("%s: %s", site, report[site])
+        exp.save(tmp)
+        atomic_write_json(
+            tmp / REPORT_FILE,
+            {"preset": exp.name, "seconds": time.perf_counter() - t0, "sites": report},
+        )
+    return TrainingResult(exp.name, report, False)
+
+
+def training_report(exp: Experiment) -> dict[str, Any]:
+    """The saved quality report of the preset's trained SAEs."""
+    import json
+
+    path = sae_dir(exp.name) / REPORT_FILE
+    if not path.is_file():
+        raise MissingArtefactError(
+            f"no training report in {path}: run `python -m helpers train-saes --experiment {exp.name}`"
+        )
+    return json.loads(path.read_text())

