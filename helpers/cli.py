@@ -1,4 +1,4 @@
-"""Command line: ``python -m helpers {info,train-saes} --experiment PRESET``.
+"""Command line: ``python -m helpers {info,train-saes,collect,prepare} --experiment PRESET``.
 
 Errors the helpers raise on purpose are printed as one line (``error: ...``)
 with exit status 2, not as a traceback.
@@ -12,7 +12,7 @@ import logging
 import sys
 from typing import Sequence
 
-from .errors import SaeEvolutionError
+from .errors import ConfigError, SaeEvolutionError
 from .experiment import EXPERIMENT_ENV, PRESETS, get_experiment
 
 
@@ -24,6 +24,14 @@ def _experiment_arg(parser: argparse.ArgumentParser) -> None:
         help=f"preset: one of {sorted(PRESETS)} (default: ${EXPERIMENT_ENV} or 'offline')",
     )
     parser.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one experiment field (JSON value), e.g. --set token_budget=20000",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,11 +55,45 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--quiet", action="store_true", help="no progress bars")
 
     prep = sub.add_parser(
-        "prepare", help="make every artefact the book needs (train SAEs if the preset trains its own)"
+        "prepare", help="make every artefact the book needs: train SAEs if needed, then the statistics pass"
     )
     _experiment_arg(prep)
     prep.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    col = sub.add_parser("collect", help="the statistics pass: every statistic in one pass over the tokens")
+    _experiment_arg(col)
+    col.add_argument("--out", default=None, help="output folder (default: artefacts/<preset>)")
+    col.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
+    col.add_argument("--checkpoint-tokens", type=int, default=None, help="checkpoint every N tokens")
+    col.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
+
+
+def parse_overrides(items: Sequence[str]) -> dict:
+    """``["key=value", ...]`` -> ``{key: value}``; values are JSON when they parse, else strings."""
+    import dataclasses
+
+    from .errors import ConfigError
+    from .experiment import Experiment
+
+    names = {f.name for f in dataclasses.fields(Experiment)}
+    out = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or key not in names:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE with KEY one of {sorted(names)}")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        out[key] = tuple(value) if isinstance(value, list) else value
+    return out
+
+
+def format_pass(res) -> str:
+    lines = [f"statistics: {res.tokens:,} tokens in {res.seconds:.1f} s ({res.tokens_per_second:,.0f} tokens/s) -> {res.out}"]
+    lines += [f"  {name:<26} {size / 2**20:8.2f} MiB" for name, size in res.files.items()]
+    return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -60,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
     try:
-        exp = get_experiment(args.experiment, device=args.device)
+        exp = get_experiment(args.experiment, device=args.device, **parse_overrides(args.overrides))
         if args.command == "info":
             from .report import describe
 
@@ -81,10 +123,25 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .report import format_training
             from .saes import train_saes
 
+            from .stats_pass import run_pass, statistics_ready
+
             if exp.sae_source == "trained":
                 print(format_training(train_saes(exp, progress=not args.quiet)))
             else:
                 print(f"preset {exp.name!r} uses the pretrained {exp.sae_release} SAEs: nothing to train")
+            if statistics_ready(exp):
+                print(f"statistics for preset {exp.name!r} reused (already collected)")
+            else:
+                print(format_pass(run_pass(exp, progress=not args.quiet)))
+        elif args.command == "collect":
+            from .stats_pass import run_pass
+
+            if args.checkpoint_tokens is not None and args.checkpoint_tokens <= 0:
+                raise ConfigError(f"--checkpoint-tokens {args.checkpoint_tokens} must be > 0")
+            res = run_pass(exp, out=args.out, resume=args.resume,
+                           checkpoint_tokens=args.checkpoint_tokens, progress=not args.quiet)
+            if res.files:
+                print(format_pass(res))
     except SaeEvolutionError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -218,6 +218,14 @@ class Experiment:
         """Adjacent pairs of sites (L, L+1), in forward order."""
         return tuple(zip(self.sites[:-1], self.sites[1:]))
 
+    def differences(self, wanted: "Experiment", fields: "tuple[str, ...] | list[str]") -> list[str]:
+        """Human-readable differences on ``fields`` (``self`` is what is on disk)."""
+        return [
+            f"{f}: {getattr(self, f)!r} on disk, {getattr(wanted, f)!r} asked for"
+            for f in fields
+            if getattr(self, f) != getattr(wanted, f)
+        ]
+
     def replace(self, **changes: Any) -> "Experiment":
         """A copy with some fields changed (validated again)."""
         return dataclasses.replace(self, **changes)
@@ -275,7 +283,7 @@ PRESETS: dict[str, Experiment] = {
         corpus="wiki-summaries",
         context_length=128,
         batch_size=32,
-        sae_width=4096,
+        sae_width=2048,
         sae_k=32,
         sae_train_tokens=400_000,
         sae_heldout_tokens=50_000,
@@ -283,7 +291,7 @@ PRESETS: dict[str, Experiment] = {
         step_tokens=16_384,
         description=(
             "all-MiniLM-L6-v2 on 10,033 English Wikipedia summaries, "
-            "7 residual-stream sites, TopK SAEs (4096 features, k=32) trained here"
+            "7 residual-stream sites, TopK SAEs (2048 features, k=32) trained here"
         ),
     ),
     "smoke": Experiment(

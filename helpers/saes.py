@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Iterator, Mapping
 
 import torch
 from tqdm.auto import tqdm
@@ -56,15 +56,6 @@ DEAD_WINDOW_TOKENS = 40_000
 
 
 # --------------------------------------------------------------------------- loading
-def config_mismatch(saved: Experiment, wanted: Experiment, fields: Sequence[str]) -> list[str]:
-    """Human-readable differences between two experiments on ``fields``."""
-    return [
-        f"{f}: {getattr(saved, f)!r} on disk, {getattr(wanted, f)!r} asked for"
-        for f in fields
-        if getattr(saved, f) != getattr(wanted, f)
-    ]
-
-
 def trained_saes_ready(exp: Experiment) -> bool:
     """True when SAEs trained for exactly this experiment are on disk."""
     base = sae_dir(exp.name)
@@ -74,7 +65,7 @@ def trained_saes_ready(exp: Experiment) -> bool:
         saved = Experiment.load(base)
     except (ConfigError, ValueError):
         return False
-    if config_mismatch(saved, exp, SAE_FIELDS):
+    if saved.differences(exp, SAE_FIELDS):
         return False
     return all((base / s / "cfg.json").is_file() for s in exp.sites)
 
@@ -91,7 +82,7 @@ def load_saes(exp: Experiment, device: torch.device | str = "cpu") -> dict[str, 
                 f"no trained SAEs for preset {exp.name!r} in {base}: "
                 f"run `python -m helpers train-saes --experiment {exp.name}`"
             )
-        diff = config_mismatch(Experiment.load(base), exp, SAE_FIELDS)
+        diff = Experiment.load(base).differences(exp, SAE_FIELDS)
         if diff:
             raise ArtefactMismatchError(
                 f"the SAEs in {base} were trained for another configuration ({'; '.join(diff)}): "

@@ -1,0 +1,110 @@
+"""The `collect` command: kill -9 and --resume, torchrun with 2 processes, bad input.
+
+These run the real MiniLM through the command line on a shrunken smoke preset
+with tiny SAEs trained in a temporary artefacts folder.
+"""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from helpers.experiment import PRESETS
+from helpers.stats_pass import ARTEFACT_FILES, load_artefact
+
+SETS = [
+    "max_documents=40", "sae_width=48", "sae_k=6", "sae_train_tokens=1500", "sae_heldout_tokens=300",
+    "sae_train_batch=300", "sae_epochs=2", "token_budget=2400", "step_tokens=256", "batch_size=2",
+    "context_length=48", "top_k_examples=5",
+]
+EXP = PRESETS["smoke"].replace(**{k: int(v) for k, v in (s.split("=") for s in SETS)})
+
+
+def cli(command, *args, env, **kw):
+    """``python -m helpers COMMAND --experiment smoke --set ... ARGS`` (ARGS win over SETS)."""
+    cmd = [sys.executable, "-m", "helpers", command, "--experiment", "smoke",
+           *sum((["--set", s] for s in SETS), []), *args]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, **kw)
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    root = tmp_path_factory.mktemp("artefacts")
+    env = {**os.environ, "SAE_EVOLUTION_ARTEFACTS": str(root), "HF_HUB_OFFLINE": "1",
+           "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    done = cli("train-saes", "--quiet", env=env)
+    assert done.returncode == 0, done.stderr
+    return env
+
+
+@pytest.fixture(scope="module")
+def reference(env, tmp_path_factory):
+    out = tmp_path_factory.mktemp("reference")
+    done = cli("collect", "--quiet", "--out", str(out), env=env)
+    assert done.returncode == 0, done.stderr
+    assert "tokens/s" in done.stdout
+    return out
+
+
+def same_statistics(a: Path, b: Path, exact_floats: bool) -> None:
+    for name in ARTEFACT_FILES:
+        x, y = load_artefact(EXP, name, a), load_artefact(EXP, name, b)
+        assert x.keys() == y.keys()
+        for key in x:
+            if x[key].dtype.kind in "iubU" or key in ("max", "hi_values", "lo_values") or exact_floats:
+                np.testing.assert_array_equal(x[key], y[key], err_msg=f"{name}:{key}")
+            else:  # float sums agree to rounding
+                np.testing.assert_allclose(x[key], y[key], rtol=1e-6, atol=1e-7, equal_nan=True,
+                                           err_msg=f"{name}:{key}")
+
+
+def test_collect_writes_every_artefact(reference):
+    assert sorted(p.name for p in reference.iterdir()) == sorted([*ARTEFACT_FILES, "cfg.json", "metadata.json"])
+
+
+def test_sigkill_then_resume_equals_uninterrupted(env, reference, tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "helpers", "collect", "--experiment", "smoke", "--quiet", "--out", str(out),
+           "--checkpoint-tokens", "300", *sum((["--set", s] for s in SETS), [])]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    ckpt = out / "checkpoint.pt"
+    deadline = time.time() + 300
+    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert ckpt.exists(), "no checkpoint appeared before the run ended"
+    assert not (out / "metadata.json").exists(), "the run finished before it could be killed"
+    done = cli("collect", "--quiet", "--out", str(out), "--resume", env=env)
+    assert done.returncode == 0, done.stderr
+    assert not ckpt.exists()
+    same_statistics(reference, out, exact_floats=False)
+
+
+def test_torchrun_two_processes_equal_one(env, reference, tmp_path):
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    out = tmp_path / "dist"
+    cmd = [torchrun, "--standalone", "--nproc-per-node", "2", "-m", "helpers", "collect", "--experiment",
+           "smoke", "--quiet", "--out", str(out), *sum((["--set", s] for s in SETS), [])]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    import json
+
+    assert json.loads((out / "metadata.json").read_text())["processes"] == 2
+    same_statistics(reference, out, exact_floats=False)
+
+
+def test_bad_input_is_one_line(env, tmp_path):
+    done = cli("collect", "--quiet", "--out", str(tmp_path), "--resume", env=env)
+    assert done.returncode == 2 and "no checkpoint" in done.stderr
+    done = cli("collect", "--quiet", "--set", "dead_thresholds=[5, 0]", env=env)
+    assert done.returncode == 2 and "strictly increasing" in done.stderr
+    done = cli("collect", "--quiet", "--set", "step_tokens=0", env=env)
+    assert done.returncode == 2 and "step_tokens=0 must be > 0" in done.stderr
+    assert done.stderr.count("\n") == 1
