@@ -17,7 +17,8 @@ HAS_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/
 CONSTRAINTS := $(if $(HAS_GPU),,-c constraints-cpu.txt)
 STAMP := $(VENV)/.installed
 # pip on these machines warns once per package about an unused local index: keep the log readable
-QUIET_PIP := grep -v "is ignored: it is neither a file nor a directory" || true
+# (grep finding nothing is fine; a failing pip still fails the pipeline through pipefail)
+QUIET_PIP := { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
 .PHONY: help venv test book artefacts clean-book clean
 

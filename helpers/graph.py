@@ -1,0 +1,69 @@
+"""The co-activation graph within one site, with networkx."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+from .errors import ConfigError
+
+
+def build_graph(g: Mapping[str, np.ndarray], site_index: int, min_count: int = 1):
+    """``networkx.Graph`` of one site: nodes are features that fired (attribute ``frequency``),
+    edges those linked on at least ``min_count`` tokens (attributes ``count``, ``weight``)."""
+    import networkx as nx
+
+    if min_count < 1:
+        raise ConfigError(f"min_count={min_count} must be >= 1")
+    n_sites = g["frequency"].shape[0]
+    if not 0 <= site_index < n_sites:
+        raise ConfigError(f"site index {site_index} out of range: the graph has {n_sites} sites")
+    graph = nx.Graph()
+    freq = g["frequency"][site_index]
+    for f in np.flatnonzero(freq > 0):
+        graph.add_node(int(f), frequency=float(freq[f]))
+    mine = (g["edge_site"] == site_index) & (g["edge_count"] >= min_count)
+    for a, b, c, w in zip(g["edge_src"][mine], g["edge_dst"][mine], g["edge_count"][mine], g["edge_weight"][mine]):
+        graph.add_edge(int(a), int(b), count=int(c), weight=float(w))
+    return graph
+
+
+def degree_frequency(graph) -> tuple[np.ndarray, np.ndarray, float]:
+    """Degree and firing frequency of every node, and their Pearson correlation."""
+    nodes = list(graph.nodes)
+    degree = np.array([graph.degree[n] for n in nodes], dtype=float)
+    freq = np.array([graph.nodes[n]["frequency"] for n in nodes], dtype=float)
+    r = float(np.corrcoef(degree, freq)[0, 1]) if len(nodes) > 1 and degree.std() > 0 and freq.std() > 0 else float("nan")
+    return degree, freq, r
+
+
+def communities(graph, seed: int = 0) -> list[set[int]]:
+    """Louvain communities on the edge counts, largest first."""
+    import networkx as nx
+
+    if graph.number_of_edges() == 0:
+        return [{n} for n in graph.nodes]
+    found = nx.community.louvain_communities(graph, weight="count", seed=seed)
+    return sorted(found, key=len, reverse=True)
+
+
+def neighbourhood(graph, node: int, radius: int = 1):
+    """The subgraph within ``radius`` edges of ``node``."""
+    import networkx as nx
+
+    if node not in graph:
+        raise ConfigError(f"feature {node} is not in the graph (it never fired or has no edge)")
+    return nx.ego_graph(graph, node, radius=radius)
+
+
+def export_graphml(graph, path: str | Path) -> Path:
+    """Write GraphML (for Gephi or Cytoscape) atomically."""
+    import networkx as nx
+
+    from .io import atomic_path
+
+    with atomic_path(path, suffix=".graphml") as tmp:
+        nx.write_graphml(graph, tmp)
+    return Path(path)

@@ -1,0 +1,33 @@
+"""Make every artefact a notebook needs, reusing what already exists."""
+
+from __future__ import annotations
+
+import logging
+
+from .experiment import Experiment
+
+log = logging.getLogger(__name__)
+
+
+def prepare(exp: Experiment, progress: bool = True) -> list[str]:
+    """Train the SAEs if the preset trains its own, then run the statistics pass if needed.
+
+    Returns one line per step saying what was done or reused.
+    """
+    from .cli import format_pass
+    from .report import format_training
+    from .saes import train_saes
+    from .stats_pass import run_pass, statistics_ready
+
+    done = []
+    if exp.sae_source == "trained":
+        done.append(format_training(train_saes(exp, progress=progress)))
+    else:
+        done.append(f"preset {exp.name!r} uses the pretrained {exp.sae_release} SAEs: nothing to train")
+    if statistics_ready(exp):
+        done.append(f"statistics for preset {exp.name!r} reused (already collected)")
+    else:
+        done.append(format_pass(run_pass(exp, progress=progress)))
+    for line in done:
+        log.info(line)
+    return done

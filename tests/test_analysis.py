@@ -1,0 +1,46 @@
+import numpy as np
+import pytest
+
+from helpers.analysis import examples, fraction_above, naive_cooccurrence, strongest_pairs, top_tokens
+from helpers.corpus import Document
+from helpers.errors import ConfigError
+
+
+def test_strongest_pairs_skip_nan_and_sort():
+    m = np.array([[0.1, np.nan, 0.9], [0.5, -0.2, np.nan]])
+    assert strongest_pairs(m, 3) == [(0, 2, 0.9), (1, 0, 0.5), (0, 0, pytest.approx(0.1))]
+    assert strongest_pairs(m, 10, min_value=0.5) == [(0, 2, 0.9), (1, 0, 0.5)]
+    assert strongest_pairs(np.full((2, 2), np.nan), 3) == []
+
+
+def test_naive_cooccurrence_equals_brute_force_and_is_near_one_for_sparse_features():
+    rng = np.random.default_rng(0)
+    a, b = rng.random((500, 6)) < 0.03, rng.random((500, 7)) < 0.03
+    count = a.T.astype(int) @ b
+    got = naive_cooccurrence(count, a.sum(0), b.sum(0), 500)
+    brute = (a[:, :, None] == b[:, None, :]).mean(0)
+    np.testing.assert_allclose(got, brute)
+    assert (got > 0.9).all()  # why this measure is misleading
+    with pytest.raises(ConfigError):
+        naive_cooccurrence(count, a.sum(0), b.sum(0), 0)
+
+
+def test_fraction_above():
+    assert fraction_above(np.array([0.1, 0.5, np.nan, 0.7]), 0.5) == pytest.approx(2 / 3)
+
+
+def test_examples_and_labels(tiny_tokenizer):
+    docs = [Document(0, "Alpha", "the cat sat on the mat"), Document(1, "Beta", "a dog ran in the park")]
+    ids1 = tiny_tokenizer(docs[1].text, add_special_tokens=False)["input_ids"]
+    top = {
+        "hi_values": np.array([[[3.0, 2.0, np.nan]]]), "hi_doc": np.array([[[1, 0, -1]]]),
+        "hi_pos": np.array([[[1, 0, -1]]]), "lo_values": np.array([[[2.0, 3.0, np.nan]]]),
+        "lo_doc": np.array([[[0, 1, -1]]]), "lo_pos": np.array([[[0, 1, -1]]]),
+    }
+    rows = examples(top, 0, 0, docs, tiny_tokenizer, "hi", n=5, context_tokens=2)
+    assert [r["document"] for r in rows] == ["Beta", "Alpha"]  # stops at the first empty slot
+    assert rows[0]["token"] == tiny_tokenizer.decode(ids1[1:2]) and rows[0]["activation"] == 3.0
+    assert examples(top, 0, 0, docs, tiny_tokenizer, "lo")[0]["document"] == "Alpha"
+    assert top_tokens(top, 0, 0, docs, tiny_tokenizer)
+    with pytest.raises(ConfigError, match="kind must be"):
+        examples(top, 0, 0, docs, tiny_tokenizer, "mid")
