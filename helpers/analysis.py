@@ -79,3 +79,48 @@ def top_tokens(top: dict[str, np.ndarray], site_index: int, feature: int, docume
                     context_tokens=0)
     counts = Counter(r["token"].strip() for r in rows)
     return ", ".join(t for t, _ in counts.most_common(n)) or "(never fired)"
+
+
+def spearman(x: np.ndarray, y: np.ndarray) -> float:
+    """Spearman rank correlation (average ranks for ties); NaN pairs dropped."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    ok = np.isfinite(x) & np.isfinite(y)
+    x, y = x[ok], y[ok]
+    if len(x) < 3:
+        return float("nan")
+
+    def ranks(v):
+        order = np.argsort(v, kind="stable")
+        r = np.empty(len(v))
+        r[order] = np.arange(len(v), dtype=float)
+        # average the ranks of ties
+        _, inverse, counts = np.unique(v, return_inverse=True, return_counts=True)
+        sums = np.bincount(inverse, weights=r)
+        return (sums / counts)[inverse]
+
+    rx, ry = ranks(x), ranks(y)
+    if rx.std() == 0 or ry.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def topical_features(top: dict[str, np.ndarray], site_index: int, documents, tokenizer, n: int = 3,
+                     min_docs: int = 3, max_docs: int = 10, max_act: np.ndarray | None = None) -> list[int]:
+    """Features whose top examples come from a few distinct documents and whose top token is a
+    word (not punctuation or a short function word): candidates for topic steering.
+
+    Ordered by maximum activation (``max_act`` ``[F]``) when given, else by feature index.
+    """
+    docs = top["hi_doc"][site_index]
+    n_docs = np.array([len({int(d) for d in row if d >= 0}) for row in docs])
+    ok = np.flatnonzero((n_docs >= min_docs) & (n_docs <= max_docs))
+    if max_act is not None:
+        ok = ok[np.argsort(-max_act[ok], kind="stable")]
+    chosen = []
+    for f in ok:
+        label = top_tokens(top, site_index, int(f), documents, tokenizer, n=1).lstrip("#")
+        if label.isalpha() and len(label) > 3:
+            chosen.append(int(f))
+        if len(chosen) == n:
+            break
+    return chosen

