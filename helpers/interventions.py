@@ -63,6 +63,26 @@ def _editable(envoy, family: str, site: str):
     raise ConfigError(f"unknown model family {family!r}")
 
 
+def _modules_before(envoy, family: str, site: str) -> list:
+    """The blocks that run before ``site``'s producing module (each can be skipped)."""
+    if family == "bert":
+        index = int(site.split(".")[1])
+        return [envoy.encoder.layer[i] for i in range(max(0, index - 1))]
+    layer = int(site.split(".")[1])
+    body = envoy.transformer if hasattr(envoy, "transformer") else envoy
+    return [body.h[i] for i in range(max(0, layer - 1))]
+
+
+def _producer(envoy, family: str, site: str):
+    """The module whose output is the residual stream at ``site``."""
+    if family == "bert":
+        index = int(site.split(".")[1])
+        return envoy.embeddings if index == 0 else envoy.encoder.layer[index - 1]
+    layer = int(site.split(".")[1])
+    body = envoy.transformer if hasattr(envoy, "transformer") else envoy
+    return body.drop if layer == 0 else body.h[layer - 1]
+
+
 def check_edit(subject: Subject, saes: dict[str, Any], edit: Edit) -> None:
     if edit.site not in subject.spec.site_names():
         raise ConfigError(
@@ -110,12 +130,18 @@ def run_with_edits(
     logits: bool = False,
     delta: torch.Tensor | None = None,
     delta_site: str | None = None,
+    resume_from: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """One forward pass; row ``r`` gets ``edits[r]`` (None: untouched). All edits share one site.
 
     Instead of feature edits, ``delta`` (``[B, T, d]``) may be added as it is at
     ``delta_site``: a steering vector, a random control, or edits whose change is
     already known (which saves encoding the edited site inside the pass).
+
+    ``resume_from`` (with ``delta``): the unedited residual stream at ``delta_site``
+    (raw, as :func:`raw_site` reads it). The blocks before the site are then skipped
+    (``nnsight`` ``skip``) and the pass starts from ``resume_from + delta``: copies
+    of one text that differ only in their edit share everything before the site.
 
     Returns ``{site: activations [B, T, d]}`` for ``read_sites`` (after the edit) and,
     with ``logits=True``, ``{"logits": [B, T, vocab]}`` (causal LMs).
@@ -146,6 +172,8 @@ def run_with_edits(
             raise ConfigError(f"model {subject.spec.name!r} has no site {s!r}")
         if edit_site is not None and order.index(s) <= order.index(edit_site):
             raise ConfigError(f"read site {s!r} must come after the edited site {edit_site!r}")
+    if resume_from is not None and delta is None:
+        raise ConfigError("resume_from needs a delta (the edit to apply at delta_site)")
     if logits and not subject.spec.causal:
         raise ConfigError(f"model {subject.spec.name!r} is not a causal LM: it has no next-token logits")
     family, device = subject.spec.family, subject.device
@@ -167,7 +195,11 @@ def run_with_edits(
     model = subject.model
     with torch.no_grad():
         with model.trace(**kwargs) as tracer:
-            if edit_site is not None:
+            if resume_from is not None:
+                for block in _modules_before(model, family, edit_site):
+                    block.skip(block.input)  # never runs: its output is replaced below
+                _producer(model, family, edit_site).skip((resume_from + delta).to(resume_from.dtype))
+            elif edit_site is not None:
                 x = _editable(model, family, edit_site)
                 if delta is None:
                     x[:] += feature_delta(sae, x, family, features, modes, values, pmask)
@@ -182,6 +214,20 @@ def run_with_edits(
     if logits:
         result["logits"] = out_logits
     return result
+
+
+@torch.no_grad()
+def raw_site(subject: Subject, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, site: str) -> torch.Tensor:
+    """The residual stream at ``site`` exactly as the model carries it (GPT-2: not centred)."""
+    import nnsight
+
+    kwargs = {"input_ids": input_ids.to(subject.device)}
+    if attention_mask is not None:
+        kwargs["attention_mask"] = attention_mask.to(subject.device)
+    with subject.model.trace(**kwargs) as tracer:
+        value = nnsight.save(_editable(subject.model, subject.spec.family, site))
+        tracer.stop()
+    return value
 
 
 def generate(
@@ -223,13 +269,15 @@ def edge_effects(
     """Causal effect of each edge ``(a, b)``: ablate feature ``a`` at ``site_a`` and measure the
     mean change of feature ``b`` at ``site_b`` over the counted tokens of the text batch.
 
-    Every (edge, text row) pair is one row of a batched forward pass. Returns ``[n_edges]``.
+    Every (edge, text row) pair is one row of a batched forward pass that starts at
+    ``site_a`` (the blocks before it are skipped: every copy shares them). Returns ``[n_edges]``.
     """
     n_rows = input_ids.shape[0]
     for a, b in edges:
         check_edit(subject, saes, Edit(site_a, a))
         check_edit(subject, saes, Edit(site_b, b))
     clean = run_with_edits(subject, saes, input_ids, attention_mask, None, [site_a, site_b])
+    raw_a = raw_site(subject, input_ids, attention_mask, site_a)
     sae_a, sae_b = saes[site_a], saes[site_b]
     # the ablated features' activations on the clean text: the same for every copy
     f_a = sae_a.encode(clean[site_a].to(sae_a.W_enc.dtype))  # [n, T, F]
@@ -246,7 +294,8 @@ def edge_effects(
         ids = input_ids.repeat(len(chunk), 1)
         am = attention_mask.repeat(len(chunk), 1) if attention_mask is not None else None
         after = run_with_edits(subject, saes, ids, am, None, [site_b], delta_site=site_a,
-                               delta=delta.reshape(len(chunk) * n_rows, *delta.shape[2:]))[site_b]
+                               delta=delta.reshape(len(chunk) * n_rows, *delta.shape[2:]),
+                               resume_from=raw_a.repeat(len(chunk), 1, 1))[site_b]
         feats = downs.repeat_interleave(n_rows)
         f_after = _encode_feature(sae_b, after, feats)
         f_clean = f_b_clean[:, :, downs].permute(2, 0, 1).reshape(len(chunk) * n_rows, -1)

@@ -150,3 +150,22 @@ def test_spearman():
     assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
     assert spearman([1, 2, 2, 3], [1, 2, 3, 4]) == pytest.approx(np.corrcoef([1, 2.5, 2.5, 4], [1, 2, 3, 4])[0, 1])
     assert np.isnan(spearman([1, 1, 1], [1, 2, 3]))
+
+
+def test_batched_edges_skip_the_blocks_before_the_edited_site(tiny_gpt2, saes, wiki_docs):
+    ids, am = _batch(tiny_gpt2.tokenizer, [d.text[:60] for d in wiki_docs[:2]])
+    rows = {0: 0, 1: 0, 2: 0}
+    hooks = [
+        block.attn.register_forward_hook(lambda m, a, o, _i=i: rows.__setitem__(_i, rows[_i] + a[0].shape[0]))
+        for i, block in enumerate(tiny_gpt2.hf_model.transformer.h)
+    ]
+    try:
+        edges = [(a, 3) for a in range(12)]
+        edge_effects(tiny_gpt2, saes, ids, am, am.bool(), SITES[1], SITES[2], edges, rows_per_pass=8)
+    finally:
+        for h in hooks:
+            h.remove()
+    # blocks.1.hook_resid_pre is block 0's output: block 0 runs for the 2 clean rows only
+    # (twice: the capture and the raw read), never for the 12 x 2 ablated copies;
+    # block 1 (which produces blocks.2) runs for the clean capture and every copy
+    assert rows == {0: 2 + 2, 1: 2 + 12 * 2, 2: 0}
