@@ -98,9 +98,11 @@ def format_pass(res) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
-    )
+    # long-running commands say what they do (memory bill, SAE quality) unless --quiet
+    chatty = args.verbose or (args.command in ("collect", "prepare", "train-saes") and not args.quiet)
+    logging.basicConfig(level=logging.INFO if chatty else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("httpx", "urllib3", "filelock", "torch", "matplotlib"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         exp = get_experiment(args.experiment, device=args.device, **parse_overrides(args.overrides))
         if args.command == "info":

@@ -49,13 +49,15 @@ def communities(graph, seed: int = 0) -> list[set[int]]:
     return sorted(found, key=len, reverse=True)
 
 
-def neighbourhood(graph, node: int, radius: int = 1):
-    """The subgraph within ``radius`` edges of ``node``."""
-    import networkx as nx
-
+def neighbourhood(graph, node: int, max_neighbours: int | None = None):
+    """``node`` and its neighbours (the ``max_neighbours`` with the largest edge counts),
+    with every edge among them."""
     if node not in graph:
         raise ConfigError(f"feature {node} is not in the graph (it never fired or has no edge)")
-    return nx.ego_graph(graph, node, radius=radius)
+    neighbours = sorted(graph[node], key=lambda n: (-graph.edges[node, n]["count"], n))
+    if max_neighbours is not None:
+        neighbours = neighbours[:max_neighbours]
+    return graph.subgraph([node, *neighbours]).copy()
 
 
 def export_graphml(graph, path: str | Path) -> Path:

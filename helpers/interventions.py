@@ -269,7 +269,8 @@ def edge_effects(
     """Causal effect of each edge ``(a, b)``: ablate feature ``a`` at ``site_a`` and measure the
     mean change of feature ``b`` at ``site_b`` over the counted tokens of the text batch.
 
-    Every (edge, text row) pair is one row of a batched forward pass that starts at
+    Each distinct upstream feature gets one ablated copy of the text, whose pass yields every
+    downstream feature at once; copies go through batched forward passes that start at
     ``site_a`` (the blocks before it are skipped: every copy shares them). Returns ``[n_edges]``.
     """
     n_rows = input_ids.shape[0]
@@ -283,35 +284,29 @@ def edge_effects(
     f_a = sae_a.encode(clean[site_a].to(sae_a.W_enc.dtype))  # [n, T, F]
     f_b_clean = sae_b.encode(clean[site_b].to(sae_b.W_enc.dtype))
     mask = token_mask.to(subject.device).float()
-    per_edge = max(1, rows_per_pass // n_rows)
-    effects = []
-    for start in range(0, len(edges), per_edge):
-        chunk = edges[start : start + per_edge]
-        ups = torch.tensor([a for a, _ in chunk], device=subject.device)
-        downs = torch.tensor([b for _, b in chunk], device=subject.device)
-        # ablation = subtract each upstream feature's contribution: [chunk, n, T, d]
-        delta = -f_a[:, :, ups].permute(2, 0, 1).unsqueeze(-1) * sae_a.W_dec[ups].view(len(chunk), 1, 1, -1)
-        ids = input_ids.repeat(len(chunk), 1)
-        am = attention_mask.repeat(len(chunk), 1) if attention_mask is not None else None
+    # one ablated copy of the text per distinct upstream feature serves all of its edges
+    ups = sorted({a for a, _ in edges})
+    slot = {a: j for j, a in enumerate(ups)}
+    edge_up = torch.tensor([slot[a] for a, _ in edges], device=subject.device)
+    edge_down = torch.tensor([b for _, b in edges], device=subject.device)
+    effects = torch.zeros(len(edges), device=subject.device)
+    per_pass = max(1, rows_per_pass // n_rows)
+    for start in range(0, len(ups), per_pass):
+        chunk = torch.tensor(ups[start : start + per_pass], device=subject.device)
+        k = len(chunk)
+        # ablation = subtract each upstream feature's contribution: [k, n, T, d]
+        delta = -f_a[:, :, chunk].permute(2, 0, 1).unsqueeze(-1) * sae_a.W_dec[chunk].view(k, 1, 1, -1)
+        ids = input_ids.repeat(k, 1)
+        am = attention_mask.repeat(k, 1) if attention_mask is not None else None
         after = run_with_edits(subject, saes, ids, am, None, [site_b], delta_site=site_a,
-                               delta=delta.reshape(len(chunk) * n_rows, *delta.shape[2:]),
-                               resume_from=raw_a.repeat(len(chunk), 1, 1))[site_b]
-        feats = downs.repeat_interleave(n_rows)
-        f_after = _encode_feature(sae_b, after, feats)
-        f_clean = f_b_clean[:, :, downs].permute(2, 0, 1).reshape(len(chunk) * n_rows, -1)
-        diff = ((f_after - f_clean) * mask.repeat(len(chunk), 1)).view(len(chunk), n_rows, -1)
-        effects.append(diff.sum((1, 2)) / mask.sum())
-    return torch.cat(effects).cpu()
-
-
-def _encode_feature(sae, x: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
-    """Activation of one feature per row, ``[B, T]`` (the full encode, then one column).
-
-    The full encode keeps every architecture exact (TopK needs all pre-activations).
-    """
-    f = sae.encode(x.to(sae.W_enc.dtype))
-    rows = torch.arange(x.shape[0], device=x.device)
-    return f[rows, :, features]
+                               delta=delta.reshape(k * n_rows, *delta.shape[2:]),
+                               resume_from=raw_a.repeat(k, 1, 1))[site_b]
+        f_after = sae_b.encode(after.to(sae_b.W_enc.dtype)).view(k, n_rows, after.shape[1], -1)
+        mine = (edge_up >= start) & (edge_up < start + k)
+        e_idx = torch.nonzero(mine).flatten()
+        diff = f_after[edge_up[e_idx] - start, :, :, edge_down[e_idx]] - f_b_clean[:, :, edge_down[e_idx]].permute(2, 0, 1)
+        effects[e_idx] = (diff * mask).sum((1, 2)) / mask.sum()
+    return effects.cpu()
 
 
 @torch.no_grad()

@@ -346,7 +346,12 @@ def run_pass(
     last_ckpt = state.tokens
     t0 = time.perf_counter()
     counted = 0
-    bar = tqdm(total=exp.token_budget, initial=state.tokens, unit="tok", desc=f"statistics ({exp.name})",
+    total = exp.token_budget
+    if total is None and progress:  # the whole corpus: count it so that the bar has an ETA
+        from .corpus import count_tokens
+
+        total = count_tokens(docs, subject.tokenizer)
+    bar = tqdm(total=total, initial=state.tokens, unit="tok", desc=f"statistics ({exp.name})",
                disable=not progress or dist.rank != 0, smoothing=0.1)
     for round_batches in _rounds(stream, dist.world, skip=state.batches):
         sizes = [b.n_tokens for b in round_batches]

@@ -55,6 +55,8 @@ def test_degree_frequency_communities_neighbourhood(tmp_path):
     found = communities(g)
     assert set().union(*found) == set(g.nodes)
     assert sorted(neighbourhood(g, 0).nodes) == [0, 1, 3]
+    strongest = neighbourhood(g, 0, max_neighbours=1)  # edge 0-1 (count 5) beats 0-3 (count 1)
+    assert sorted(strongest.nodes) == [0, 1] and strongest.edges[0, 1]["count"] == 5
     with pytest.raises(ConfigError, match="not in the graph"):
         neighbourhood(g, 2)
     path = export_graphml(g, tmp_path / "g.graphml")

@@ -169,3 +169,18 @@ def test_batched_edges_skip_the_blocks_before_the_edited_site(tiny_gpt2, saes, w
     # (twice: the capture and the raw read), never for the 12 x 2 ablated copies;
     # block 1 (which produces blocks.2) runs for the clean capture and every copy
     assert rows == {0: 2 + 2, 1: 2 + 12 * 2, 2: 0}
+
+
+def test_edges_sharing_an_upstream_feature_share_one_copy(tiny_gpt2, saes, wiki_docs):
+    ids, am = _batch(tiny_gpt2.tokenizer, [d.text[:60] for d in wiki_docs[:2]])
+    rows = {"block1": 0}
+    hook = tiny_gpt2.hf_model.transformer.h[1].attn.register_forward_hook(
+        lambda m, a, o: rows.__setitem__("block1", rows["block1"] + a[0].shape[0]))
+    try:
+        fan_out = [(7, b) for b in range(30)]  # 30 edges, one upstream feature
+        got = edge_effects(tiny_gpt2, saes, ids, am, am.bool(), SITES[1], SITES[2], fan_out)
+    finally:
+        hook.remove()
+    assert rows["block1"] == 2 + 2  # the clean capture and ONE ablated copy of the 2 rows
+    want = edge_effects_one_at_a_time(tiny_gpt2, saes, ids, am, am.bool(), SITES[1], SITES[2], fan_out)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
