@@ -90,12 +90,6 @@ def parse_overrides(items: Sequence[str]) -> dict:
     return out
 
 
-def format_pass(res) -> str:
-    lines = [f"statistics: {res.tokens:,} tokens in {res.seconds:.1f} s ({res.tokens_per_second:,.0f} tokens/s) -> {res.out}"]
-    lines += [f"  {name:<26} {size / 2**20:8.2f} MiB" for name, size in res.files.items()]
-    return "\n".join(lines)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # long-running commands say what they do (memory bill, SAE quality) unless --quiet
@@ -133,6 +127,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             res = run_pass(exp, out=args.out, resume=args.resume,
                            checkpoint_tokens=args.checkpoint_tokens, progress=not args.quiet)
             if res.files:
+                from .report import format_pass
+
                 print(format_pass(res))
     except SaeEvolutionError as exc:
         print(f"error: {exc}", file=sys.stderr)

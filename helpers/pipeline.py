@@ -14,8 +14,7 @@ def prepare(exp: Experiment, progress: bool = True) -> list[str]:
 
     Returns one line per step saying what was done or reused.
     """
-    from .cli import format_pass
-    from .report import format_training
+    from .report import format_pass, format_training
     from .saes import train_saes
     from .stats_pass import run_pass, statistics_ready
 

@@ -86,3 +86,9 @@ def quality_table(report: dict[str, dict[str, float]]):
     df.index.name = "site"
     df["dead_%"] = 100 * df.pop("dead_fraction")
     return df[["fvu", "l0", "dead_%", "n_tokens", "train_tokens"]]
+
+
+def format_pass(res) -> str:
+    lines = [f"statistics: {res.tokens:,} tokens in {res.seconds:.1f} s ({res.tokens_per_second:,.0f} tokens/s) -> {res.out}"]
+    lines += [f"  {name:<26} {size / 2**20:8.2f} MiB" for name, size in res.files.items()]
+    return "\n".join(lines)
