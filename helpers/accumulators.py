@@ -202,9 +202,6 @@ class PairStats(Accumulator):
             self.sum_xy += other.sum_xy
         return self
 
-    def count_matrix(self) -> torch.Tensor:
-        return self.count.view(self.n_features, self.n_features)
-
     def result(self) -> dict[str, object]:
         f = self.n_features
         out = {"count": self.count.view(f, f).cpu().numpy()}

@@ -328,6 +328,12 @@ def run_pass(
         if not ckpt.is_file():
             raise MissingArtefactError(f"--resume: no checkpoint {ckpt}; run without --resume")
         saved = torch.load(ckpt, map_location=subject.device, weights_only=False)
+        diff = Experiment.from_dict(saved["experiment"]).differences(exp, STAT_FIELDS)
+        if diff:
+            raise ArtefactMismatchError(
+                f"--resume: {ckpt} was written for another experiment ({'; '.join(diff)}): "
+                "run without --resume, or resume with the same settings"
+            )
         if saved["world"] != dist.world or saved["batch_size"] != exp.batch_size:
             raise ConfigError(
                 f"--resume: the checkpoint was written by {saved['world']} process(es) with batch size "
@@ -391,11 +397,8 @@ def run_pass(
     result = PassResult(out, state.tokens, seconds, counted / max(seconds, 1e-9))
     if dist.rank == 0:
         result.files = write_artefacts(state, exp, out, seconds=seconds, world=dist.world)
-        if ckpt.exists():
-            ckpt.unlink()
-    dist.barrier()
-    if dist.rank != 0 and ckpt.exists():
-        ckpt.unlink()
+    dist.barrier()  # every rank keeps its checkpoint until the artefacts are written
+    ckpt.unlink(missing_ok=True)
     return result
 
 

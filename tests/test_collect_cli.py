@@ -81,6 +81,11 @@ def test_sigkill_then_resume_equals_uninterrupted(env, reference, tmp_path):
     proc.wait()
     assert ckpt.exists(), "no checkpoint appeared before the run ended"
     assert not (out / "metadata.json").exists(), "the run finished before it could be killed"
+    # a checkpoint of another experiment is refused, and left as it was
+    before = ckpt.read_bytes()
+    done = cli("collect", "--quiet", "--out", str(out), "--resume", "--set", "step_tokens=128", env=env)
+    assert done.returncode == 2 and "written for another experiment (step_tokens: 256" in done.stderr
+    assert ckpt.read_bytes() == before
     done = cli("collect", "--quiet", "--out", str(out), "--resume", env=env)
     assert done.returncode == 0, done.stderr
     assert not ckpt.exists()
