@@ -3,6 +3,7 @@
     python bench/stats_pass.py --experiment smoke
     python bench/stats_pass.py --experiment offline --tokens 32768 --baseline-tokens 8192
     python bench/stats_pass.py --gpt2-shaped --tokens 1000000     # on a GPU: GPT-2 small shape
+    python bench/stats_pass.py --plan                             # GPT-2-scale memory plans, no GPU needed
 
 1. ``forward+encode``: the model's forward pass to the last site plus every SAE
    encode, nothing else: the ceiling of any statistics pass.
@@ -158,6 +159,24 @@ def ours(exp, subject, saes, tokens):
     return res.tokens_per_second, stats, peak
 
 
+def plans(free_gib=(79.0, 139.0), host_gib=120.0):
+    """The accumulator plan and memory bill of the gpt2-res-jb preset on GPUs with ``free_gib`` free."""
+    from helpers.stats_pass import host_bill, plan_precision
+
+    exp = get_experiment("gpt2-res-jb")
+    rows = {}
+    for free in free_gib:
+        prec, bill = plan_precision(exp, 24576, 124_439_808, torch.device("cuda"), max_tokens=exp.token_budget,
+                                    available=int(free * 2**30), host_available=int(host_gib * 2**30))
+        rows[f"{free:g} GiB free"] = {
+            "precision": prec.describe("cuda"),
+            "device_gib": round(sum(bill.values()) / 2**30, 1),
+            "host_copy_gib": round(host_bill(exp, 24576, prec) / 2**30, 1),
+            "bill_gib": {k: round(v / 2**30, 2) for k, v in bill.items()},
+        }
+    return rows
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--experiment", default="smoke")
@@ -166,7 +185,12 @@ def main(argv=None):
     p.add_argument("--gpt2-shaped", action="store_true", help="random GPT-2 small + 24576-feature SAEs")
     p.add_argument("--device", default="auto")
     p.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    p.add_argument("--plan", action="store_true", help="print the GPT-2-scale memory plans and stop")
     args = p.parse_args(argv)
+    if args.plan:
+        figures = plans()
+        print(json.dumps(figures, indent=2))
+        return figures
 
     device = resolve_device(args.device)
     if args.gpt2_shaped:

@@ -11,11 +11,18 @@ pair statistics are accumulated only over pairs of *active* features: a token
 with ``kL`` features active at site L and ``kR`` at L+1 costs ``kL * kR``
 increments, never ``F^2``.
 
-Precision:
+Precision (see ``artefacts/README.md``):
 
-- counts (firings, co-activations) are exact int64 integers;
-- sums of activations, of squares and of products are float64 (relative error
-  about 1e-16 per addition, so about 1e-9 after 10^7 tokens at worst).
+- counts are exact integers: firing counts int64; the big pair and edge
+  counts int64, or int32 when the stream is known to hold fewer than 2^31
+  tokens (:func:`count_dtype_for`), which halves their memory and is still
+  exact (a count never exceeds the tokens seen);
+- per-feature sums (x, x^2) are float64;
+- the big sums of products (pairs, graph weights) are :class:`StreamedSums`:
+  float64, or float32 on the device flushed into a float64 copy on the host
+  every ``flush_tokens`` tokens, so that no float32 partial sum holds more
+  than ``flush_tokens`` terms (this is what lets GPT-2-scale statistics fit
+  one 80 GB GPU).
 """
 
 from __future__ import annotations
@@ -28,12 +35,17 @@ import torch
 from .errors import ConfigError
 
 COUNT_DTYPE = torch.int64
+SUM_DTYPE = torch.float64
+INT32_TOKENS = 2**31 - 1
 
 
 class NonFiniteError(ConfigError):
     """Activations hold NaN or inf."""
 
-SUM_DTYPE = torch.float64
+
+def count_dtype_for(max_tokens: int | None) -> torch.dtype:
+    """int32 when every count (at most the tokens seen) fits it exactly, else int64."""
+    return torch.int32 if max_tokens is not None and max_tokens <= INT32_TOKENS else torch.int64
 
 
 @dataclass
@@ -43,17 +55,21 @@ class SparseActs:
     indices: torch.Tensor  # long
     values: torch.Tensor  # float; 0 marks padding (an inactive slot)
     n_features: int
+    #: with ``check_finite=False``: a device bool, whether every activation was finite
+    finite: torch.Tensor | None = None
 
     @property
     def n_tokens(self) -> int:
         return int(self.indices.shape[0])
 
     @classmethod
-    def from_dense(cls, acts: torch.Tensor, max_active: int | None = None) -> "SparseActs":
+    def from_dense(cls, acts: torch.Tensor, max_active: int | None = None,
+                   check_finite: bool = True) -> "SparseActs":
         """Keep the active (> 0) features of ``acts`` ``[n_tokens, n_features]``.
 
         ``max_active``: a known bound on the active features per token (a TopK SAE's k),
-        which saves counting them.
+        which saves counting them. ``check_finite=False`` defers the NaN/inf check to the
+        caller (``.finite``), saving a host synchronisation per call on a GPU.
         """
         if acts.ndim != 2:
             raise ConfigError(f"need activations [n_tokens, n_features], got {tuple(acts.shape)}")
@@ -65,17 +81,18 @@ class SparseActs:
         k = max(k, 1)
         values, indices = torch.topk(acts, k, dim=1, sorted=False)
         # NaN and +inf sort first in topk, so a non-finite activation always lands here
-        if not torch.isfinite(values).all():
+        finite = torch.isfinite(values).all()
+        if check_finite and not bool(finite):
             raise NonFiniteError("non-finite (NaN or inf) activations")
         values = torch.where(values > 0, values, torch.zeros_like(values))
-        return cls(indices=indices, values=values, n_features=f)
+        return cls(indices=indices, values=values, n_features=f, finite=None if check_finite else finite)
 
     def to_dense(self) -> torch.Tensor:
         out = torch.zeros(self.n_tokens, self.n_features, dtype=self.values.dtype, device=self.values.device)
         return out.scatter_add_(1, self.indices, self.values)
 
     def slice(self, start: int, stop: int) -> "SparseActs":
-        return SparseActs(self.indices[start:stop], self.values[start:stop], self.n_features)
+        return SparseActs(self.indices[start:stop], self.values[start:stop], self.n_features, self.finite)
 
 
 SparseBatch = Mapping[str, SparseActs]
@@ -87,17 +104,97 @@ def sparsify(acts: Mapping[str, torch.Tensor]) -> dict[str, SparseActs]:
 
 
 class Accumulator:
-    """Interface: ``update``, ``merge``, ``state_dict``, ``load_state_dict``, ``result``."""
+    """Interface: ``update``, ``merge``, ``state_dict``, ``load_state_dict``, ``result``.
+
+    ``_state`` names the tensors of the state; ``_children`` names nested
+    :class:`StreamedSums`, whose state is saved under ``"<name>.<key>"``.
+    """
+
+    _state: tuple[str, ...] = ()
+    _children: tuple[str, ...] = ()
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return {name: getattr(self, name) for name in self._state}
+        out = {name: getattr(self, name) for name in self._state}
+        for child in self._children:
+            out.update({f"{child}.{k}": v for k, v in getattr(self, child).state_dict().items()})
+        return out
 
     def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
         for name in self._state:
             current = getattr(self, name)
             setattr(self, name, state[name].to(device=current.device, dtype=current.dtype).clone())
+        for child in self._children:
+            prefix = f"{child}."
+            getattr(self, child).load_state_dict(
+                {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
 
-    _state: tuple[str, ...] = ()
+
+class StreamedSums(Accumulator):
+    """``numel`` float sums over a token stream, added to by index.
+
+    ``dtype=torch.float64``: one float64 tensor on the device.
+
+    ``dtype=torch.float32``: float32 on the device (half the memory), flushed into a
+    float64 copy on the host before more than ``flush_tokens`` tokens have been added
+    to it, so no float32 partial sum holds more than ``flush_tokens`` terms: its
+    relative rounding error is at most ``flush_tokens * 2**-24`` and in practice about
+    ``sqrt(flush_tokens) * 2**-24`` (about 1e-4 at the default 2^22 tokens). A flush
+    copies in chunks, so the host needs no more than the float64 copy.
+    """
+
+    _state = ("device_sums", "host_sums", "pending")
+    FLUSH_CHUNK = 1 << 26
+
+    def __init__(self, numel: int, dtype: torch.dtype = SUM_DTYPE, device="cpu",
+                 flush_tokens: int = 1 << 22):
+        if dtype not in (torch.float64, torch.float32):
+            raise ConfigError(f"sums must be float64 or float32, not {dtype}")
+        if not 0 < flush_tokens <= 2**24:
+            raise ConfigError(f"flush_tokens={flush_tokens} must be in 1..2^24 (float32 partial sums)")
+        self.dtype, self.flush_tokens = dtype, flush_tokens
+        self.device_sums = torch.zeros(numel, dtype=dtype, device=device)
+        self.host_sums = torch.zeros(numel if dtype != torch.float64 else 0, dtype=torch.float64)
+        self.pending = torch.zeros((), dtype=torch.int64)  # tokens in the device partial sums
+
+    @property
+    def flushed(self) -> bool:
+        return self.dtype != torch.float64
+
+    def reserve(self, n_tokens: int) -> None:
+        """Call before adding the contributions of ``n_tokens`` tokens."""
+        if self.flushed and int(self.pending) + n_tokens > self.flush_tokens:
+            self.flush()
+        self.pending += n_tokens
+
+    @torch.no_grad()
+    def flush(self) -> None:
+        """Move the device partial sums into the float64 host copy."""
+        if not self.flushed:
+            return
+        for lo in range(0, self.device_sums.numel(), self.FLUSH_CHUNK):
+            part = self.device_sums[lo : lo + self.FLUSH_CHUNK]
+            self.host_sums[lo : lo + part.numel()] += part.to("cpu", non_blocking=False).double()
+            part.zero_()
+        self.pending.zero_()
+
+    def index_add_(self, index: torch.Tensor, values: torch.Tensor) -> None:
+        self.device_sums.index_add_(0, index, values.to(self.dtype))
+
+    def merge(self, other: "StreamedSums") -> "StreamedSums":
+        if self.flushed:
+            self.flush()
+            other.flush()
+            self.host_sums += other.host_sums
+        else:
+            self.device_sums += other.device_sums
+        return self
+
+    def total(self) -> torch.Tensor:
+        """The float64 sums (on the host when flushed, else on the device)."""
+        if self.flushed:
+            self.flush()
+            return self.host_sums
+        return self.device_sums
 
 
 class FeatureStats(Accumulator):
@@ -149,16 +246,26 @@ class FeatureStats(Accumulator):
         }
 
 
+def _split_for(sums: "StreamedSums", batch: SparseBatch, n: int):
+    """Slices of ``batch`` of at most ``flush_tokens`` tokens (the batch itself when it fits)."""
+    if not sums.flushed or n <= sums.flush_tokens:
+        return None
+    return [{s: a.slice(lo, lo + sums.flush_tokens) for s, a in batch.items()}
+            for lo in range(0, n, sums.flush_tokens)]
+
+
 class PairStats(Accumulator):
     """For one pair of sites (L, L+1) and ALL feature pairs (a at L, b at L+1):
 
-    ``count[a, b]``: tokens on which both fire (exact int64);
-    ``sum_xy[a, b]``: sum of the products of their activations (float64).
+    ``count[a, b]``: tokens on which both fire (exact; ``count_dtype`` int64, or int32 for
+    streams of fewer than 2^31 tokens, see :func:`count_dtype_for`);
+    ``sum_xy[a, b]``: sum of the products of their activations (:class:`StreamedSums`).
 
     Only pairs of active features are touched: the products of all other pairs are 0.
     """
 
-    _state = ("count", "sum_xy")
+    _state = ("count",)
+    _children = ("sum_xy",)
 
     def __init__(
         self,
@@ -168,45 +275,63 @@ class PairStats(Accumulator):
         device: torch.device | str = "cpu",
         products: bool = True,
         chunk_pairs: int = 1 << 17,
+        count_dtype: torch.dtype = COUNT_DTYPE,
+        sum_dtype: torch.dtype = SUM_DTYPE,
+        flush_tokens: int = 1 << 22,
     ):
         self.site_a, self.site_b = site_a, site_b
         self.n_features = n_features
         self.products = products
         self.chunk_pairs = chunk_pairs
         f = n_features
-        self.count = torch.zeros(f * f, dtype=COUNT_DTYPE, device=device)
-        self.sum_xy = torch.zeros(f * f if products else 0, dtype=SUM_DTYPE, device=device)
+        self.count = torch.zeros(f * f, dtype=count_dtype, device=device)
+        self.sum_xy = StreamedSums(f * f if products else 0, sum_dtype, device, flush_tokens)
+        self.n_tokens = 0  # guards the int32 counts
 
     @torch.no_grad()
     def update(self, batch: SparseBatch) -> None:
         a, b = batch[self.site_a], batch[self.site_b]
         if a.n_tokens != b.n_tokens:
             raise ConfigError(f"sites {self.site_a!r} and {self.site_b!r} have different token counts")
+        parts = _split_for(self.sum_xy, batch, a.n_tokens)
+        if parts:
+            for part in parts:
+                self.update(part)
+            return
+        self.n_tokens += a.n_tokens
+        if self.count.dtype == torch.int32 and self.n_tokens > INT32_TOKENS:
+            raise ConfigError(
+                f"more than 2^31-1 tokens in int32 pair counts: the stream is longer than announced "
+                "(count_dtype_for); use int64 counts"
+            )
+        self.sum_xy.reserve(a.n_tokens)
         ka, kb = a.indices.shape[1], b.indices.shape[1]
         step = max(1, self.chunk_pairs // max(1, ka * kb))
         f = self.n_features
+        sum_dtype = self.sum_xy.dtype
         for start in range(0, a.n_tokens, step):
             ia, va = a.indices[start : start + step], a.values[start : start + step]
             ib, vb = b.indices[start : start + step], b.values[start : start + step]
             flat = (ia.unsqueeze(2) * f + ib.unsqueeze(1)).reshape(-1)
             # padding slots (value 0) add 0 to a real entry: cheaper than compacting them away
             both = ((va > 0).unsqueeze(2) & (vb > 0).unsqueeze(1)).reshape(-1)
-            self.count.index_add_(0, flat, both.to(COUNT_DTYPE))
+            self.count.index_add_(0, flat, both.to(self.count.dtype))
             if self.products:
-                prod = (va.to(SUM_DTYPE).unsqueeze(2) * vb.to(SUM_DTYPE).unsqueeze(1)).reshape(-1)
-                self.sum_xy.index_add_(0, flat, prod)
+                prod = (va.to(sum_dtype).unsqueeze(2) * vb.to(sum_dtype).unsqueeze(1)).reshape(-1)
+                self.sum_xy.index_add_(flat, prod)
 
     def merge(self, other: "PairStats") -> "PairStats":
         self.count += other.count
+        self.n_tokens += other.n_tokens
         if self.products:
-            self.sum_xy += other.sum_xy
+            self.sum_xy.merge(other.sum_xy)
         return self
 
     def result(self) -> dict[str, object]:
         f = self.n_features
         out = {"count": self.count.view(f, f).cpu().numpy()}
         if self.products:
-            out["sum_xy"] = self.sum_xy.view(f, f).cpu().numpy()
+            out["sum_xy"] = self.sum_xy.total().view(f, f).cpu().numpy()
         return out
 
 
@@ -340,28 +465,74 @@ class TopExamples(Accumulator):
         return out
 
 
+def triangle_index(a: torch.Tensor, b: torch.Tensor, n: int) -> torch.Tensor:
+    """Position of the pair ``a < b`` in the row-major upper triangle of an ``n x n`` matrix."""
+    return a * (2 * n - a - 1) // 2 + (b - a - 1)
+
+
 class CoactivationGraph(Accumulator):
     """Within each site: on every token the ``top_k`` most active features are linked pairwise.
 
-    Per edge (a < b): ``edge_count`` = tokens that linked it (exact int64). Its weight is the
-    cosine similarity of the two features' activations over ALL tokens seen, from
-    ``sum_xy`` (float64 sums of products of co-active features at the same site) and the
-    per-feature sums of squares of :class:`FeatureStats`.
+    Per edge (a < b): ``edge_count`` = tokens that linked it (exact int64). Edges are few
+    (a feature is linked to tens of partners, not thousands), so they are kept as a sorted
+    list of keys ``site * F^2 + a * F + b`` with counts: new links are buffered and merged
+    into it every ``compact_every`` links.
+
+    An edge's weight is the cosine similarity of the two features' activations over ALL
+    tokens seen, from ``sum_xy`` (sums of products of co-active features at the same site,
+    every unordered pair once: the upper triangle, ``F (F - 1) / 2`` per site, as
+    :class:`StreamedSums`) and the per-feature sums of squares of :class:`FeatureStats`.
     """
 
-    _state = ("edge_count", "sum_xy")
+    _state = ("edge_keys", "edge_counts")
+    _children = ("sum_xy",)
 
     def __init__(self, sites: Sequence[str], n_features: int, top_k: int = 4, device="cpu",
-                 chunk_pairs: int = 1 << 17):
+                 chunk_pairs: int = 1 << 17, sum_dtype: torch.dtype = SUM_DTYPE,
+                 flush_tokens: int = 1 << 22, compact_every: int = 1 << 22):
         self.sites, self.n_features, self.top_k = tuple(sites), n_features, top_k
-        self.chunk_pairs = chunk_pairs
+        self.chunk_pairs, self.compact_every = chunk_pairs, compact_every
         s, f = len(self.sites), n_features
-        self.edge_count = torch.zeros(s, f * f, dtype=COUNT_DTYPE, device=device)
-        self.sum_xy = torch.zeros(s, f * f, dtype=SUM_DTYPE, device=device)
+        self.tri = f * (f - 1) // 2
+        self.edge_keys = torch.zeros(0, dtype=torch.int64, device=device)
+        self.edge_counts = torch.zeros(0, dtype=COUNT_DTYPE, device=device)
+        self._pending: list[torch.Tensor] = []
+        self._pending_n = 0
+        self.sum_xy = StreamedSums(s * self.tri, sum_dtype, device, flush_tokens)
+
+    def _compact(self, extra_keys: torch.Tensor | None = None, extra_counts: torch.Tensor | None = None) -> None:
+        """Merge the buffered links (and ``extra`` keys with counts) into the sorted edge list."""
+        if not self._pending and extra_keys is None:
+            return
+        dev = self.edge_keys.device
+        keys = [self.edge_keys, *self._pending]
+        counts = [self.edge_counts, torch.ones(self._pending_n, dtype=COUNT_DTYPE, device=dev)]
+        if extra_keys is not None:
+            keys.append(extra_keys.to(dev))
+            counts.append(extra_counts.to(device=dev, dtype=COUNT_DTYPE))
+        self.edge_keys, inverse = torch.unique(torch.cat(keys), sorted=True, return_inverse=True)
+        self.edge_counts = torch.zeros(self.edge_keys.numel(), dtype=COUNT_DTYPE,
+                                       device=dev).index_add_(0, inverse, torch.cat(counts))
+        self._pending, self._pending_n = [], 0
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        self._compact()
+        return super().state_dict()
+
+    def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
+        self._pending, self._pending_n = [], 0
+        super().load_state_dict(state)
 
     @torch.no_grad()
     def update(self, batch: SparseBatch) -> None:
         f = self.n_features
+        n = batch[self.sites[0]].n_tokens
+        parts = _split_for(self.sum_xy, batch, n)
+        if parts:
+            for part in parts:
+                self.update(part)
+            return
+        self.sum_xy.reserve(n)
         for i, site in enumerate(self.sites):
             s = batch[site]
             # edges: pairs among the top_k most active features of each token
@@ -372,42 +543,46 @@ class CoactivationGraph(Accumulator):
             ia, ib = top_i[:, a], top_i[:, b]
             ok = (top_v[:, a] > 0) & (top_v[:, b] > 0)
             lo, hi = torch.minimum(ia, ib)[ok], torch.maximum(ia, ib)[ok]
-            flat = lo * f + hi
-            self.edge_count[i].index_add_(0, flat, torch.ones_like(flat))
+            keys = (i * f + lo) * f + hi
+            self._pending.append(keys)
+            self._pending_n += keys.numel()
             # products of all co-active pairs for the cosine weights: each unordered pair of
             # slots once, stored at (min, max); padding slots have value 0 and add 0
             kk = s.indices.shape[1]
             sa, sb = torch.triu_indices(kk, kk, offset=1, device=s.indices.device)
             step = max(1, self.chunk_pairs // max(1, sa.numel()))
             for start in range(0, s.n_tokens, step):
-                idx, v = s.indices[start : start + step], s.values[start : start + step].to(SUM_DTYPE)
+                idx = s.indices[start : start + step]
+                v = s.values[start : start + step].to(self.sum_xy.dtype)
                 pa, pb = idx[:, sa], idx[:, sb]
-                flat = (torch.minimum(pa, pb) * f + torch.maximum(pa, pb)).reshape(-1)
-                self.sum_xy[i].index_add_(0, flat, (v[:, sa] * v[:, sb]).reshape(-1))
+                flat = i * self.tri + triangle_index(torch.minimum(pa, pb), torch.maximum(pa, pb), f)
+                self.sum_xy.index_add_(flat.reshape(-1), (v[:, sa] * v[:, sb]).reshape(-1))
+        if self._pending_n >= self.compact_every:
+            self._compact()
 
     def merge(self, other: "CoactivationGraph") -> "CoactivationGraph":
-        self.edge_count += other.edge_count
-        self.sum_xy += other.sum_xy
+        other._compact()
+        self._compact(other.edge_keys, other.edge_counts)
+        self.sum_xy.merge(other.sum_xy)
         return self
 
     def result(self, sum_sq) -> dict[str, object]:
         """Edge list over all sites; ``sum_sq`` is FeatureStats' ``[S, F]`` sums of squares."""
         import numpy as np
 
+        self._compact()
         f = self.n_features
-        site, src, dst, count, weight = [], [], [], [], []
-        for i in range(len(self.sites)):
-            flat = torch.nonzero(self.edge_count[i]).flatten()
-            a, b = flat // f, flat % f
-            norms = torch.as_tensor(np.sqrt(sum_sq[i]), device=flat.device)
-            w = self.sum_xy[i][flat] / (norms[a] * norms[b])
-            site.append(torch.full_like(a, i)); src.append(a); dst.append(b)
-            count.append(self.edge_count[i][flat]); weight.append(w)
-        cat = lambda xs: torch.cat(xs).cpu().numpy()  # noqa: E731
+        sums = self.sum_xy.total()  # gathered where they live: never copy all of them
+        keys = self.edge_keys.to(sums.device)
+        site, rest = keys // (f * f), keys % (f * f)
+        a, b = rest // f, rest % f
+        norms = torch.as_tensor(np.sqrt(np.asarray(sum_sq, dtype=np.float64)), device=sums.device)
+        w = (sums[site * self.tri + triangle_index(a, b, f)] / (norms[site, a] * norms[site, b])).cpu()
+        site, a, b = site.cpu(), a.cpu(), b.cpu()
         return {
-            "edge_site": cat(site).astype("int16"),
-            "edge_src": cat(src).astype("int32"),
-            "edge_dst": cat(dst).astype("int32"),
-            "edge_count": cat(count),
-            "edge_weight": cat(weight),
+            "edge_site": site.numpy().astype("int16"),
+            "edge_src": a.numpy().astype("int32"),
+            "edge_dst": b.numpy().astype("int32"),
+            "edge_count": self.edge_counts.cpu().numpy(),
+            "edge_weight": w.numpy(),
         }

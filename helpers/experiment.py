@@ -83,6 +83,7 @@ CORPORA = ("wiki-summaries", "pile-10k")
 SAE_SOURCES = ("trained", "pretrained")
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("float32", "bfloat16", "float16")
+SUM_DTYPES = ("auto", "float64", "float32")
 
 
 def _check_thresholds(name: str, values: tuple[int, ...]) -> None:
@@ -133,6 +134,11 @@ class Experiment:
     coactivation_thresholds: tuple[int, ...] = COACTIVATION_THRESHOLDS
     top_k_examples: int = 20
     graph_top_k: int = 4
+    #: sums of products (pairs, graph weights): "float64", or "float32" on the device
+    #: flushed into float64 on the host every ``flush_tokens`` tokens, or "auto":
+    #: float64 when it fits the device, else float32 (what GPT-2 scale needs on 80 GB)
+    sum_dtype: str = "auto"
+    flush_tokens: int = 1 << 22
     description: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
@@ -205,6 +211,13 @@ class Experiment:
             raise ConfigError(f"unknown dtype {self.dtype!r}: choose one of {DTYPES}")
         if not self.sae_lr > 0:
             raise ConfigError(f"sae_lr={self.sae_lr} must be > 0")
+        if self.sum_dtype not in SUM_DTYPES:
+            raise ConfigError(f"unknown sum_dtype {self.sum_dtype!r}: choose one of {SUM_DTYPES}")
+        if not 0 < self.flush_tokens <= 2**24:
+            raise ConfigError(
+                f"flush_tokens={self.flush_tokens} must be in 1..16777216 (2^24): a float32 partial "
+                "sum of more terms can stop growing"
+            )
         _check_thresholds("dead_thresholds", self.dead_thresholds)
         _check_thresholds("coactivation_thresholds", self.coactivation_thresholds)
 

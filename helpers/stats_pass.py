@@ -96,6 +96,32 @@ class Dist:
             dist.all_reduce(t, op=dist.ReduceOp.SUM if op == "sum" else dist.ReduceOp.MAX)
         return t
 
+    def all_reduce_host(self, t: torch.Tensor, chunk: int = 1 << 26) -> torch.Tensor:
+        """Sum a host (CPU) tensor over the ranks: directly on gloo, through the GPU in chunks on NCCL."""
+        if self.world == 1:
+            return t
+        import torch.distributed as dist
+
+        if dist.get_backend() == "gloo":
+            dist.all_reduce(t)
+            return t
+        dev = torch.device("cuda", torch.cuda.current_device())
+        for lo in range(0, t.numel(), chunk):
+            part = t[lo : lo + chunk].to(dev)
+            dist.all_reduce(part)
+            t[lo : lo + chunk] = part.cpu()
+        return t
+
+    def all_gather_varlen(self, t: torch.Tensor) -> list[torch.Tensor]:
+        """``all_gather`` of 1-D tensors whose lengths differ between ranks."""
+        if self.world == 1:
+            return [t]
+        n = torch.tensor([t.numel()], device=t.device)
+        sizes = [int(x) for x in self.all_gather(n)]
+        padded = torch.zeros(max(sizes), dtype=t.dtype, device=t.device)
+        padded[: t.numel()] = t
+        return [g[:size] for g, size in zip(self.all_gather(padded), sizes)]
+
     def all_gather(self, t: torch.Tensor) -> list[torch.Tensor]:
         if self.world == 1:
             return [t]
@@ -113,23 +139,61 @@ class Dist:
 
 
 # --------------------------------------------------------------------------- memory bill
-def memory_bill(exp: Experiment, n_features: int, n_model_params: int, world: int = 1) -> dict[str, int]:
-    """Bytes the pass needs on its device, by item."""
+@dataclass(frozen=True)
+class Precision:
+    """The dtypes of the big accumulators (pair and edge counts, sums of products)."""
+
+    counts: torch.dtype = torch.int64
+    sums: torch.dtype = torch.float64
+    flush_tokens: int = 1 << 22
+
+    def describe(self, device: torch.device | str = "cpu") -> dict[str, str]:
+        sums = "float64" if self.sums == torch.float64 else (
+            f"float32 on {device}, flushed into float64 on the host every {self.flush_tokens:,} tokens")
+        return {"pair_counts": str(self.counts).replace("torch.", ""), "feature_counts": "int64",
+                "edge_counts": "int64", "feature_sums": "float64", "product_sums": sums}
+
+
+def _nbytes(dtype: torch.dtype) -> int:
+    return torch.empty((), dtype=dtype).element_size()
+
+
+def memory_bill(exp: Experiment, n_features: int, n_model_params: int, world: int = 1,
+                precision: Precision | None = None, max_tokens: int | None = None) -> dict[str, int]:
+    """Bytes the pass needs on its device, by item (the host copy of flushed sums: :func:`host_bill`)."""
+    precision = precision or Precision()
     s, f, p, k = len(exp.sites), n_features, len(exp.site_pairs), exp.top_k_examples
     d = exp.model_spec.d_model
+    cb, sb = _nbytes(precision.counts), _nbytes(precision.sums)
     tokens = exp.batch_size * exp.context_length
+    tri = f * (f - 1) // 2
+    links = exp.graph_top_k * (exp.graph_top_k - 1) // 2
+    # distinct edges: measured at ~2% of the links made on the offline preset; budget 5%
+    edges = min(s * tri, int(0.05 * (max_tokens or 10**7) * s * links))
+    counts, sums = str(precision.counts).replace("torch.", ""), str(precision.sums).replace("torch.", "")
     bill = {
         "model": n_model_params * 4,
         "saes": s * (2 * d * f + f + d) * 4,
-        "batch (activations + SAE features)": tokens * s * (d + f) * 4 * 2,
+        # every site's residuals, one site's dense SAE pre-activations and codes, all sparse codes
+        "batch (residuals, SAE codes)": tokens * (s * d * 4 + 3 * f * 4 + s * min(f, 256) * 12),
         "feature statistics": s * f * (8 + 4 + 8 + 8),
-        "pair statistics (int64 counts + float64 sums)": p * f * f * 16,
-        "co-activation graph (int64 counts + float64 sums)": s * f * f * 16,
+        f"pair statistics ({counts} counts + {sums} sums)": p * f * f * (cb + sb),
+        f"co-activation graph ({sums} sums, upper triangle)": s * tri * sb,
+        "co-activation graph edge list (estimated)": edges * 16 * 2 + (1 << 22) * 16,
         "top examples": s * f * k * 2 * (4 + 8 + 8),
+        "step scratch (threshold comparisons)": f * f,
     }
     if world > 1:
-        bill["step synchronisation buffers"] = p * f * f * 8 + s * f * 8
+        bill["step synchronisation buffers"] = f * f * cb + s * f * 8
     return bill
+
+
+def host_bill(exp: Experiment, n_features: int, precision: Precision) -> int:
+    """Host bytes of the float64 copies of flushed float32 sums (0 for float64 sums)."""
+    if precision.sums == torch.float64:
+        return 0
+    s, f, p = len(exp.sites), n_features, len(exp.site_pairs)
+    return (p * f * f + s * (f * (f - 1) // 2)) * 8
 
 
 def available_memory(device: torch.device) -> int:
@@ -143,37 +207,96 @@ def available_memory(device: torch.device) -> int:
     return 1 << 62  # pragma: no cover - not Linux
 
 
-def check_memory(bill: dict[str, int], device: torch.device, world: int = 1) -> None:
-    total = sum(bill.values())
-    avail = available_memory(device)
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB"
+
+
+def plan_precision(exp: Experiment, n_features: int, n_model_params: int, device: torch.device,
+                   world: int = 1, max_tokens: int | None = None,
+                   available: int | None = None, host_available: int | None = None) -> tuple[Precision, dict[str, int]]:
+    """Choose the accumulator dtypes and check the memory bill; refuse with a way out.
+
+    Counts are int32 when the stream is known to hold fewer than 2^31 tokens (exact).
+    Sums follow ``exp.sum_dtype``; ``"auto"`` takes float64 when its bill fits the device
+    and float32 flushed into float64 on the host otherwise (on a GPU only: on the CPU the
+    host copy would sit in the same memory).
+    """
+    from .accumulators import count_dtype_for
+
+    counts = count_dtype_for(max_tokens)
+    avail = available_memory(device) if available is None else available
+    host_avail = available_memory(torch.device("cpu")) if host_available is None else host_available
     if device.type == "cpu":
         avail //= world  # the ranks of one machine share its memory
-    lines = ", ".join(f"{k} {v / 2**30:.2f} GiB" for k, v in bill.items())
-    log.info("memory bill on %s: %.2f GiB (%s); available %.2f GiB", device, total / 2**30, lines, avail / 2**30)
+    else:
+        host_avail //= max(1, min(world, torch.cuda.device_count() or 1))
+
+    def plan(sums: torch.dtype) -> tuple[Precision, dict[str, int]]:
+        prec = Precision(counts, sums, exp.flush_tokens)
+        return prec, memory_bill(exp, n_features, n_model_params, world, prec, max_tokens)
+
+    if exp.sum_dtype == "auto":
+        prec, bill = plan(torch.float64)
+        if sum(bill.values()) > 0.9 * avail and device.type != "cpu":
+            prec, bill = plan(torch.float32)
+            log.info("float64 sums do not fit %s: sums in float32, flushed into float64 on the host", device)
+    else:
+        prec, bill = plan(getattr(torch, exp.sum_dtype))
+    total = sum(bill.values())
+    lines = ", ".join(f"{k} {_gib(v)}" for k, v in bill.items())
+    host = host_bill(exp, n_features, prec)
+    log.info("memory bill on %s: %s (%s); available %s; host copy of the sums %s",
+             device, _gib(total), lines, _gib(avail), _gib(host))
     if total > 0.9 * avail:
         raise ConfigError(
-            f"the pass needs {total / 2**30:.1f} GiB on {device} ({lines}) but only "
-            f"{avail / 2**30:.1f} GiB are free: lower --batch-size, use fewer sites or narrower SAEs, "
-            "or run on a device with more memory"
+            f"the pass needs {_gib(total)} on {device} ({lines}) but only {_gib(avail)} are free: "
+            + ("on a GPU use --set sum_dtype=float32 (or auto); " if prec.sums == torch.float64 else "")
+            + "lower --batch-size, use fewer sites or narrower SAEs, or run on a device with more memory"
         )
+    if host > 0.9 * host_avail:
+        raise ConfigError(
+            f"the float64 host copy of the float32 sums needs {_gib(host)} but the host has only "
+            f"{_gib(host_avail)} free: use fewer sites or narrower SAEs, or a host with more memory"
+        )
+    return prec, bill
 
 
 # --------------------------------------------------------------------------- the state
 class PassState:
     """All accumulators of the pass plus the per-step curves."""
 
-    def __init__(self, exp: Experiment, n_features: int, device: torch.device):
+    def __init__(self, exp: Experiment, n_features: int, device: torch.device,
+                 precision: Precision | None = None):
         self.exp, self.n_features, self.device = exp, n_features, device
+        self.precision = precision = precision or Precision()
+        big = 1 << 20 if device.type == "cuda" else 1 << 17  # pair increments per scatter call
         self.features = FeatureStats(exp.sites, n_features, device)
-        self.pairs = [PairStats(a, b, n_features, device) for a, b in exp.site_pairs]
+        self.pairs = [PairStats(a, b, n_features, device, chunk_pairs=big, count_dtype=precision.counts,
+                                sum_dtype=precision.sums, flush_tokens=precision.flush_tokens)
+                      for a, b in exp.site_pairs]
         self.top = TopExamples(exp.sites, n_features, exp.top_k_examples, device)
-        self.graph = CoactivationGraph(exp.sites, n_features, exp.graph_top_k, device)
+        self.graph = CoactivationGraph(exp.sites, n_features, exp.graph_top_k, device, chunk_pairs=big,
+                                       sum_dtype=precision.sums, flush_tokens=precision.flush_tokens)
+        self._finite: list[tuple[int, str, torch.Tensor]] = []  # deferred NaN checks (GPU)
         self.tokens = 0  # global tokens counted so far
         self.batches = 0  # global batches consumed so far
         self.steps: list[int] = []
         self.dead: list[torch.Tensor] = []  # [n_thr, S] per step
         self.coact_all: list[torch.Tensor] = []  # [n_thr, P] per step
         self.coact_alive: list[torch.Tensor] = []
+
+    def defer_finite_check(self, index: int, acts: dict[str, SparseActs]) -> None:
+        self._finite.extend((index, site, a.finite) for site, a in acts.items() if a.finite is not None)
+
+    def check_finite(self) -> None:
+        """Raise on the first batch and site whose activations were not finite (one sync)."""
+        if not self._finite:
+            return
+        ok = torch.stack([f for _, _, f in self._finite]).cpu()
+        bad = [(i, s) for (i, s, _), good in zip(self._finite, ok.tolist()) if not good]
+        self._finite = []
+        if bad:
+            raise ConfigError(_nonfinite_message(*bad[0][::-1]))
 
     def update(self, acts: dict[str, SparseActs], doc: torch.Tensor, pos: torch.Tensor) -> None:
         self.features.update(acts)
@@ -185,6 +308,7 @@ class PassState:
     @torch.no_grad()
     def snapshot(self, dist: Dist, tokens: int) -> None:
         """Record the curves at ``tokens`` global tokens (all ranks call it together)."""
+        self.check_finite()  # before NaN-poisoned counts reach a curve
         fired = dist.all_reduce(self.features.fired.clone())
         thr_dead = torch.tensor(self.exp.dead_thresholds, device=fired.device)
         self.dead.append((fired.unsqueeze(0) <= thr_dead.view(-1, 1, 1)).sum(-1).cpu())
@@ -192,7 +316,7 @@ class PassState:
         alive = (fired > 0).sum(1)
         all_rows, alive_rows = [], []
         for i, p in enumerate(self.pairs):
-            count = dist.all_reduce(p.count.clone())
+            count = dist.all_reduce(p.count.clone()) if dist.world > 1 else p.count
             gt = torch.stack([(count > t).sum() for t in self.exp.coactivation_thresholds]).cpu()
             all_rows.append(f2 - gt)
             alive_rows.append(int(alive[i]) * int(alive[i + 1]) - gt)
@@ -228,9 +352,18 @@ class PassState:
         dist.all_reduce(f.max, op="max")
         for p in self.pairs:
             dist.all_reduce(p.count)
-            dist.all_reduce(p.sum_xy)
-        dist.all_reduce(self.graph.edge_count)
-        dist.all_reduce(self.graph.sum_xy)
+        for sums in [p.sum_xy for p in self.pairs] + [self.graph.sum_xy]:
+            if sums.flushed:
+                sums.flush()
+                dist.all_reduce_host(sums.host_sums)
+            else:
+                dist.all_reduce(sums.device_sums)
+        g = self.graph
+        g.state_dict()  # compacts the buffered links
+        keys, counts = dist.all_gather_varlen(g.edge_keys), dist.all_gather_varlen(g.edge_counts)
+        g.edge_keys, g.edge_counts = keys[0], counts[0]
+        for r in range(1, dist.world):
+            g._compact(keys[r], counts[r])
         gathered = {name: dist.all_gather(t) for name, t in self.top.state_dict().items()}
         merged = TopExamples(self.exp.sites, self.n_features, self.exp.top_k_examples, self.device)
         merged.load_state_dict({n: g[0] for n, g in gathered.items()})
@@ -242,22 +375,29 @@ class PassState:
 
 
 # --------------------------------------------------------------------------- encoding
+def _nonfinite_message(site: str, index: int) -> str:
+    return (f"non-finite (NaN or inf) SAE activations at site {site!r} in batch {index}: "
+            "check the model's dtype (use float32) and the SAE weights")
+
+
 @torch.no_grad()
 def encode_batch(subject, saes: dict[str, Any], exp: Experiment, batch: TokenBatch, index: int):
-    """``({site: SparseActs}, doc_ids, positions)`` of the counted tokens of one batch."""
+    """``({site: SparseActs}, doc_ids, positions)`` of the counted tokens of one batch.
+
+    On a GPU the NaN/inf check is left in ``SparseActs.finite`` (see ``PassState.check_finite``)
+    so that encoding never waits for the device.
+    """
     acts = capture_residuals(subject, batch.input_ids, batch.attention_mask, exp.sites)
     mask = batch.token_mask.to(subject.device)
+    defer = subject.device.type == "cuda"
     out = {}
     for site in exp.sites:
         x = acts[site][mask]
         f = saes[site].encode(x.to(saes[site].W_enc.dtype))
         try:
-            out[site] = SparseActs.from_dense(f, max_active=_topk_bound(saes[site]))
+            out[site] = SparseActs.from_dense(f, max_active=_topk_bound(saes[site]), check_finite=not defer)
         except NonFiniteError:
-            raise ConfigError(
-                f"non-finite (NaN or inf) SAE activations at site {site!r} in batch {index}: "
-                "check the model's dtype (use float32) and the SAE weights"
-            ) from None
+            raise ConfigError(_nonfinite_message(site, index)) from None
     return out, batch.doc_ids.to(subject.device)[mask], batch.positions.to(subject.device)[mask]
 
 
@@ -320,14 +460,20 @@ def run_pass(
     if n_features != exp.sae_width:
         raise ConfigError(f"the SAEs have {n_features} features but the experiment says sae_width={exp.sae_width}")
     n_params = sum(p.numel() for p in subject.hf_model.parameters())
-    check_memory(memory_bill(exp, n_features, n_params, dist.world), subject.device, dist.world)
+    docs = load_corpus(exp.corpus, exp.max_documents)
+    max_tokens = exp.token_budget
+    if max_tokens is None:  # the whole corpus: count it (for the int32 counts and the progress bar)
+        from .corpus import count_tokens
 
-    state = PassState(exp, n_features, subject.device)
+        max_tokens = count_tokens(docs, subject.tokenizer)
+    precision, _ = plan_precision(exp, n_features, n_params, subject.device, dist.world, max_tokens)
+
+    state = PassState(exp, n_features, subject.device, precision)
     ckpt = out / CHECKPOINT.format(rank=f".rank{dist.rank}" if dist.world > 1 else "")
     if resume:
         if not ckpt.is_file():
             raise MissingArtefactError(f"--resume: no checkpoint {ckpt}; run without --resume")
-        saved = torch.load(ckpt, map_location=subject.device, weights_only=False)
+        saved = torch.load(ckpt, map_location="cpu", weights_only=False)  # moved by load_state_dict
         diff = Experiment.from_dict(saved["experiment"]).differences(exp, STAT_FIELDS)
         if diff:
             raise ArtefactMismatchError(
@@ -339,11 +485,15 @@ def run_pass(
                 f"--resume: the checkpoint was written by {saved['world']} process(es) with batch size "
                 f"{saved['batch_size']}: resume with the same settings"
             )
+        if saved.get("precision") != precision.describe(subject.device):
+            raise ConfigError(
+                f"--resume: the checkpoint's accumulators are {saved.get('precision')}, this run's would be "
+                f"{precision.describe(subject.device)}: resume with the same --set sum_dtype on the same device"
+            )
         state.load_state_dict(saved["state"])
         log.info("resuming after %d batches (%d tokens)", state.batches, state.tokens)
     out.mkdir(parents=True, exist_ok=True)
 
-    docs = load_corpus(exp.corpus, exp.max_documents)
     stream = iter_token_batches(
         docs, subject.tokenizer, subject.special_tokens, exp.context_length, exp.batch_size, exp.token_budget
     )
@@ -352,12 +502,7 @@ def run_pass(
     last_ckpt = state.tokens
     t0 = time.perf_counter()
     counted = 0
-    total = exp.token_budget
-    if total is None and progress:  # the whole corpus: count it so that the bar has an ETA
-        from .corpus import count_tokens
-
-        total = count_tokens(docs, subject.tokenizer)
-    bar = tqdm(total=total, initial=state.tokens, unit="tok", desc=f"statistics ({exp.name})",
+    bar = tqdm(total=max_tokens, initial=state.tokens, unit="tok", desc=f"statistics ({exp.name})",
                disable=not progress or dist.rank != 0, smoothing=0.1)
     for round_batches in _rounds(stream, dist.world, skip=state.batches):
         sizes = [b.n_tokens for b in round_batches]
@@ -365,7 +510,9 @@ def run_pass(
         offsets = np.cumsum([0] + sizes)  # global start of each batch in this round
         mine = dist.rank < len(round_batches)
         if mine:
-            acts, doc, pos = encode_batch(subject, saes, exp, round_batches[dist.rank], state.batches + dist.rank)
+            index = state.batches + dist.rank
+            acts, doc, pos = encode_batch(subject, saes, exp, round_batches[dist.rank], index)
+            state.defer_finite_check(index, acts)
             lo_g, hi_g = start + int(offsets[dist.rank]), start + int(offsets[dist.rank + 1])
         cursor = start + (int(offsets[dist.rank]) if mine else 0)
         end = start + int(offsets[-1])
@@ -385,11 +532,13 @@ def run_pass(
         counted += end - start
         bar.update(end - start)
         if state.tokens - last_ckpt >= checkpoint_tokens:
+            state.check_finite()
             _save_checkpoint(ckpt, state, dist, exp)
             last_ckpt = state.tokens
     bar.close()
     if state.tokens == 0:
         raise ConfigError("the token stream was empty: nothing to count")
+    state.check_finite()
     if not state.steps or state.steps[-1] != state.tokens:
         state.snapshot(dist, state.tokens)  # the final point of the curves
     state.reduce(dist)
@@ -419,7 +568,7 @@ def _rounds(stream: Iterator[TokenBatch], world: int, skip: int) -> Iterator[lis
 def _save_checkpoint(path: Path, state: PassState, dist: Dist, exp: Experiment) -> None:
     with atomic_path(path, suffix=".pt") as tmp:
         torch.save({"state": state.state_dict(), "world": dist.world, "batch_size": exp.batch_size,
-                    "experiment": exp.to_dict()}, tmp)
+                    "experiment": exp.to_dict(), "precision": state.precision.describe(state.device)}, tmp)
 
 
 # --------------------------------------------------------------------------- artefacts
@@ -493,6 +642,7 @@ def write_artefacts(state: PassState, exp: Experiment, out: Path, seconds: float
         "tokens": int(n),
         "n_features": state.n_features,
         "processes": world,
+        "precision": state.precision.describe(state.device),
         "seconds": round(seconds, 2),
         "versions": _versions(),
         "git_commit": _git_commit(),

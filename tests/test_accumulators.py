@@ -197,3 +197,101 @@ def test_coactivation_graph_equals_brute_force():
         cos = (x.T @ x) / np.outer(np.linalg.norm(x, axis=0), np.linalg.norm(x, axis=0))
         np.testing.assert_allclose(res["edge_weight"][mine], cos[res["edge_src"][mine], res["edge_dst"][mine]], rtol=1e-9)
         assert (res["edge_src"][mine] < res["edge_dst"][mine]).all()
+
+
+# --------------------------------------------------------------------------- 32-bit device plan
+def _pair32(flush_tokens=16):
+    return PairStats("s0", "s1", F, count_dtype=torch.int32, sum_dtype=torch.float32, flush_tokens=flush_tokens)
+
+
+def test_count_dtype_for():
+    from helpers.accumulators import count_dtype_for
+
+    assert count_dtype_for(17_500_000) == torch.int32  # the reference study's stream
+    assert count_dtype_for(2**31 - 1) == torch.int32
+    assert count_dtype_for(2**31) == torch.int64
+    assert count_dtype_for(None) == torch.int64  # unknown length: no promise
+
+
+def test_pair_stats_32bit_flushed_equal_brute_force_and_64bit():
+    dense = random_batch(300, seed=11)
+    parts = split(dense, [10, 40, 7, 243])
+    acc = feed(_pair32(flush_tokens=16), parts)
+    # no float32 partial ever held more than flush_tokens tokens, and the host copy took them
+    assert int(acc.sum_xy.pending) <= 16 and acc.sum_xy.host_sums.abs().sum() > 0
+    assert acc.count.dtype == torch.int32 and acc.sum_xy.device_sums.dtype == torch.float32
+    res = acc.result()
+    ref = feed(PairStats("s0", "s1", F), parts).result()
+    x, y = dense["s0"].numpy().astype(np.float64), dense["s1"].numpy().astype(np.float64)
+    np.testing.assert_array_equal(res["count"], ref["count"])
+    np.testing.assert_array_equal(res["count"], (x > 0).T.astype(np.int64) @ (y > 0))
+    assert res["sum_xy"].dtype == np.float64
+    np.testing.assert_allclose(res["sum_xy"], x.T @ y, rtol=1e-6)
+
+
+def test_pair_stats_32bit_merge_and_resume():
+    parts = [random_batch(n, seed=s) for s, n in [(1, 30), (2, 45), (3, 17)]]
+    whole = feed(_pair32(), parts).result()
+    a, b, c = (feed(_pair32(), [p]) for p in parts)
+    left = _pair32()
+    left.load_state_dict(a.state_dict())
+    left.merge(b).merge(c)
+    bc = _pair32()
+    bc.load_state_dict(b.state_dict())
+    right = _pair32()
+    right.load_state_dict(a.state_dict())
+    right.merge(bc.merge(c))
+    for res in (left.result(), right.result()):
+        np.testing.assert_array_equal(res["count"], whole["count"])
+        np.testing.assert_allclose(res["sum_xy"], whole["sum_xy"], rtol=1e-6)
+
+
+def test_int32_counts_refuse_to_overflow():
+    acc = _pair32()
+    acc.n_tokens = 2**31 - 5
+    with pytest.raises(ConfigError, match="2\\^31-1 tokens in int32 pair counts"):
+        feed(acc, [random_batch(10)])
+
+
+def test_streamed_sums_reject_bad_settings():
+    from helpers.accumulators import StreamedSums
+
+    with pytest.raises(ConfigError, match="float64 or float32"):
+        StreamedSums(4, torch.float16)
+    with pytest.raises(ConfigError, match="flush_tokens"):
+        StreamedSums(4, torch.float32, flush_tokens=2**24 + 1)
+
+
+def test_triangle_index_enumerates_the_upper_triangle():
+    from helpers.accumulators import triangle_index
+
+    n = 7
+    a, b = torch.triu_indices(n, n, offset=1)
+    assert triangle_index(a, b, n).tolist() == list(range(n * (n - 1) // 2))
+
+
+def _graph(**kw):
+    from helpers.accumulators import CoactivationGraph
+
+    return CoactivationGraph(SITES, F, top_k=4, chunk_pairs=100, **kw)
+
+
+@pytest.mark.parametrize("kw", [{}, {"sum_dtype": torch.float32, "flush_tokens": 8, "compact_every": 5}])
+def test_coactivation_graph_chunked_merged_resumed_equal_whole(kw):
+    parts = [random_batch(n, seed=s) for s, n in [(4, 30), (5, 45), (6, 17)]]
+    everything = {s: torch.cat([p[s] for p in parts]) for s in SITES}
+    sum_sq = np.stack([(everything[s].double() ** 2).sum(0).numpy() for s in SITES])
+    whole = _graph()
+    whole.update(sparsify(everything))
+    want = whole.result(sum_sq)
+    chunked = feed(_graph(**kw), parts)
+    a, b, c = (feed(_graph(**kw), [p]) for p in parts)
+    resumed = _graph(**kw)
+    resumed.load_state_dict(a.state_dict())
+    merged = resumed.merge(b.merge(c))
+    for g in (chunked, merged):
+        got = g.result(sum_sq)
+        for key in ("edge_site", "edge_src", "edge_dst", "edge_count"):
+            np.testing.assert_array_equal(got[key], want[key])
+        np.testing.assert_allclose(got["edge_weight"], want["edge_weight"], rtol=1e-6)
+    assert want["edge_count"].sum() > 0

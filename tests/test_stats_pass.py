@@ -10,7 +10,7 @@ from helpers.capture import capture_residuals
 from helpers.corpus import iter_token_batches, load_corpus
 from helpers.errors import ArtefactMismatchError, ConfigError, MissingArtefactError
 from helpers.experiment import PRESETS
-from helpers.stats_pass import load_artefact, load_metadata, memory_bill, run_pass
+from helpers.stats_pass import load_artefact, load_metadata, run_pass
 
 from .conftest import make_random_sae
 
@@ -31,7 +31,8 @@ def dense_stream(subject, saes, exp):
     return {s: np.concatenate(v) for s, v in X.items()}, np.concatenate(doc), np.concatenate(pos)
 
 
-def brute_force_check(exp, out, X, doc, pos):
+def brute_force_check(exp, out, X, doc, pos, rtol_sums=1e-9):
+    """``rtol_sums``: of the float sums of products (1e-9 in float64, about 1e-6 in flushed float32)."""
     sites = list(exp.sites)
     n = len(doc)
     meta = load_metadata(exp, out)
@@ -109,7 +110,8 @@ def brute_force_check(exp, out, X, doc, pos):
         norm = np.linalg.norm(x, axis=0)
         with np.errstate(invalid="ignore", divide="ignore"):
             cos = (x.T @ x) / np.outer(norm, norm)
-        np.testing.assert_allclose(g["edge_weight"][mine], cos[g["edge_src"][mine], g["edge_dst"][mine]], rtol=1e-9)
+        np.testing.assert_allclose(g["edge_weight"][mine], cos[g["edge_src"][mine], g["edge_dst"][mine]],
+                                   rtol=rtol_sums)
         np.testing.assert_allclose(g["frequency"][si], (x > 0).mean(0))
 
 
@@ -197,6 +199,73 @@ def test_memory_bill_refuses_what_does_not_fit(minilm, tmp_path, monkeypatch):
     monkeypatch.setattr(sp, "available_memory", lambda device: 10 * 2**20)
     with pytest.raises(ConfigError, match=r"needs .* GiB on cpu .* lower --batch-size"):
         run_pass(exp, out=tmp_path, progress=False, subject=minilm, saes=random_topk_saes(exp.sites))
-    bill = memory_bill(PRESETS["gpt2-res-jb"], 24576, 124_000_000)
-    # 11 adjacent pairs of 24576^2 int64 counts + float64 sums
-    assert bill["pair statistics (int64 counts + float64 sums)"] == 11 * 24576**2 * 16
+    assert not (tmp_path / "metadata.json").exists()
+
+
+GIB = 2**30
+GPT2_PARAMS = 124_439_808
+
+
+def test_gpt2_scale_plan_fits_one_80gb_gpu_with_32bit_sums():
+    """12 sites x 24,576 features, 17.5M tokens: what the reference study needed one pass per pair for."""
+    from helpers.stats_pass import host_bill, plan_precision
+
+    exp = PRESETS["gpt2-res-jb"]
+    gpu = torch.device("cuda")  # only the arithmetic: the free memory is given
+    plan = lambda free, **kw: plan_precision(exp, 24576, GPT2_PARAMS, gpu, max_tokens=17_500_000,  # noqa: E731
+                                             available=free, host_available=120 * GIB, **kw)
+    # an H100 (about 79 GiB free): float64 sums do not fit, float32 ones flushed to the host do
+    prec, bill = plan(79 * GIB)
+    assert prec.counts == torch.int32 and prec.sums == torch.float32
+    assert sum(bill.values()) <= 0.9 * 79 * GIB
+    assert bill["pair statistics (int32 counts + float32 sums)"] == 11 * 24576**2 * 8
+    assert bill["co-activation graph (float32 sums, upper triangle)"] == 12 * (24576 * 24575 // 2) * 4
+    assert host_bill(exp, 24576, prec) == (11 * 24576**2 + 12 * 24576 * 24575 // 2) * 8
+    # an H200 (about 139 GiB free): float64 sums fit
+    prec, bill = plan(139 * GIB)
+    assert prec.sums == torch.float64 and sum(bill.values()) <= 0.9 * 139 * GIB
+    # asked for float64 on an H100: refused, with the way out
+    with pytest.raises(ConfigError, match=r"sum_dtype=float32"):
+        plan_precision(exp.replace(sum_dtype="float64"), 24576, GPT2_PARAMS, gpu, max_tokens=17_500_000,
+                       available=79 * GIB, host_available=120 * GIB)
+    # 40 GiB is too little even in 32 bits; a small host cannot hold the float64 copy
+    with pytest.raises(ConfigError, match=r"needs .* GiB on cuda"):
+        plan(40 * GIB)
+    with pytest.raises(ConfigError, match=r"host copy .* needs .* GiB"):
+        plan_precision(exp, 24576, GPT2_PARAMS, gpu, max_tokens=17_500_000, available=79 * GIB,
+                       host_available=32 * GIB)
+    # an unknown stream length gets int64 counts; the CPU never takes float32 by itself
+    assert plan(139 * GIB, )[0].counts == torch.int32
+    prec, _ = plan_precision(exp, 24576, GPT2_PARAMS, torch.device("cpu"), max_tokens=None,
+                             available=400 * GIB, host_available=400 * GIB)
+    assert prec.counts == torch.int64 and prec.sums == torch.float64
+
+
+def test_float32_flushed_sums_equal_brute_force(minilm, tmp_path):
+    exp = PRESETS["smoke"].replace(token_budget=700, step_tokens=200, batch_size=8, device="cpu",
+                                   sum_dtype="float32", flush_tokens=150)
+    saes = random_topk_saes(exp.sites)
+    run_pass(exp, out=tmp_path, progress=False, subject=minilm, saes=saes)
+    meta = load_metadata(exp, tmp_path)
+    assert meta["precision"]["product_sums"].startswith("float32 on cpu, flushed into float64")
+    assert meta["precision"]["pair_counts"] == "int32"
+    X, doc, pos = dense_stream(minilm, saes, exp)
+    brute_force_check(exp, tmp_path, X, doc, pos, rtol_sums=1e-6)
+
+
+def test_deferred_nan_check_names_site_and_batch():
+    """On a GPU the NaN check waits for the step boundary; it still names the site and batch."""
+    from helpers.accumulators import SparseActs
+    from helpers.stats_pass import PassState
+
+    exp = PRESETS["smoke"].replace(sites=("hidden.0", "hidden.1"), sae_width=8, sae_k=4)
+    state = PassState(exp, 8, torch.device("cpu"))
+    good = torch.rand(5, 8)
+    bad = good.clone()
+    bad[3, 2] = float("nan")
+    for index, (x0, x1) in enumerate([(good, good), (good, bad), (bad, good)]):
+        acts = {s: SparseActs.from_dense(x, check_finite=False) for s, x in zip(exp.sites, (x0, x1))}
+        state.defer_finite_check(index, acts)
+    with pytest.raises(ConfigError, match=r"non-finite .* site 'hidden.1' in batch 1"):
+        state.check_finite()
+    state.check_finite()  # the queue was emptied: nothing more to report
