@@ -218,10 +218,10 @@ class FeatureStats(Accumulator):
         for i, site in enumerate(self.sites):
             s = batch[site]
             n = s.n_tokens if n is None else n
-            active = s.values > 0
-            idx = s.indices[active]
-            val = s.values[active]
-            self.fired[i].index_add_(0, idx, torch.ones_like(idx, dtype=COUNT_DTYPE))
+            # every slot, padding included: a padding slot (value 0) adds 0 and cannot raise a
+            # maximum that starts at 0, and no boolean mask means no wait for the device
+            idx, val = s.indices.reshape(-1), s.values.reshape(-1)
+            self.fired[i].index_add_(0, idx, (val > 0).to(COUNT_DTYPE))
             self.max[i].scatter_reduce_(0, idx, val.float(), reduce="amax")
             v64 = val.to(SUM_DTYPE)
             self.sum[i].index_add_(0, idx, v64)
@@ -412,36 +412,40 @@ class TopExamples(Accumulator):
             tok = torch.arange(s.n_tokens, device=feat.device).unsqueeze(1).expand_as(s.indices)[active]
             doc, pos = doc_ids[tok].long(), positions[tok].long()
             for descending in (True, False):
-                cand = self._per_feature(feat, val, doc, pos, descending)
                 prefix = "hi" if descending else "lo"
                 cur = [getattr(self, f"{prefix}_{n}")[i] for n in ("val", "doc", "pos")]
-                merged = self._combine(*(torch.cat([c, d], 1) for c, d in zip(cur, cand)), descending,
+                # only a value strictly better than a feature's k-th kept one can enter (a tie
+                # loses to the kept, earlier token): after the first batches this drops almost all
+                kth = cur[0][:, -1][feat]
+                keep = val > kth if descending else val < kth
+                if not bool(keep.any()):
+                    continue
+                rows, *cand = self._per_feature(feat[keep], val[keep], doc[keep], pos[keep], descending)
+                merged = self._combine(*(torch.cat([c[rows], d], 1) for c, d in zip(cur, cand)), descending,
                                        in_token_order=True)
-                for name, t in zip(("val", "doc", "pos"), merged):
-                    getattr(self, f"{prefix}_{name}")[i] = t
+                for c, t in zip(cur, merged):
+                    c[rows] = t
 
     def _per_feature(self, feat, val, doc, pos, descending: bool):
-        """The best k candidates of each feature in this batch, as ``[F, k]`` tensors."""
-        f, k, dev = self.n_features, self.k, feat.device
-        fill = float("-inf") if descending else float("inf")
-        out_val = torch.full((f, k), fill, device=dev)
-        out_doc = torch.full((f, k), -1, dtype=torch.int64, device=dev)
-        out_pos = torch.full((f, k), -1, dtype=torch.int64, device=dev)
-        if feat.numel() == 0:
-            return out_val, out_doc, out_pos
+        """``(rows, val, doc, pos)``: the features with candidates in this batch and their best
+        k candidates as ``[len(rows), k]`` tensors (padded with -inf/inf and -1)."""
+        k, dev = self.k, feat.device
         # sort by (feature, value, token order); candidates arrive in token order
         o = torch.argsort(val, descending=descending, stable=True)
         feat, val, doc, pos = feat[o], val[o], doc[o], pos[o]
         o = torch.argsort(feat, stable=True)
         feat, val, doc, pos = feat[o], val[o], doc[o], pos[o]
-        counts = torch.bincount(feat, minlength=f)
-        starts = torch.cumsum(counts, 0) - counts
-        rank = torch.arange(feat.numel(), device=dev) - starts[feat]
+        rows, counts = torch.unique_consecutive(feat, return_counts=True)
+        row = torch.repeat_interleave(torch.arange(rows.numel(), device=dev), counts)
+        rank = torch.arange(feat.numel(), device=dev) - (torch.cumsum(counts, 0) - counts)[row]
         keep = rank < k
-        out_val[feat[keep], rank[keep]] = val[keep]
-        out_doc[feat[keep], rank[keep]] = doc[keep]
-        out_pos[feat[keep], rank[keep]] = pos[keep]
-        return out_val, out_doc, out_pos
+        row, rank = row[keep], rank[keep]
+        shape = (rows.numel(), k)
+        out_val = torch.full(shape, float("-inf") if descending else float("inf"), device=dev)
+        out_doc = torch.full(shape, -1, dtype=torch.int64, device=dev)
+        out_pos = torch.full(shape, -1, dtype=torch.int64, device=dev)
+        out_val[row, rank], out_doc[row, rank], out_pos[row, rank] = val[keep], doc[keep], pos[keep]
+        return rows, out_val, out_doc, out_pos
 
     def merge(self, other: "TopExamples") -> "TopExamples":
         for prefix, descending in (("hi", True), ("lo", False)):
@@ -498,6 +502,7 @@ class CoactivationGraph(Accumulator):
         self.edge_counts = torch.zeros(0, dtype=COUNT_DTYPE, device=device)
         self._pending: list[torch.Tensor] = []
         self._pending_n = 0
+        self._row_starts: dict[tuple[str, int], torch.Tensor] = {}
         self.sum_xy = StreamedSums(s * self.tri, sum_dtype, device, flush_tokens)
 
     def _compact(self, extra_keys: torch.Tensor | None = None, extra_counts: torch.Tensor | None = None) -> None:
@@ -510,10 +515,19 @@ class CoactivationGraph(Accumulator):
         if extra_keys is not None:
             keys.append(extra_keys.to(dev))
             counts.append(extra_counts.to(device=dev, dtype=COUNT_DTYPE))
-        self.edge_keys, inverse = torch.unique(torch.cat(keys), sorted=True, return_inverse=True)
-        self.edge_counts = torch.zeros(self.edge_keys.numel(), dtype=COUNT_DTYPE,
-                                       device=dev).index_add_(0, inverse, torch.cat(counts))
+        keys, inverse = torch.unique(torch.cat(keys), sorted=True, return_inverse=True)
+        counts = torch.zeros(keys.numel(), dtype=COUNT_DTYPE, device=dev).index_add_(0, inverse, torch.cat(counts))
+        real = keys >= 0
+        self.edge_keys, self.edge_counts = keys[real], counts[real]
         self._pending, self._pending_n = [], 0
+
+    def _row_start(self, site: int, device) -> torch.Tensor:
+        """``row_start[a] + b`` is the place of pair ``a < b`` of ``site`` in ``sum_xy``."""
+        key = (str(device), site)
+        if key not in self._row_starts:
+            a = torch.arange(self.n_features, device=device)
+            self._row_starts[key] = site * self.tri + triangle_index(a, a + 1, self.n_features) - (a + 1)
+        return self._row_starts[key]
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         self._compact()
@@ -542,20 +556,21 @@ class CoactivationGraph(Accumulator):
             a, b = torch.triu_indices(k, k, offset=1, device=top_i.device)
             ia, ib = top_i[:, a], top_i[:, b]
             ok = (top_v[:, a] > 0) & (top_v[:, b] > 0)
-            lo, hi = torch.minimum(ia, ib)[ok], torch.maximum(ia, ib)[ok]
-            keys = (i * f + lo) * f + hi
+            lo, hi = torch.minimum(ia, ib), torch.maximum(ia, ib)
+            keys = torch.where(ok, (i * f + lo) * f + hi, -1).reshape(-1)  # -1: no link, dropped later
             self._pending.append(keys)
             self._pending_n += keys.numel()
             # products of all co-active pairs for the cosine weights: each unordered pair of
-            # slots once, stored at (min, max); padding slots have value 0 and add 0
+            # slots once; with the indices of each token sorted, slot p < q means index a < b and
+            # the pair's place in the triangle is row_start[a] + b. Padding slots add 0.
             kk = s.indices.shape[1]
             sa, sb = torch.triu_indices(kk, kk, offset=1, device=s.indices.device)
+            row_start = self._row_start(i, s.indices.device)
             step = max(1, self.chunk_pairs // max(1, sa.numel()))
             for start in range(0, s.n_tokens, step):
-                idx = s.indices[start : start + step]
-                v = s.values[start : start + step].to(self.sum_xy.dtype)
-                pa, pb = idx[:, sa], idx[:, sb]
-                flat = i * self.tri + triangle_index(torch.minimum(pa, pb), torch.maximum(pa, pb), f)
+                idx, order = torch.sort(s.indices[start : start + step], dim=1)
+                v = s.values[start : start + step].gather(1, order).to(self.sum_xy.dtype)
+                flat = row_start[idx[:, sa]] + idx[:, sb]
                 self.sum_xy.index_add_(flat.reshape(-1), (v[:, sa] * v[:, sb]).reshape(-1))
         if self._pending_n >= self.compact_every:
             self._compact()
