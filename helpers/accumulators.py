@@ -136,17 +136,19 @@ class StreamedSums(Accumulator):
 
     ``dtype=torch.float32``: float32 on the device (half the memory), flushed into a
     float64 copy on the host before more than ``flush_tokens`` tokens have been added
-    to it, so no float32 partial sum holds more than ``flush_tokens`` terms: its
-    relative rounding error is at most ``flush_tokens * 2**-24`` and in practice about
-    ``sqrt(flush_tokens) * 2**-24`` (about 1e-4 at the default 2^22 tokens). A flush
-    copies in chunks, so the host needs no more than the float64 copy.
+    to it, so no float32 partial sum holds more than ``flush_tokens`` terms. Its
+    relative rounding error grows with the terms per partial sum: measured by
+    ``bench/precision.py`` for an entry that grows on every token of 17.5M, about
+    3e-4 at the default 2^20 tokens, 2e-5 at 2^18, 2e-6 at 2^16 (entries that grow
+    on fewer tokens do better). A flush copies in chunks, so the host needs no more
+    than the float64 copy.
     """
 
     _state = ("device_sums", "host_sums", "pending")
     FLUSH_CHUNK = 1 << 26
 
     def __init__(self, numel: int, dtype: torch.dtype = SUM_DTYPE, device="cpu",
-                 flush_tokens: int = 1 << 22):
+                 flush_tokens: int = 1 << 20):
         if dtype not in (torch.float64, torch.float32):
             raise ConfigError(f"sums must be float64 or float32, not {dtype}")
         if not 0 < flush_tokens <= 2**24:
@@ -277,7 +279,7 @@ class PairStats(Accumulator):
         chunk_pairs: int = 1 << 17,
         count_dtype: torch.dtype = COUNT_DTYPE,
         sum_dtype: torch.dtype = SUM_DTYPE,
-        flush_tokens: int = 1 << 22,
+        flush_tokens: int = 1 << 20,
     ):
         self.site_a, self.site_b = site_a, site_b
         self.n_features = n_features
@@ -493,7 +495,7 @@ class CoactivationGraph(Accumulator):
 
     def __init__(self, sites: Sequence[str], n_features: int, top_k: int = 4, device="cpu",
                  chunk_pairs: int = 1 << 17, sum_dtype: torch.dtype = SUM_DTYPE,
-                 flush_tokens: int = 1 << 22, compact_every: int = 1 << 22):
+                 flush_tokens: int = 1 << 20, compact_every: int = 1 << 22):
         self.sites, self.n_features, self.top_k = tuple(sites), n_features, top_k
         self.chunk_pairs, self.compact_every = chunk_pairs, compact_every
         s, f = len(self.sites), n_features

@@ -138,7 +138,7 @@ class Experiment:
     #: flushed into float64 on the host every ``flush_tokens`` tokens, or "auto":
     #: float64 when it fits the device, else float32 (what GPT-2 scale needs on 80 GB)
     sum_dtype: str = "auto"
-    flush_tokens: int = 1 << 22
+    flush_tokens: int = 1 << 20
     description: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:

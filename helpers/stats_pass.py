@@ -14,7 +14,12 @@ Multi-process (``torchrun --nproc-per-node K -m helpers collect ...``): batch
 ``i`` of the stream goes to rank ``i % K``. At each step boundary the ranks sum
 their firing and pair counts (``all_reduce``) so the curves are those of the
 global stream; at the end every accumulator is merged. Counts equal those of a
-single process exactly; float sums agree to rounding (float64).
+single process exactly; float sums agree to rounding.
+
+Memory: :func:`plan_precision` chooses the accumulator dtypes (int32 pair
+counts when exact; float64 sums of products, or float32 ones flushed into
+float64 on the host when float64 does not fit the GPU) and refuses, with a way
+out, a bill that does not fit.
 
 Checkpoints (``checkpoint_tokens``) hold the accumulators and the stream
 position; ``resume=True`` skips the batches already counted, so a run killed
@@ -145,7 +150,7 @@ class Precision:
 
     counts: torch.dtype = torch.int64
     sums: torch.dtype = torch.float64
-    flush_tokens: int = 1 << 22
+    flush_tokens: int = 1 << 20
 
     def describe(self, device: torch.device | str = "cpu") -> dict[str, str]:
         sums = "float64" if self.sums == torch.float64 else (
@@ -420,6 +425,7 @@ class PassResult:
     seconds: float
     tokens_per_second: float
     files: dict[str, int] = field(default_factory=dict)
+    precision: dict[str, str] = field(default_factory=dict)
 
 
 def _check_out_dir(out: Path, exp: Experiment) -> None:
@@ -543,7 +549,8 @@ def run_pass(
         state.snapshot(dist, state.tokens)  # the final point of the curves
     state.reduce(dist)
     seconds = time.perf_counter() - t0
-    result = PassResult(out, state.tokens, seconds, counted / max(seconds, 1e-9))
+    result = PassResult(out, state.tokens, seconds, counted / max(seconds, 1e-9),
+                        precision=precision.describe(subject.device))
     if dist.rank == 0:
         result.files = write_artefacts(state, exp, out, seconds=seconds, world=dist.world)
     dist.barrier()  # every rank keeps its checkpoint until the artefacts are written

@@ -48,7 +48,7 @@ def reference(env, tmp_path_factory):
     out = tmp_path_factory.mktemp("reference")
     done = cli("collect", "--quiet", "--out", str(out), env=env)
     assert done.returncode == 0, done.stderr
-    assert "tokens/s" in done.stdout
+    assert "tokens/s" in done.stdout and "pair counts int32, sums of products float64" in done.stdout
     return out
 
 
