@@ -44,7 +44,7 @@ artefacts: $(STAMP)
 
 book: artefacts
 	rm -rf book/_build/.jupyter_cache
-	$(VENV)/bin/jupyter-book build book $(BOOK_FLAGS)
+	$(VENV)/bin/jupyter-book build --all book $(BOOK_FLAGS)
 	@echo "book: $(CURDIR)/book/_build/html/index.html"
 
 clean-book:
