@@ -37,6 +37,10 @@ from .errors import ConfigError
 COUNT_DTYPE = torch.int64
 SUM_DTYPE = torch.float64
 INT32_TOKENS = 2**31 - 1
+#: default tokens per float32 partial sum of :class:`StreamedSums`
+FLUSH_TOKENS = 1 << 20
+#: default links buffered by :class:`CoactivationGraph` before they are merged into its edge list
+COMPACT_EVERY = 1 << 22
 
 
 class NonFiniteError(ConfigError):
@@ -148,7 +152,7 @@ class StreamedSums(Accumulator):
     FLUSH_CHUNK = 1 << 26
 
     def __init__(self, numel: int, dtype: torch.dtype = SUM_DTYPE, device="cpu",
-                 flush_tokens: int = 1 << 20):
+                 flush_tokens: int = FLUSH_TOKENS):
         if dtype not in (torch.float64, torch.float32):
             raise ConfigError(f"sums must be float64 or float32, not {dtype}")
         if not 0 < flush_tokens <= 2**24:
@@ -266,7 +270,7 @@ class PairStats(Accumulator):
     Only pairs of active features are touched: the products of all other pairs are 0.
     """
 
-    _state = ("count",)
+    _state = ("count", "n_tokens")
     _children = ("sum_xy",)
 
     def __init__(
@@ -279,7 +283,7 @@ class PairStats(Accumulator):
         chunk_pairs: int = 1 << 17,
         count_dtype: torch.dtype = COUNT_DTYPE,
         sum_dtype: torch.dtype = SUM_DTYPE,
-        flush_tokens: int = 1 << 20,
+        flush_tokens: int = FLUSH_TOKENS,
     ):
         self.site_a, self.site_b = site_a, site_b
         self.n_features = n_features
@@ -288,7 +292,7 @@ class PairStats(Accumulator):
         f = n_features
         self.count = torch.zeros(f * f, dtype=count_dtype, device=device)
         self.sum_xy = StreamedSums(f * f if products else 0, sum_dtype, device, flush_tokens)
-        self.n_tokens = 0  # guards the int32 counts
+        self.n_tokens = torch.zeros((), dtype=torch.int64)  # on the host: guards the int32 counts
 
     @torch.no_grad()
     def update(self, batch: SparseBatch) -> None:
@@ -301,7 +305,7 @@ class PairStats(Accumulator):
                 self.update(part)
             return
         self.n_tokens += a.n_tokens
-        if self.count.dtype == torch.int32 and self.n_tokens > INT32_TOKENS:
+        if self.count.dtype == torch.int32 and int(self.n_tokens) > INT32_TOKENS:
             raise ConfigError(
                 f"more than 2^31-1 tokens in int32 pair counts: the stream is longer than announced "
                 "(count_dtype_for); use int64 counts"
@@ -495,7 +499,7 @@ class CoactivationGraph(Accumulator):
 
     def __init__(self, sites: Sequence[str], n_features: int, top_k: int = 4, device="cpu",
                  chunk_pairs: int = 1 << 17, sum_dtype: torch.dtype = SUM_DTYPE,
-                 flush_tokens: int = 1 << 20, compact_every: int = 1 << 22):
+                 flush_tokens: int = FLUSH_TOKENS, compact_every: int = COMPACT_EVERY):
         self.sites, self.n_features, self.top_k = tuple(sites), n_features, top_k
         self.chunk_pairs, self.compact_every = chunk_pairs, compact_every
         s, f = len(self.sites), n_features
@@ -504,7 +508,10 @@ class CoactivationGraph(Accumulator):
         self.edge_counts = torch.zeros(0, dtype=COUNT_DTYPE, device=device)
         self._pending: list[torch.Tensor] = []
         self._pending_n = 0
-        self._row_starts: dict[tuple[str, int], torch.Tensor] = {}
+        # row_start[site, a] + b is the place of pair a < b of that site in sum_xy
+        first = torch.arange(f, device=device)
+        self.row_start = (torch.arange(s, device=device) * self.tri).unsqueeze(1) + (
+            triangle_index(first, first + 1, f) - (first + 1))
         self.sum_xy = StreamedSums(s * self.tri, sum_dtype, device, flush_tokens)
 
     def _compact(self, extra_keys: torch.Tensor | None = None, extra_counts: torch.Tensor | None = None) -> None:
@@ -522,14 +529,6 @@ class CoactivationGraph(Accumulator):
         real = keys >= 0
         self.edge_keys, self.edge_counts = keys[real], counts[real]
         self._pending, self._pending_n = [], 0
-
-    def _row_start(self, site: int, device) -> torch.Tensor:
-        """``row_start[a] + b`` is the place of pair ``a < b`` of ``site`` in ``sum_xy``."""
-        key = (str(device), site)
-        if key not in self._row_starts:
-            a = torch.arange(self.n_features, device=device)
-            self._row_starts[key] = site * self.tri + triangle_index(a, a + 1, self.n_features) - (a + 1)
-        return self._row_starts[key]
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         self._compact()
@@ -567,7 +566,7 @@ class CoactivationGraph(Accumulator):
             # the pair's place in the triangle is row_start[a] + b. Padding slots add 0.
             kk = s.indices.shape[1]
             sa, sb = torch.triu_indices(kk, kk, offset=1, device=s.indices.device)
-            row_start = self._row_start(i, s.indices.device)
+            row_start = self.row_start[i]
             step = max(1, self.chunk_pairs // max(1, sa.numel()))
             for start in range(0, s.n_tokens, step):
                 idx, order = torch.sort(s.indices[start : start + step], dim=1)
@@ -594,7 +593,7 @@ class CoactivationGraph(Accumulator):
         site, rest = keys // (f * f), keys % (f * f)
         a, b = rest // f, rest % f
         norms = torch.as_tensor(np.sqrt(np.asarray(sum_sq, dtype=np.float64)), device=sums.device)
-        w = (sums[site * self.tri + triangle_index(a, b, f)] / (norms[site, a] * norms[site, b])).cpu()
+        w = (sums[self.row_start.to(sums.device)[site, a] + b] / (norms[site, a] * norms[site, b])).cpu()
         site, a, b = site.cpu(), a.cpu(), b.cpu()
         return {
             "edge_site": site.numpy().astype("int16"),

@@ -45,6 +45,14 @@ def _postprocess(family: str, value: torch.Tensor) -> torch.Tensor:
     return value
 
 
+def trace_inputs(subject, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> dict:
+    """The keyword arguments of ``subject.model.trace``, on the subject's device."""
+    kwargs = {"input_ids": input_ids.to(subject.device)}
+    if attention_mask is not None:
+        kwargs["attention_mask"] = attention_mask.to(subject.device)
+    return kwargs
+
+
 def capture_residuals(
     subject: Subject,
     input_ids: torch.Tensor,
@@ -69,13 +77,9 @@ def capture_residuals(
     # nnsight requires modules to be read in forward order
     ordered = [s for s in available if s in sites]
     family = subject.spec.family
-    input_ids = input_ids.to(subject.device)
-    kwargs = {"input_ids": input_ids}
-    if attention_mask is not None:
-        kwargs["attention_mask"] = attention_mask.to(subject.device)
     model = subject.model
     with torch.no_grad():
-        with model.trace(**kwargs) as tracer:
+        with model.trace(**trace_inputs(subject, input_ids, attention_mask)) as tracer:
             saved = nnsight.save([_site_value(model, family, s) for s in ordered])
             tracer.stop()
     by_site = {s: _postprocess(family, v) for s, v in zip(ordered, saved)}

@@ -27,7 +27,7 @@ from typing import Any, Sequence
 
 import torch
 
-from .capture import _postprocess, _site_value
+from .capture import _postprocess, _site_value, trace_inputs
 from .errors import ConfigError
 from .models import Subject
 
@@ -171,10 +171,7 @@ def run_with_edits(
     if logits and not subject.spec.causal:
         raise ConfigError(f"model {subject.spec.name!r} is not a causal LM: it has no next-token logits")
     family, device = subject.spec.family, subject.device
-    input_ids = input_ids.to(device)
-    kwargs = {"input_ids": input_ids}
-    if attention_mask is not None:
-        kwargs["attention_mask"] = attention_mask.to(device)
+    kwargs = trace_inputs(subject, input_ids, attention_mask)
     if edit_site is not None and delta is None:
         sae = saes[edit_site]
         features = torch.tensor([e.feature if e else 0 for e in edits], device=device)
@@ -215,10 +212,7 @@ def raw_site(subject: Subject, input_ids: torch.Tensor, attention_mask: torch.Te
     """The residual stream at ``site`` exactly as the model carries it (GPT-2: not centred)."""
     import nnsight
 
-    kwargs = {"input_ids": input_ids.to(subject.device)}
-    if attention_mask is not None:
-        kwargs["attention_mask"] = attention_mask.to(subject.device)
-    with subject.model.trace(**kwargs) as tracer:
+    with subject.model.trace(**trace_inputs(subject, input_ids, attention_mask)) as tracer:
         value = nnsight.save(_editable(subject.model, subject.spec.family, site))
         tracer.stop()
     return value

@@ -43,6 +43,8 @@ import torch
 from tqdm.auto import tqdm
 
 from .accumulators import (
+    COMPACT_EVERY,
+    FLUSH_TOKENS,
     CoactivationGraph,
     FeatureStats,
     NonFiniteError,
@@ -150,17 +152,21 @@ class Precision:
 
     counts: torch.dtype = torch.int64
     sums: torch.dtype = torch.float64
-    flush_tokens: int = 1 << 20
+    flush_tokens: int = FLUSH_TOKENS
 
     def describe(self, device: torch.device | str = "cpu") -> dict[str, str]:
         sums = "float64" if self.sums == torch.float64 else (
             f"float32 on {device}, flushed into float64 on the host every {self.flush_tokens:,} tokens")
-        return {"pair_counts": str(self.counts).replace("torch.", ""), "feature_counts": "int64",
+        return {"pair_counts": _dtype_name(self.counts), "feature_counts": "int64",
                 "edge_counts": "int64", "feature_sums": "float64", "product_sums": sums}
 
 
 def _nbytes(dtype: torch.dtype) -> int:
     return torch.empty((), dtype=dtype).element_size()
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).replace("torch.", "")
 
 
 def memory_bill(exp: Experiment, n_features: int, n_model_params: int, world: int = 1,
@@ -175,7 +181,7 @@ def memory_bill(exp: Experiment, n_features: int, n_model_params: int, world: in
     links = exp.graph_top_k * (exp.graph_top_k - 1) // 2
     # distinct edges: measured at ~2% of the links made on the offline preset; budget 5%
     edges = min(s * tri, int(0.05 * (max_tokens or 10**7) * s * links))
-    counts, sums = str(precision.counts).replace("torch.", ""), str(precision.sums).replace("torch.", "")
+    counts, sums = _dtype_name(precision.counts), _dtype_name(precision.sums)
     bill = {
         "model": n_model_params * 4,
         "saes": s * (2 * d * f + f + d) * 4,
@@ -184,7 +190,8 @@ def memory_bill(exp: Experiment, n_features: int, n_model_params: int, world: in
         "feature statistics": s * f * (8 + 4 + 8 + 8),
         f"pair statistics ({counts} counts + {sums} sums)": p * f * f * (cb + sb),
         f"co-activation graph ({sums} sums, upper triangle)": s * tri * sb,
-        "co-activation graph edge list (estimated)": edges * 16 * 2 + (1 << 22) * 16,
+        # edges: key + count; the link buffer: a key each, and a count each while it is merged
+        "co-activation graph edge list (estimated)": edges * 16 * 2 + COMPACT_EVERY * 16,
         "top examples": s * f * k * 2 * (4 + 8 + 8),
         "step scratch (threshold comparisons)": f * f,
     }
@@ -364,7 +371,7 @@ class PassState:
             else:
                 dist.all_reduce(sums.device_sums)
         g = self.graph
-        g.state_dict()  # compacts the buffered links
+        g._compact()
         keys, counts = dist.all_gather_varlen(g.edge_keys), dist.all_gather_varlen(g.edge_counts)
         g.edge_keys, g.edge_counts = keys[0], counts[0]
         for r in range(1, dist.world):

@@ -248,7 +248,7 @@ def test_pair_stats_32bit_merge_and_resume():
 
 def test_int32_counts_refuse_to_overflow():
     acc = _pair32()
-    acc.n_tokens = 2**31 - 5
+    acc.n_tokens.fill_(2**31 - 5)
     with pytest.raises(ConfigError, match="2\\^31-1 tokens in int32 pair counts"):
         feed(acc, [random_batch(10)])
 

@@ -234,8 +234,9 @@ def test_gpt2_scale_plan_fits_one_80gb_gpu_with_32bit_sums():
     with pytest.raises(ConfigError, match=r"host copy .* needs .* GiB"):
         plan_precision(exp, 24576, GPT2_PARAMS, gpu, max_tokens=17_500_000, available=79 * GIB,
                        host_available=32 * GIB)
-    # an unknown stream length gets int64 counts; the CPU never takes float32 by itself
-    assert plan(139 * GIB, )[0].counts == torch.int32
+    # 17.5M tokens get int32 counts on any device; an unknown stream length gets int64,
+    # and the CPU never takes float32 sums by itself
+    assert plan(139 * GIB)[0].counts == torch.int32
     prec, _ = plan_precision(exp, 24576, GPT2_PARAMS, torch.device("cpu"), max_tokens=None,
                              available=400 * GIB, host_available=400 * GIB)
     assert prec.counts == torch.int64 and prec.sums == torch.float64
