@@ -23,10 +23,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from helpers.corpus import iter_token_batches, load_corpus  # noqa: E402
+from helpers.subject.corpus import iter_token_batches, load_corpus  # noqa: E402
 from helpers.experiment import get_experiment  # noqa: E402
 from helpers.interventions import edge_effects, edge_effects_one_at_a_time  # noqa: E402
-from helpers.models import load_subject  # noqa: E402
+from helpers.subject.models import load_subject  # noqa: E402
 
 
 def main(argv=None):
@@ -42,7 +42,7 @@ def main(argv=None):
 
     exp = get_experiment(args.experiment)
     subject = load_subject(exp)
-    from helpers.saes import load_saes, trained_saes_ready
+    from helpers.subject.saes import load_saes, trained_saes_ready
 
     if exp.sae_source == "trained" and trained_saes_ready(exp):
         saes, note = load_saes(exp, subject.device), "trained SAEs"

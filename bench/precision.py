@@ -4,7 +4,7 @@
 
 The worst case for a float32 running sum is an entry that grows on every token:
 a pair of features that fire together on every token of the stream. This
-script streams such entries through :class:`helpers.accumulators.StreamedSums`
+script streams such entries through :class:`helpers.stats.accumulators.StreamedSums`
 the way the pass does (batches of 4,096 tokens, ``index_add_``), in float64 and
 in float32 flushed every ``flush_tokens`` tokens, and prints the relative error
 of the float32 result against the float64 one, for several ``flush_tokens``.
@@ -23,7 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from helpers.accumulators import StreamedSums  # noqa: E402
+from helpers.stats.accumulators import StreamedSums  # noqa: E402
 
 
 def stream_error(tokens: int, entries: int, flush_tokens: int, batch: int = 4096, seed: int = 0) -> dict:

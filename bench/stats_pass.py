@@ -38,12 +38,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from helpers.accumulators import pearson  # noqa: E402
-from helpers.capture import capture_residuals  # noqa: E402
-from helpers.corpus import iter_token_batches, load_corpus  # noqa: E402
+from helpers.stats.accumulators import pearson  # noqa: E402
+from helpers.subject.capture import capture_residuals  # noqa: E402
+from helpers.subject.corpus import iter_token_batches, load_corpus  # noqa: E402
 from helpers.experiment import get_experiment  # noqa: E402
-from helpers.models import load_subject, resolve_device, wrap  # noqa: E402
-from helpers.stats_pass import load_artefact, run_pass  # noqa: E402
+from helpers.subject.models import load_subject, resolve_device, wrap  # noqa: E402
+from helpers.stats import load_artefact, run_pass  # noqa: E402
 
 
 def sync(device):
@@ -163,7 +163,7 @@ def ours(exp, subject, saes, tokens):
 
 def plans(free_gib=(79.0, 139.0), host_gib=120.0):
     """The accumulator plan and memory bill of the gpt2-res-jb preset on GPUs with ``free_gib`` free."""
-    from helpers.stats_pass import host_bill, plan_precision
+    from helpers.stats import host_bill, plan_precision
 
     exp = get_experiment("gpt2-res-jb")
     rows = {}
@@ -202,7 +202,7 @@ def main(argv=None):
     else:
         exp = get_experiment(args.experiment, device=str(device))
         subject = load_subject(exp)
-        from helpers.saes import load_saes, trained_saes_ready
+        from helpers.subject.saes import load_saes, trained_saes_ready
 
         if exp.sae_source == "trained" and trained_saes_ready(exp):
             saes, note = load_saes(exp, device), "trained SAEs"

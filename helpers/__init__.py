@@ -1,15 +1,23 @@
 """Helpers for studying how SAE features evolve across the layers of a language model.
 
-Topic modules (one concept each): :mod:`~helpers.experiment` (configuration and
-presets), :mod:`~helpers.corpus` (documents and token batches with provenance),
-:mod:`~helpers.models` (nnsight-wrapped subject models), :mod:`~helpers.capture`
-(every site in one forward pass), :mod:`~helpers.saes` (load, encode, measure and
-train SAEs), :mod:`~helpers.io` (artefact paths and atomic writes). Importing
-this package has no side effects; heavy libraries load on first use.
+The layout follows the pipeline, one stage a sub-package:
+
+- :mod:`~helpers.subject`: corpus, models, capture of the sites, SAEs;
+- :mod:`~helpers.stats`: streaming accumulators, the one statistics pass, its memory
+  plan, processes and artefacts;
+- :mod:`~helpers.evolution`: measures across layers, decoder cosine, graphs;
+- :mod:`~helpers.interventions`: steering, ablation, causal edge effects;
+- :mod:`~helpers.explore`: feature examples and labels;
+- :mod:`~helpers.notebook`: figures and sliders for the notebooks.
+
+Cross-cutting modules: :mod:`~helpers.experiment` (configuration and presets),
+:mod:`~helpers.io` (artefact paths and atomic writes), :mod:`~helpers.errors`,
+:mod:`~helpers.pipeline`, :mod:`~helpers.report`, :mod:`~helpers.cli`. Importing this
+package has no side effects; heavy libraries load on first use.
 """
 
-from .capture import capture_residuals, flatten_tokens
-from .corpus import (
+from .subject.capture import capture_residuals, flatten_tokens
+from .subject.corpus import (
     Document,
     SpecialTokens,
     TokenBatch,
@@ -27,8 +35,8 @@ from .errors import (
 )
 from .experiment import MODELS, PRESETS, Experiment, ModelSpec, get_experiment
 from .io import artefacts_root, sae_dir, stats_dir
-from .models import Subject, load_subject, wrap
-from .saes import encode, load_saes, sae_quality, train_saes, training_report
+from .subject.models import Subject, load_subject, wrap
+from .subject.saes import encode, load_saes, sae_quality, train_saes, training_report
 
 __all__ = [
     "ArtefactMismatchError",

@@ -111,7 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(format_info(info))
         elif args.command == "train-saes":
             from .report import format_training
-            from .saes import train_saes
+            from .subject.saes import train_saes
 
             result = train_saes(exp, force=args.force, progress=not args.quiet)
             print(format_training(result))
@@ -120,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             print("\n".join(prepare(exp, progress=not args.quiet)))
         elif args.command == "collect":
-            from .stats_pass import run_pass
+            from .stats import run_pass
 
             if args.checkpoint_tokens is not None and args.checkpoint_tokens <= 0:
                 raise ConfigError(f"--checkpoint-tokens {args.checkpoint_tokens} must be > 0")

@@ -15,8 +15,8 @@ def prepare(exp: Experiment, progress: bool = True) -> list[str]:
     Returns one line per step saying what was done or reused.
     """
     from .report import format_pass, format_training
-    from .saes import train_saes
-    from .stats_pass import run_pass, statistics_ready
+    from .subject.saes import train_saes
+    from .stats import run_pass, statistics_ready
 
     done = []
     if exp.sae_source == "trained":

@@ -10,7 +10,7 @@ from .io import sae_dir, stats_dir
 
 def describe(exp: Experiment, count_tokens: bool = True) -> dict[str, Any]:
     """What an experiment is: model, sites, d_model, SAEs, corpus size, artefact folders."""
-    from .saes import REPORT_FILE, trained_saes_ready
+    from .subject.saes import REPORT_FILE, trained_saes_ready
 
     spec = exp.model_spec
     info: dict[str, Any] = {
@@ -30,12 +30,12 @@ def describe(exp: Experiment, count_tokens: bool = True) -> dict[str, Any]:
         ready = trained_saes_ready(exp)
         info["saes"]["trained"] = ready
         if ready and (sae_dir(exp.name) / REPORT_FILE).is_file():
-            from .saes import training_report
+            from .subject.saes import training_report
 
             info["saes"]["quality"] = training_report(exp)["sites"]
     if count_tokens and exp.corpus == "wiki-summaries":  # offline corpora only: no download
-        from .corpus import count_tokens as _count, load_corpus
-        from .models import load_tokenizer
+        from .subject.corpus import count_tokens as _count, load_corpus
+        from .subject.models import load_tokenizer
 
         docs = load_corpus(exp.corpus, exp.max_documents)
         info["corpus"]["documents"] = len(docs)

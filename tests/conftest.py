@@ -22,7 +22,7 @@ TINY_SPEC_ARGS = dict(name="tiny-gpt2", family="gpt2", source="test", n_layers=3
 
 @pytest.fixture(scope="session")
 def wiki_docs():
-    from helpers.corpus import load_wiki_summaries
+    from helpers.subject.corpus import load_wiki_summaries
 
     return load_wiki_summaries(max_documents=40)
 
@@ -60,7 +60,7 @@ def make_tiny_gpt2(tokenizer, n_layer=3, n_embd=64, seed=0):
 @pytest.fixture(scope="session")
 def tiny_gpt2(tiny_tokenizer):
     from helpers.experiment import ModelSpec
-    from helpers.models import wrap
+    from helpers.subject.models import wrap
 
     model = make_tiny_gpt2(tiny_tokenizer)
     return wrap(model, tiny_tokenizer, ModelSpec(**TINY_SPEC_ARGS), torch.device("cpu"))

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from helpers.capture import capture_residuals
-from helpers.corpus import iter_token_batches, load_corpus
+from helpers.subject.capture import capture_residuals
+from helpers.subject.corpus import iter_token_batches, load_corpus
 from helpers.errors import ArtefactMismatchError, ConfigError, MissingArtefactError
 from helpers.experiment import PRESETS
-from helpers.stats_pass import load_artefact, load_metadata, run_pass
+from helpers.stats import load_artefact, load_metadata, run_pass
 
-from .conftest import make_random_sae
+from ..conftest import make_random_sae
 
 
 def dense_stream(subject, saes, exp):
@@ -135,7 +135,7 @@ def test_tiny_gpt2_every_statistic_equals_brute_force(tiny_gpt2, tmp_path):
 
 @pytest.fixture(scope="module")
 def minilm():
-    from helpers.models import load_subject
+    from helpers.subject.models import load_subject
 
     return load_subject(PRESETS["smoke"].replace(device="cpu"))
 
@@ -193,7 +193,7 @@ def test_nan_activations_name_site_and_batch(minilm, tmp_path):
 
 
 def test_memory_bill_refuses_what_does_not_fit(minilm, tmp_path, monkeypatch):
-    import helpers.stats_pass as sp
+    import helpers.stats.memory as sp
 
     exp = PRESETS["smoke"].replace(token_budget=300, device="cpu")
     monkeypatch.setattr(sp, "available_memory", lambda device: 10 * 2**20)
@@ -208,7 +208,7 @@ GPT2_PARAMS = 124_439_808
 
 def test_gpt2_scale_plan_fits_one_80gb_gpu_with_32bit_sums():
     """12 sites x 24,576 features, 17.5M tokens: what the reference study needed one pass per pair for."""
-    from helpers.stats_pass import host_bill, plan_precision
+    from helpers.stats import host_bill, plan_precision
 
     exp = PRESETS["gpt2-res-jb"]
     gpu = torch.device("cuda")  # only the arithmetic: the free memory is given
@@ -256,8 +256,8 @@ def test_float32_flushed_sums_equal_brute_force(minilm, tmp_path):
 
 def test_deferred_nan_check_names_site_and_batch():
     """On a GPU the NaN check waits for the step boundary; it still names the site and batch."""
-    from helpers.accumulators import SparseActs
-    from helpers.stats_pass import PassState
+    from helpers.stats.accumulators import SparseActs
+    from helpers.stats import PassState
 
     exp = PRESETS["smoke"].replace(sites=("hidden.0", "hidden.1"), sae_width=8, sae_k=4)
     state = PassState(exp, 8, torch.device("cpu"))

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from helpers.corpus import (
+from helpers.subject.corpus import (
     Document,
     SpecialTokens,
     iter_token_batches,

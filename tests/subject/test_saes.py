@@ -4,9 +4,9 @@ import torch
 
 from helpers.errors import ArtefactMismatchError, ConfigError, HubUnavailableError, MissingArtefactError
 from helpers.experiment import PRESETS
-from helpers.saes import check_saes, encode, load_saes, sae_quality, train_saes, trained_saes_ready
+from helpers.subject.saes import check_saes, encode, load_saes, sae_quality, train_saes, trained_saes_ready
 
-from .conftest import make_random_sae
+from ..conftest import make_random_sae
 
 
 def test_quality_equals_numpy_brute_force(random_sae):
@@ -43,7 +43,7 @@ def test_pretrained_saes_offline_say_so_in_one_line(monkeypatch):
 
 
 def test_gpt2_model_offline_says_so(monkeypatch):
-    from helpers.models import load_subject
+    from helpers.subject.models import load_subject
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", "/nonexistent-hf-home")
@@ -77,8 +77,8 @@ def test_train_saes_on_real_minilm(artefacts_tmp):
     saes = load_saes(exp)
     assert set(saes) == {"hidden.0", "hidden.3"}
     # the saved SAE reads raw activations (norm scaling folded in): same quality as reported
-    from helpers.models import load_subject
-    from helpers.saes import collect_activations
+    from helpers.subject.models import load_subject
+    from helpers.subject.saes import collect_activations
 
     acts = collect_activations(load_subject(exp), exp, 2400, progress=False)
     heldout = acts["hidden.3"][2000:]

@@ -14,7 +14,7 @@ batch in one forward pass, so that measuring thousands of cross-layer edges cost
 thousands of rows, not thousands of passes (:func:`edge_effects`).
 
 GPT-2 sites are the TransformerLens-equivalent residual stream (centred per
-token, see :mod:`helpers.capture`); the edit is added to the Hugging Face
+token, see :mod:`helpers.subject.capture`); the edit is added to the Hugging Face
 residual stream, which differs only by its per-token mean, which the next
 LayerNorm removes.
 """
@@ -27,9 +27,9 @@ from typing import Any, Sequence
 
 import torch
 
-from .capture import _postprocess, _site_value, trace_inputs
-from .errors import ConfigError
-from .models import Subject
+from ..subject.capture import _postprocess, _site_value, trace_inputs
+from ..errors import ConfigError
+from ..subject.models import Subject
 
 MODES = ("add", "clamp", "ablate")
 

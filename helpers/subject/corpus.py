@@ -28,7 +28,7 @@ from typing import Iterable, Iterator, Sequence
 
 import torch
 
-from .errors import ConfigError, HubUnavailableError
+from ..errors import ConfigError, HubUnavailableError
 
 log = logging.getLogger(__name__)
 

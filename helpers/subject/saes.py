@@ -27,9 +27,9 @@ from tqdm.auto import tqdm
 
 from .capture import capture_residuals, flatten_tokens
 from .corpus import hub_offline, iter_token_batches, load_corpus
-from .errors import ArtefactMismatchError, ConfigError, HubUnavailableError, MissingArtefactError
-from .experiment import Experiment
-from .io import atomic_dir, atomic_write_json, sae_dir
+from ..errors import ArtefactMismatchError, ConfigError, HubUnavailableError, MissingArtefactError
+from ..experiment import Experiment
+from ..io import atomic_dir, atomic_write_json, sae_dir
 from .models import Subject, load_subject
 
 log = logging.getLogger(__name__)

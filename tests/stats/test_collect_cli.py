@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from helpers.experiment import PRESETS
-from helpers.stats_pass import ARTEFACT_FILES, load_artefact
+from helpers.stats import ARTEFACT_FILES, load_artefact
 
 SETS = [
     "max_documents=40", "sae_width=48", "sae_k=6", "sae_train_tokens=1500", "sae_heldout_tokens=300",

@@ -32,7 +32,7 @@ from typing import Mapping, Sequence
 
 import torch
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 COUNT_DTYPE = torch.int64
 SUM_DTYPE = torch.float64

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from helpers.capture import capture_residuals, flatten_tokens
+from helpers.subject.capture import capture_residuals, flatten_tokens
 from helpers.errors import ConfigError
 
 
@@ -67,7 +67,7 @@ def test_gpt2_matches_transformerlens_hook_resid_pre_full_size():
     from transformer_lens.pretrained.weight_conversions import convert_gpt2_weights
 
     from helpers.experiment import MODELS
-    from helpers.models import wrap
+    from helpers.subject.models import wrap
 
     torch.manual_seed(0)
     hf_cfg = transformers.GPT2Config()  # GPT-2 small: 12 layers, d_model 768, vocab 50257

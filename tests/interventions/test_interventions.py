@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from helpers.capture import capture_residuals
+from helpers.subject.capture import capture_residuals
 from helpers.errors import ConfigError
 from helpers.interventions import (
     Edit,
@@ -11,7 +11,7 @@ from helpers.interventions import (
     run_with_edits,
 )
 
-from .conftest import make_random_sae
+from ..conftest import make_random_sae
 
 SITES = ("blocks.0.hook_resid_pre", "blocks.1.hook_resid_pre", "blocks.2.hook_resid_pre")
 
@@ -37,7 +37,7 @@ def test_ablation_keeps_the_error_term_and_every_other_feature(tiny_gpt2, saes, 
     model = tiny_gpt2.model
     import nnsight
 
-    from helpers.interventions import _editable, feature_delta
+    from helpers.interventions.edits import _editable, feature_delta
 
     with torch.no_grad(), model.trace(input_ids=ids, attention_mask=am):
         x = _editable(model, "gpt2", site)
@@ -100,7 +100,7 @@ def test_bad_input(tiny_gpt2, saes):
     with pytest.raises(ConfigError, match="must come after"):
         run_with_edits(tiny_gpt2, saes, ids, None, [Edit(SITES[1], 1)], [SITES[0]])
     from helpers.experiment import MODELS
-    from helpers.models import Subject
+    from helpers.subject.models import Subject
 
     encoder = Subject(MODELS["minilm"], tiny_gpt2.model, tiny_gpt2.tokenizer, tiny_gpt2.device)
     with pytest.raises(ConfigError, match="cannot generate"):
@@ -110,9 +110,9 @@ def test_bad_input(tiny_gpt2, saes):
 def test_embeddings_steering_and_ranks():
     import numpy as np
 
-    from helpers.embeddings import embed, random_like, retrieval_ranks, steering_vector
+    from helpers.interventions.embeddings import embed, random_like, retrieval_ranks, steering_vector
     from helpers.experiment import PRESETS
-    from helpers.models import load_subject
+    from helpers.subject.models import load_subject
 
     subject = load_subject(PRESETS["smoke"].replace(device="cpu"))
     texts = ["The cat sat on the mat.", "Stock markets fell sharply on Monday."]
@@ -144,7 +144,7 @@ def test_embeddings_steering_and_ranks():
 def test_spearman():
     import numpy as np
 
-    from helpers.analysis import spearman
+    from helpers.evolution.analysis import spearman
 
     assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
     assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)

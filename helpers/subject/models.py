@@ -17,8 +17,8 @@ from typing import Any
 import torch
 
 from .corpus import SpecialTokens, hub_offline
-from .errors import ConfigError, HubUnavailableError
-from .experiment import Experiment, ModelSpec
+from ..errors import ConfigError, HubUnavailableError
+from ..experiment import Experiment, ModelSpec
 
 log = logging.getLogger(__name__)
 

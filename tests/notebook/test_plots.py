@@ -3,7 +3,7 @@ import matplotlib
 matplotlib.use("Agg")
 import numpy as np
 
-from helpers.plots import (
+from helpers.notebook.plots import (
     plot_coactivation_curves,
     plot_dead_curves,
     plot_max_histogram,

@@ -20,7 +20,7 @@ from typing import Sequence
 
 import torch
 
-from .errors import ConfigError
+from ..errors import ConfigError
 from .models import Subject
 
 

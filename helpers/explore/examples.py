@@ -1,4 +1,4 @@
-"""Derived views of the statistics, for the notebooks (numpy in, numpy/pandas out)."""
+"""A feature's examples in their context, and short labels made from them."""
 
 from __future__ import annotations
 
@@ -6,40 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ConfigError
-
-
-def strongest_pairs(matrix: np.ndarray, n: int = 20, min_value: float | None = None) -> list[tuple[int, int, float]]:
-    """The ``n`` largest finite entries of ``[F_a, F_b]`` as ``(a, b, value)``, largest first."""
-    flat = np.where(np.isfinite(matrix), matrix, -np.inf).ravel()
-    if min_value is not None:
-        flat = np.where(flat >= min_value, flat, -np.inf)
-    n = min(n, int(np.isfinite(flat).sum()))
-    if n == 0:
-        return []
-    idx = np.argpartition(-flat, n - 1)[:n]
-    idx = idx[np.argsort(-flat[idx], kind="stable")]
-    cols = matrix.shape[1]
-    return [(int(i // cols), int(i % cols), float(flat[i])) for i in idx]
-
-
-def naive_cooccurrence(count: np.ndarray, fired_a: np.ndarray, fired_b: np.ndarray, n_tokens: int) -> np.ndarray:
-    """The share of tokens on which two features *agree* (both fire or both stay silent).
-
-    This is the "co-occurrence" that counts tokens where both are zero: with sparse
-    features it is close to 1 for almost every pair, which says nothing about them.
-    """
-    if n_tokens <= 0:
-        raise ConfigError("n_tokens must be > 0")
-    count = count.astype(np.int64)
-    disagree = fired_a[:, None].astype(np.int64) + fired_b[None, :].astype(np.int64) - 2 * count
-    return 1.0 - disagree / n_tokens
-
-
-def fraction_above(values: np.ndarray, threshold: float) -> float:
-    """Share of the finite entries that are >= threshold."""
-    finite = values[np.isfinite(values)]
-    return float((finite >= threshold).mean()) if finite.size else float("nan")
+from ..errors import ConfigError
 
 
 def examples(
@@ -53,7 +20,7 @@ def examples(
     context_tokens: int = 12,
 ) -> list[dict[str, Any]]:
     """The feature's top (``kind="hi"``) or lowest non-zero (``"lo"``) examples with context."""
-    from .corpus import token_context
+    from ..subject.corpus import token_context
 
     if kind not in ("hi", "lo"):
         raise ConfigError(f"kind must be 'hi' or 'lo', not {kind!r}")
@@ -79,29 +46,6 @@ def top_tokens(top: dict[str, np.ndarray], site_index: int, feature: int, docume
                     context_tokens=0)
     counts = Counter(r["token"].strip() for r in rows)
     return ", ".join(t for t, _ in counts.most_common(n)) or "(never fired)"
-
-
-def spearman(x: np.ndarray, y: np.ndarray) -> float:
-    """Spearman rank correlation (average ranks for ties); NaN pairs dropped."""
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    ok = np.isfinite(x) & np.isfinite(y)
-    x, y = x[ok], y[ok]
-    if len(x) < 3:
-        return float("nan")
-
-    def ranks(v):
-        order = np.argsort(v, kind="stable")
-        r = np.empty(len(v))
-        r[order] = np.arange(len(v), dtype=float)
-        # average the ranks of ties
-        _, inverse, counts = np.unique(v, return_inverse=True, return_counts=True)
-        sums = np.bincount(inverse, weights=r)
-        return (sums / counts)[inverse]
-
-    rx, ry = ranks(x), ranks(y)
-    if rx.std() == 0 or ry.std() == 0:
-        return float("nan")
-    return float(np.corrcoef(rx, ry)[0, 1])
 
 
 def topical_features(top: dict[str, np.ndarray], site_index: int, documents, tokenizer, n: int = 3,

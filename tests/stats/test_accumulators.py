@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers.accumulators import FeatureStats, PairStats, SparseActs, jaccard, pearson, sparsify
+from helpers.stats.accumulators import FeatureStats, PairStats, SparseActs, jaccard, pearson, sparsify
 from helpers.errors import ConfigError
 
 SITES = ("s0", "s1", "s2")
@@ -137,7 +137,7 @@ def _provenance(n, seed=0):
 
 
 def test_top_examples_equal_brute_force_any_chunking():
-    from helpers.accumulators import TopExamples
+    from helpers.stats.accumulators import TopExamples
 
     n, k = 120, 4
     dense = random_batch(n, seed=5)
@@ -172,7 +172,7 @@ def test_top_examples_equal_brute_force_any_chunking():
 
 
 def test_coactivation_graph_equals_brute_force():
-    from helpers.accumulators import CoactivationGraph
+    from helpers.stats.accumulators import CoactivationGraph
 
     dense = random_batch(150, seed=7)
     g = CoactivationGraph(SITES, F, top_k=4, chunk_pairs=100)
@@ -205,7 +205,7 @@ def _pair32(flush_tokens=16):
 
 
 def test_count_dtype_for():
-    from helpers.accumulators import count_dtype_for
+    from helpers.stats.accumulators import count_dtype_for
 
     assert count_dtype_for(17_500_000) == torch.int32  # the reference study's stream
     assert count_dtype_for(2**31 - 1) == torch.int32
@@ -254,7 +254,7 @@ def test_int32_counts_refuse_to_overflow():
 
 
 def test_streamed_sums_reject_bad_settings():
-    from helpers.accumulators import StreamedSums
+    from helpers.stats.accumulators import StreamedSums
 
     with pytest.raises(ConfigError, match="float64 or float32"):
         StreamedSums(4, torch.float16)
@@ -263,7 +263,7 @@ def test_streamed_sums_reject_bad_settings():
 
 
 def test_triangle_index_enumerates_the_upper_triangle():
-    from helpers.accumulators import triangle_index
+    from helpers.stats.accumulators import triangle_index
 
     n = 7
     a, b = torch.triu_indices(n, n, offset=1)
@@ -271,7 +271,7 @@ def test_triangle_index_enumerates_the_upper_triangle():
 
 
 def _graph(**kw):
-    from helpers.accumulators import CoactivationGraph
+    from helpers.stats.accumulators import CoactivationGraph
 
     return CoactivationGraph(SITES, F, top_k=4, chunk_pairs=100, **kw)
 

@@ -13,9 +13,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .errors import ConfigError
-from .interventions import run_with_edits
-from .models import Subject
+from ..errors import ConfigError
+from .edits import run_with_edits
+from ..subject.models import Subject
 
 
 def steering_vector(sae, feature: int, strength: float) -> torch.Tensor:
@@ -81,8 +81,8 @@ def retrieval_ranks(queries: np.ndarray, corpus: np.ndarray, targets: Sequence[i
 def corpus_embeddings(exp, subject: Subject, progress: bool = True) -> np.ndarray:
     """Embeddings of every document of the experiment's corpus, cached in
     ``artefacts/<preset>/document_embeddings.npz`` (recomputed when the corpus differs)."""
-    from .corpus import load_corpus
-    from .io import atomic_save_npz, stats_dir
+    from ..subject.corpus import load_corpus
+    from ..io import atomic_save_npz, stats_dir
 
     docs = load_corpus(exp.corpus, exp.max_documents)
     path = stats_dir(exp.name) / "document_embeddings.npz"

@@ -3,11 +3,11 @@ import numpy as np
 import pytest
 import torch
 
-from helpers.decoder import decoder_directions, neuronpedia_url, top_cosine_matches
+from helpers.evolution.decoder import decoder_directions, neuronpedia_url, top_cosine_matches
 from helpers.errors import ConfigError
-from helpers.graph import build_graph, communities, degree_frequency, export_graphml, neighbourhood
+from helpers.evolution.graph import build_graph, communities, degree_frequency, export_graphml, neighbourhood
 
-from .conftest import make_random_sae
+from ..conftest import make_random_sae
 
 
 def test_top_cosine_matches_equal_dense_brute_force():

@@ -7,7 +7,7 @@ from typing import Mapping
 
 import numpy as np
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 
 def build_graph(g: Mapping[str, np.ndarray], site_index: int, min_count: int = 1):
@@ -64,7 +64,7 @@ def export_graphml(graph, path: str | Path) -> Path:
     """Write GraphML (for Gephi or Cytoscape) atomically."""
     import networkx as nx
 
-    from .io import atomic_path
+    from ..io import atomic_path
 
     with atomic_path(path, suffix=".graphml") as tmp:
         nx.write_graphml(graph, tmp)

@@ -2,7 +2,7 @@
 
 For each batch of the token stream: one nnsight forward pass yields every site,
 each SAE encodes its site, and the active features of each token (a
-:class:`~helpers.accumulators.SparseActs`) update the streaming accumulators,
+:class:`~helpers.stats.accumulators.SparseActs`) update the streaming accumulators,
 which stay on the device. Activations are never stored.
 
 Every ``step_tokens`` tokens (exactly: a batch is split at the boundary) the
@@ -28,11 +28,9 @@ half way and resumed gives exactly the counts and maxima of an uninterrupted one
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import logging
 import os
-import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,235 +40,19 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .accumulators import (
-    COMPACT_EVERY,
-    FLUSH_TOKENS,
-    CoactivationGraph,
-    FeatureStats,
-    NonFiniteError,
-    PairStats,
-    SparseActs,
-    TopExamples,
-    jaccard,
-    pearson,
-)
-from .capture import capture_residuals
-from .corpus import TokenBatch, iter_token_batches, load_corpus
-from .errors import ArtefactMismatchError, ConfigError, MissingArtefactError
-from .experiment import Experiment
-from .io import REPO_ROOT, atomic_path, atomic_save_npz, atomic_write_json, stats_dir
+from ..errors import ArtefactMismatchError, ConfigError, MissingArtefactError
+from ..experiment import Experiment
+from ..io import atomic_path, stats_dir
+from ..subject.capture import capture_residuals
+from ..subject.corpus import TokenBatch, iter_token_batches, load_corpus
+from .accumulators import CoactivationGraph, FeatureStats, NonFiniteError, PairStats, SparseActs, TopExamples
+from .artefacts import METADATA, STAT_FIELDS, write_artefacts
+from .distributed import Dist
+from .memory import Precision, plan_precision
 
 log = logging.getLogger(__name__)
 
-#: experiment fields the statistics depend on (not batch size or device)
-STAT_FIELDS = (
-    "model", "sae_source", "sae_release", "sites", "corpus", "max_documents", "token_budget",
-    "context_length", "sae_width", "sae_k", "sae_train_tokens", "sae_heldout_tokens",
-    "sae_train_batch", "sae_epochs", "sae_lr", "seed", "step_tokens", "dead_thresholds",
-    "coactivation_thresholds", "top_k_examples", "graph_top_k",
-)
-ARTEFACT_FILES = (
-    "max_activations.npz", "dead_features.npz", "pair_coactivation.npz", "correlation.npz",
-    "cooccurrence.npz", "top_examples.npz", "coactivation_graph.npz",
-)
-METADATA = "metadata.json"
 CHECKPOINT = "checkpoint{rank}.pt"
-
-
-# --------------------------------------------------------------------------- distributed
-@dataclass
-class Dist:
-    """Rank and world size; ``world == 1`` means no process group."""
-
-    rank: int = 0
-    world: int = 1
-
-    @classmethod
-    def from_env(cls, device: torch.device) -> "Dist":
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        if world <= 1:
-            return cls()
-        import torch.distributed as dist
-
-        if not dist.is_initialized():
-            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-        return cls(rank=dist.get_rank(), world=dist.get_world_size())
-
-    def all_reduce(self, t: torch.Tensor, op: str = "sum") -> torch.Tensor:
-        if self.world > 1:
-            import torch.distributed as dist
-
-            dist.all_reduce(t, op=dist.ReduceOp.SUM if op == "sum" else dist.ReduceOp.MAX)
-        return t
-
-    def all_reduce_host(self, t: torch.Tensor, chunk: int = 1 << 26) -> torch.Tensor:
-        """Sum a host (CPU) tensor over the ranks: directly on gloo, through the GPU in chunks on NCCL."""
-        if self.world == 1:
-            return t
-        import torch.distributed as dist
-
-        if dist.get_backend() == "gloo":
-            dist.all_reduce(t)
-            return t
-        dev = torch.device("cuda", torch.cuda.current_device())
-        for lo in range(0, t.numel(), chunk):
-            part = t[lo : lo + chunk].to(dev)
-            dist.all_reduce(part)
-            t[lo : lo + chunk] = part.cpu()
-        return t
-
-    def all_gather_varlen(self, t: torch.Tensor) -> list[torch.Tensor]:
-        """``all_gather`` of 1-D tensors whose lengths differ between ranks."""
-        if self.world == 1:
-            return [t]
-        n = torch.tensor([t.numel()], device=t.device)
-        sizes = [int(x) for x in self.all_gather(n)]
-        padded = torch.zeros(max(sizes), dtype=t.dtype, device=t.device)
-        padded[: t.numel()] = t
-        return [g[:size] for g, size in zip(self.all_gather(padded), sizes)]
-
-    def all_gather(self, t: torch.Tensor) -> list[torch.Tensor]:
-        if self.world == 1:
-            return [t]
-        import torch.distributed as dist
-
-        out = [torch.empty_like(t) for _ in range(self.world)]
-        dist.all_gather(out, t.contiguous())
-        return out
-
-    def barrier(self) -> None:
-        if self.world > 1:
-            import torch.distributed as dist
-
-            dist.barrier()
-
-
-# --------------------------------------------------------------------------- memory bill
-@dataclass(frozen=True)
-class Precision:
-    """The dtypes of the big accumulators (pair and edge counts, sums of products)."""
-
-    counts: torch.dtype = torch.int64
-    sums: torch.dtype = torch.float64
-    flush_tokens: int = FLUSH_TOKENS
-
-    def describe(self, device: torch.device | str = "cpu") -> dict[str, str]:
-        sums = "float64" if self.sums == torch.float64 else (
-            f"float32 on {device}, flushed into float64 on the host every {self.flush_tokens:,} tokens")
-        return {"pair_counts": _dtype_name(self.counts), "feature_counts": "int64",
-                "edge_counts": "int64", "feature_sums": "float64", "product_sums": sums}
-
-
-def _nbytes(dtype: torch.dtype) -> int:
-    return torch.empty((), dtype=dtype).element_size()
-
-
-def _dtype_name(dtype: torch.dtype) -> str:
-    return str(dtype).replace("torch.", "")
-
-
-def memory_bill(exp: Experiment, n_features: int, n_model_params: int, world: int = 1,
-                precision: Precision | None = None, max_tokens: int | None = None) -> dict[str, int]:
-    """Bytes the pass needs on its device, by item (the host copy of flushed sums: :func:`host_bill`)."""
-    precision = precision or Precision()
-    s, f, p, k = len(exp.sites), n_features, len(exp.site_pairs), exp.top_k_examples
-    d = exp.model_spec.d_model
-    cb, sb = _nbytes(precision.counts), _nbytes(precision.sums)
-    tokens = exp.batch_size * exp.context_length
-    tri = f * (f - 1) // 2
-    links = exp.graph_top_k * (exp.graph_top_k - 1) // 2
-    # distinct edges: measured at ~2% of the links made on the offline preset; budget 5%
-    edges = min(s * tri, int(0.05 * (max_tokens or 10**7) * s * links))
-    counts, sums = _dtype_name(precision.counts), _dtype_name(precision.sums)
-    bill = {
-        "model": n_model_params * 4,
-        "saes": s * (2 * d * f + f + d) * 4,
-        # every site's residuals, one site's dense SAE pre-activations and codes, all sparse codes
-        "batch (residuals, SAE codes)": tokens * (s * d * 4 + 3 * f * 4 + s * min(f, 256) * 12),
-        "feature statistics": s * f * (8 + 4 + 8 + 8),
-        f"pair statistics ({counts} counts + {sums} sums)": p * f * f * (cb + sb),
-        f"co-activation graph ({sums} sums, upper triangle)": s * tri * sb,
-        # edges: key + count; the link buffer: a key each, and a count each while it is merged
-        "co-activation graph edge list (estimated)": edges * 16 * 2 + COMPACT_EVERY * 16,
-        "top examples": s * f * k * 2 * (4 + 8 + 8),
-        "step scratch (threshold comparisons)": f * f,
-    }
-    if world > 1:
-        bill["step synchronisation buffers"] = f * f * cb + s * f * 8
-    return bill
-
-
-def host_bill(exp: Experiment, n_features: int, precision: Precision) -> int:
-    """Host bytes of the float64 copies of flushed float32 sums (0 for float64 sums)."""
-    if precision.sums == torch.float64:
-        return 0
-    s, f, p = len(exp.sites), n_features, len(exp.site_pairs)
-    return (p * f * f + s * (f * (f - 1) // 2)) * 8
-
-
-def available_memory(device: torch.device) -> int:
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(free)
-    with open("/proc/meminfo") as fh:
-        for line in fh:
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    return 1 << 62  # pragma: no cover - not Linux
-
-
-def _gib(n: int) -> str:
-    return f"{n / 2**30:.1f} GiB"
-
-
-def plan_precision(exp: Experiment, n_features: int, n_model_params: int, device: torch.device,
-                   world: int = 1, max_tokens: int | None = None,
-                   available: int | None = None, host_available: int | None = None) -> tuple[Precision, dict[str, int]]:
-    """Choose the accumulator dtypes and check the memory bill; refuse with a way out.
-
-    Counts are int32 when the stream is known to hold fewer than 2^31 tokens (exact).
-    Sums follow ``exp.sum_dtype``; ``"auto"`` takes float64 when its bill fits the device
-    and float32 flushed into float64 on the host otherwise (on a GPU only: on the CPU the
-    host copy would sit in the same memory).
-    """
-    from .accumulators import count_dtype_for
-
-    counts = count_dtype_for(max_tokens)
-    avail = available_memory(device) if available is None else available
-    host_avail = available_memory(torch.device("cpu")) if host_available is None else host_available
-    if device.type == "cpu":
-        avail //= world  # the ranks of one machine share its memory
-    else:
-        host_avail //= max(1, min(world, torch.cuda.device_count() or 1))
-
-    def plan(sums: torch.dtype) -> tuple[Precision, dict[str, int]]:
-        prec = Precision(counts, sums, exp.flush_tokens)
-        return prec, memory_bill(exp, n_features, n_model_params, world, prec, max_tokens)
-
-    if exp.sum_dtype == "auto":
-        prec, bill = plan(torch.float64)
-        if sum(bill.values()) > 0.9 * avail and device.type != "cpu":
-            prec, bill = plan(torch.float32)
-            log.info("float64 sums do not fit %s: sums in float32, flushed into float64 on the host", device)
-    else:
-        prec, bill = plan(getattr(torch, exp.sum_dtype))
-    total = sum(bill.values())
-    lines = ", ".join(f"{k} {_gib(v)}" for k, v in bill.items())
-    host = host_bill(exp, n_features, prec)
-    log.info("memory bill on %s: %s (%s); available %s; host copy of the sums %s",
-             device, _gib(total), lines, _gib(avail), _gib(host))
-    if total > 0.9 * avail:
-        raise ConfigError(
-            f"the pass needs {_gib(total)} on {device} ({lines}) but only {_gib(avail)} are free: "
-            + ("on a GPU use --set sum_dtype=float32 (or auto); " if prec.sums == torch.float64 else "")
-            + "lower --batch-size, use fewer sites or narrower SAEs, or run on a device with more memory"
-        )
-    if host > 0.9 * host_avail:
-        raise ConfigError(
-            f"the float64 host copy of the float32 sums needs {_gib(host)} but the host has only "
-            f"{_gib(host_avail)} free: use fewer sites or narrower SAEs, or a host with more memory"
-        )
-    return prec, bill
 
 
 # --------------------------------------------------------------------------- the state
@@ -458,8 +240,8 @@ def run_pass(
     saes: dict[str, Any] | None = None,
 ) -> PassResult:
     """Run the statistics pass and write the artefacts into ``out`` (default ``artefacts/<preset>``)."""
-    from .models import load_subject, resolve_device
-    from .saes import load_saes
+    from ..subject.models import load_subject, resolve_device
+    from ..subject.saes import load_saes
 
     out = Path(out) if out is not None else stats_dir(exp.name)
     _check_out_dir(out, exp)
@@ -476,7 +258,7 @@ def run_pass(
     docs = load_corpus(exp.corpus, exp.max_documents)
     max_tokens = exp.token_budget
     if max_tokens is None:  # the whole corpus: count it (for the int32 counts and the progress bar)
-        from .corpus import count_tokens
+        from ..subject.corpus import count_tokens
 
         max_tokens = count_tokens(docs, subject.tokenizer)
     precision, _ = plan_precision(exp, n_features, n_params, subject.device, dist.world, max_tokens)
@@ -583,117 +365,3 @@ def _save_checkpoint(path: Path, state: PassState, dist: Dist, exp: Experiment) 
     with atomic_path(path, suffix=".pt") as tmp:
         torch.save({"state": state.state_dict(), "world": dist.world, "batch_size": exp.batch_size,
                     "experiment": exp.to_dict(), "precision": state.precision.describe(state.device)}, tmp)
-
-
-# --------------------------------------------------------------------------- artefacts
-def _compact_counts(count: np.ndarray) -> np.ndarray:
-    """The smallest unsigned integer type that holds every count exactly."""
-    top = int(count.max()) if count.size else 0
-    for dtype in (np.uint8, np.uint16, np.uint32, np.uint64):
-        if top <= np.iinfo(dtype).max:
-            return count.astype(dtype)
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
-def _git_commit() -> str | None:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True,
-                              text=True, timeout=5).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):  # pragma: no cover
-        return None
-
-
-def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for pkg in ("torch", "numpy", "transformers", "nnsight", "sae-lens"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:  # pragma: no cover
-            pass
-    return out
-
-
-def write_artefacts(state: PassState, exp: Experiment, out: Path, seconds: float = 0.0, world: int = 1) -> dict[str, int]:
-    """Write every artefact atomically; ``metadata.json`` last. Returns file sizes in bytes."""
-    sites = np.array(exp.sites)
-    pairs = np.array([f"{a}->{b}" for a, b in exp.site_pairs])
-    feats = state.features.result()
-    steps = np.array(state.steps, dtype=np.int64)
-    n = feats["n_tokens"]
-    atomic_save_npz(out / "max_activations.npz", max=feats["max"], sites=sites)
-    atomic_save_npz(
-        out / "dead_features.npz",
-        dead=torch.stack(state.dead).numpy(),  # [n_steps, n_thr, S]
-        thresholds=np.array(exp.dead_thresholds), tokens=steps, fired=feats["fired"], sites=sites,
-    )
-    pair_res = [p.result() for p in state.pairs]
-    counts = {f"count_{i}": _compact_counts(r["count"]) for i, r in enumerate(pair_res)}
-    atomic_save_npz(
-        out / "pair_coactivation.npz",
-        never_all=torch.stack(state.coact_all, -1).numpy(),  # [n_thr, P, n_steps]
-        never_alive=torch.stack(state.coact_alive, -1).numpy(),
-        thresholds=np.array(exp.coactivation_thresholds), tokens=steps, pairs=pairs, sites=sites, **counts,
-    )
-    corr, jac = {}, {}
-    for i, r in enumerate(pair_res):
-        corr[f"r_{i}"] = pearson(n, feats["sum"][i], feats["sum_sq"][i], feats["sum"][i + 1],
-                                 feats["sum_sq"][i + 1], r["sum_xy"]).astype(np.float32)
-        jac[f"jaccard_{i}"] = jaccard(r["count"], feats["fired"][i], feats["fired"][i + 1]).astype(np.float32)
-    atomic_save_npz(out / "correlation.npz", pairs=pairs, n_tokens=np.int64(n),
-                    mean=feats["sum"] / n, **corr)
-    atomic_save_npz(out / "cooccurrence.npz", pairs=pairs, **jac)
-    top = state.top.result()
-    atomic_save_npz(out / "top_examples.npz", sites=sites, **top)
-    graph = state.graph.result(feats["sum_sq"])
-    atomic_save_npz(out / "coactivation_graph.npz", sites=sites, frequency=feats["fired"] / n,
-                    fired=feats["fired"], **graph)
-    sizes = {name: (out / name).stat().st_size for name in ARTEFACT_FILES}
-    exp.save(out)
-    atomic_write_json(out / METADATA, {
-        "experiment": exp.to_dict(),
-        "tokens": int(n),
-        "n_features": state.n_features,
-        "processes": world,
-        "precision": state.precision.describe(state.device),
-        "seconds": round(seconds, 2),
-        "versions": _versions(),
-        "git_commit": _git_commit(),
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "file_bytes": sizes,
-    })
-    return sizes
-
-
-def load_artefact(exp: Experiment, name: str, out: str | Path | None = None) -> dict[str, np.ndarray]:
-    """One statistics artefact (e.g. ``"dead_features"``), refused if made by another experiment."""
-    out = Path(out) if out is not None else stats_dir(exp.name)
-    meta = out / METADATA
-    if not meta.is_file():
-        raise MissingArtefactError(
-            f"no statistics in {out}: run `python -m helpers collect --experiment {exp.name}`"
-        )
-    diff = Experiment.from_dict(json.loads(meta.read_text())["experiment"]).differences(exp, STAT_FIELDS)
-    if diff:
-        raise ArtefactMismatchError(
-            f"the statistics in {out} belong to another experiment ({'; '.join(diff)}): "
-            f"rerun `python -m helpers collect --experiment {exp.name}`"
-        )
-    file = out / (name if name.endswith(".npz") else f"{name}.npz")
-    with np.load(file, allow_pickle=False) as data:
-        return {k: data[k] for k in data.files}
-
-
-def load_metadata(exp: Experiment, out: str | Path | None = None) -> dict[str, Any]:
-    out = Path(out) if out is not None else stats_dir(exp.name)
-    load_artefact(exp, "max_activations", out)  # checks the experiment
-    return json.loads((out / METADATA).read_text())
-
-
-def statistics_ready(exp: Experiment, out: str | Path | None = None) -> bool:
-    try:
-        load_metadata(exp, out)
-    except (MissingArtefactError, ArtefactMismatchError, FileNotFoundError):
-        return False
-    return True

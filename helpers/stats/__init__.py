@@ -1,0 +1,39 @@
+"""The statistics pass: streaming accumulators, the one pass over the tokens, its memory plan,
+its processes and its artefacts.
+
+:mod:`.accumulators` (update / merge / state_dict / result), :mod:`.collect` (the pass,
+checkpoints, torchrun), :mod:`.memory` (the bill and the accumulator dtypes),
+:mod:`.distributed` (ranks and collectives), :mod:`.artefacts` (atomic writes, safe loads).
+"""
+
+from .accumulators import (
+    CoactivationGraph,
+    FeatureStats,
+    PairStats,
+    SparseActs,
+    StreamedSums,
+    TopExamples,
+    count_dtype_for,
+    jaccard,
+    pearson,
+    sparsify,
+)
+from .artefacts import (
+    ARTEFACT_FILES,
+    METADATA,
+    STAT_FIELDS,
+    load_artefact,
+    load_metadata,
+    statistics_ready,
+    write_artefacts,
+)
+from .collect import PassResult, PassState, encode_batch, run_pass
+from .distributed import Dist
+from .memory import Precision, available_memory, host_bill, memory_bill, plan_precision
+
+__all__ = [
+    "ARTEFACT_FILES", "CoactivationGraph", "Dist", "FeatureStats", "METADATA", "PairStats", "PassResult",
+    "PassState", "Precision", "STAT_FIELDS", "SparseActs", "StreamedSums", "TopExamples", "available_memory",
+    "count_dtype_for", "encode_batch", "host_bill", "jaccard", "load_artefact", "load_metadata",
+    "memory_bill", "pearson", "plan_precision", "run_pass", "sparsify", "statistics_ready", "write_artefacts",
+]

@@ -1,0 +1,25 @@
+"""The subject of study: the corpus, the model, its residual-stream sites and their SAEs.
+
+:mod:`.corpus` (documents and token batches with provenance), :mod:`.models`
+(nnsight-wrapped models), :mod:`.capture` (every site in one forward pass),
+:mod:`.saes` (load, encode, measure and train SAEs).
+"""
+
+from .capture import capture_residuals, flatten_tokens, trace_inputs
+from .corpus import (
+    Document,
+    SpecialTokens,
+    TokenBatch,
+    iter_token_batches,
+    load_corpus,
+    load_wiki_summaries,
+    token_context,
+)
+from .models import Subject, load_subject, load_tokenizer, resolve_device, wrap
+from .saes import encode, load_saes, sae_quality, train_saes, training_report
+
+__all__ = [
+    "Document", "SpecialTokens", "Subject", "TokenBatch", "capture_residuals", "encode", "flatten_tokens",
+    "iter_token_batches", "load_corpus", "load_saes", "load_subject", "load_tokenizer", "load_wiki_summaries",
+    "resolve_device", "sae_quality", "token_context", "trace_inputs", "train_saes", "training_report", "wrap",
+]
