@@ -24,6 +24,9 @@ def prepare(exp: Experiment, progress: bool = True) -> list[str]:
         done.append(format_training(train_saes(exp, progress=progress)))
     else:
         done.append(f"preset {exp.name!r} uses the pretrained {exp.sae_release} SAEs: nothing to train")
+    if exp.relative_threshold and not statistics_ready(exp.replace(relative_threshold=0.0)):
+        # the relative pass takes each feature's maximum from the plain pass: run that first
+        done.append(format_pass(run_pass(exp.replace(relative_threshold=0.0), progress=progress)))
     if statistics_ready(exp):
         done.append(f"statistics for preset {exp.name!r} reused (already collected)")
     else:

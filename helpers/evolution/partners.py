@@ -116,7 +116,7 @@ def build_partners(exp, k: int = DEFAULT_K, saes: dict | None = None, device=Non
     from ..stats.artefacts import load_metadata
     from ..subject.saes import load_saes
 
-    out = Path(out) if out is not None else stats_dir(exp.name)
+    out = Path(out) if out is not None else stats_dir(exp.stats_name)
     meta = load_metadata(exp, out)  # refuses another experiment's statistics
     n_features = int(meta["n_features"])
     if not 1 <= k <= n_features:
@@ -161,7 +161,7 @@ def load_partners(exp, out=None, k: int | None = None) -> dict[str, Any]:
     from ..experiment import Experiment
     from ..stats.artefacts import STAT_FIELDS, load_metadata
 
-    out = Path(out) if out is not None else stats_dir(exp.name)
+    out = Path(out) if out is not None else stats_dir(exp.stats_name)
     meta_file = out / PARTNERS_META
     if not meta_file.is_file():
         raise MissingArtefactError(f"no partner tables in {out}: run `{partners_command(exp)}`")

@@ -24,7 +24,7 @@ STAT_FIELDS = (
     "model", "sae_source", "sae_release", "sites", "corpus", "max_documents", "token_budget",
     "context_length", "sae_width", "sae_k", "sae_train_tokens", "sae_heldout_tokens",
     "sae_train_batch", "sae_epochs", "sae_lr", "seed", "step_tokens", "dead_thresholds",
-    "coactivation_thresholds", "top_k_examples", "graph_top_k",
+    "coactivation_thresholds", "top_k_examples", "graph_top_k", "relative_threshold",
 )
 ARTEFACT_FILES = (
     "max_activations.npz", "dead_features.npz", "pair_coactivation.npz", "correlation.npz",
@@ -64,7 +64,8 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def write_artefacts(state: PassState, exp: Experiment, out: Path, seconds: float = 0.0, world: int = 1) -> dict[str, int]:
+def write_artefacts(state: PassState, exp: Experiment, out: Path, seconds: float = 0.0, world: int = 1,
+                    activity: dict[str, Any] | None = None) -> dict[str, int]:
     """Write every artefact atomically; ``metadata.json`` last. Returns file sizes in bytes."""
     sites = np.array(exp.sites)
     pairs = np.array([f"{a}->{b}" for a, b in exp.site_pairs])
@@ -107,6 +108,7 @@ def write_artefacts(state: PassState, exp: Experiment, out: Path, seconds: float
         "seconds": round(seconds, 2),
         "versions": _versions(),
         "git_commit": _git_commit(),
+        "activity": activity or {"rule": "active when the SAE activation is > 0"},
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "file_bytes": sizes,
         "sha256": {name: sha256_file(out / name) for name in ARTEFACT_FILES},
@@ -115,7 +117,8 @@ def write_artefacts(state: PassState, exp: Experiment, out: Path, seconds: float
 
 
 def collect_command(exp: Experiment) -> str:
-    return f"python -m helpers collect --experiment {exp.name}"
+    rel = f" --set relative_threshold={exp.relative_threshold:g}" if exp.relative_threshold else ""
+    return f"python -m helpers collect --experiment {exp.name}{rel}"
 
 
 def read_metadata(exp: Experiment, out: Path) -> dict[str, Any]:
@@ -146,7 +149,7 @@ def load_artefact(exp: Experiment, name: str, out: str | Path | None = None,
     ``keys`` loads only those arrays of the file. ``"cooccurrence"`` (Jaccard) is derived on
     demand from the exact counts (see :data:`DERIVED`).
     """
-    out = Path(out) if out is not None else stats_dir(exp.name)
+    out = Path(out) if out is not None else stats_dir(exp.stats_name)
     name = name[:-4] if name.endswith(".npz") else name
     if name in DERIVED:
         return _derive(exp, name, out, keys)
@@ -171,13 +174,13 @@ def _derive(exp: Experiment, name: str, out: Path, keys: tuple[str, ...] | None)
 
 
 def load_metadata(exp: Experiment, out: str | Path | None = None) -> dict[str, Any]:
-    out = Path(out) if out is not None else stats_dir(exp.name)
+    out = Path(out) if out is not None else stats_dir(exp.stats_name)
     return read_metadata(exp, out)
 
 
 def check_statistics(exp: Experiment, out: str | Path | None = None) -> dict[str, Any]:
     """Verify every artefact of the pass against its checksum; the metadata if all are good."""
-    out = Path(out) if out is not None else stats_dir(exp.name)
+    out = Path(out) if out is not None else stats_dir(exp.stats_name)
     meta = read_metadata(exp, out)
     sums = meta.get("sha256", {})
     for name in ARTEFACT_FILES:
