@@ -225,12 +225,16 @@ def plot_community(graph, community, sites, title: str, labels=None):
     rows: dict[int, list[str]] = {}
     for n in nodes:
         rows.setdefault(graph.nodes[n]["layer"], []).append(n)
+    sub = graph.subgraph(nodes)
     pos = {}
-    for layer, members in rows.items():
+    for layer in sorted(rows):  # barycentre order: each row follows its neighbours in the row above
+        def centre(n):
+            above = [pos[m][0] for m in sub[n] if m in pos]
+            return (np.mean(above) if above else 0.0, graph.nodes[n]["feature"])
+        members = sorted(rows[layer], key=centre) if pos else rows[layer]
         for i, n in enumerate(members):
             pos[n] = (i - (len(members) - 1) / 2, -layer)
     fig, ax = plt.subplots(figsize=(8, 0.7 * len(sites) + 1))
-    sub = graph.subgraph(nodes)
     for a, b, d in sub.edges(data=True):
         (x0, y0), (x1, y1) = pos[a], pos[b]
         ax.plot([x0, x1], [y0, y1], color="0.5", lw=0.5 + 2 * d["weight"], alpha=0.6, zorder=1)
@@ -261,5 +265,26 @@ def plot_lifespans(counts, title: str = "Lineage lifespans"):
     ax.set_ylabel("lineages")
     ax.set_xticks(spans)
     ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_flow_shares(rows, title: str = "Pass-through against the threshold"):
+    """Share of alive features that disappear (left) and appear (right) per adjacent pair of
+    sites, against the threshold; ``rows`` from :func:`helpers.evolution.lineages.flow_table`."""
+    import matplotlib.pyplot as plt
+
+    pairs = list(dict.fromkeys(r["pair"] for r in rows))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
+    for ax, what in zip(axes, ("disappear", "appear")):
+        for pair in pairs:
+            pts = [(r["threshold"], r[what]) for r in rows if r["pair"] == pair]
+            ax.plot(*zip(*pts), marker="o", ms=3, label=pair)
+        ax.set_xlabel("threshold")
+        ax.set_title(f"features that {what}")
+        ax.yaxis.set_major_formatter(plt.matplotlib.ticker.PercentFormatter(1.0))
+    axes[0].set_ylabel("share of alive features")
+    axes[1].legend(fontsize=7)
+    fig.suptitle(title)
     fig.tight_layout()
     return fig
