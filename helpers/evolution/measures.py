@@ -156,8 +156,10 @@ def load_pair_inputs(exp, pair: int, saes: dict | None = None, device: torch.dev
     dirs = (None, None)
     if saes is not None:
         dirs = (decoder_directions(saes[site_a]), decoder_directions(saes[site_b]))
+    # counts never exceed the tokens seen: int32 holds them exactly below 2^31 tokens (half the memory)
+    count_dtype = np.int32 if int(corr["n_tokens"]) < 2**31 else np.int64
     inputs = PairInputs(
-        count=torch.from_numpy(count.astype(np.int64)), fired_a=torch.from_numpy(fired[pair].astype(np.int64)),
+        count=torch.from_numpy(count.astype(count_dtype)), fired_a=torch.from_numpy(fired[pair].astype(np.int64)),
         fired_b=torch.from_numpy(fired[pair + 1].astype(np.int64)), n_tokens=int(corr["n_tokens"]),
         r=torch.from_numpy(corr[f"r_{pair}"]), dir_a=dirs[0], dir_b=dirs[1],
     )
