@@ -73,22 +73,26 @@ class PairInputs:
                           move(self.r), move(self.dir_a), move(self.dir_b))
 
 
-def _xlogx_ratio(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-    """``p * log2(p / q)`` with ``0 log 0 = 0``."""
-    safe = p > 0
-    return torch.where(safe, p * torch.log2(torch.where(safe, p, 1.0) / torch.where(safe, q, 1.0)),
-                       torch.zeros_like(p))
+def _entropy_terms(p: torch.Tensor) -> torch.Tensor:
+    """``-p log2 p`` elementwise, with ``0 log 0 = 0``."""
+    return torch.special.xlogy(p, p).mul_(-1.0 / np.log(2.0))
 
 
 def binary_mutual_info(count: torch.Tensor, fired_a: torch.Tensor, fired_b: torch.Tensor, n: int) -> torch.Tensor:
-    """Mutual information (bits) of the firing indicators, from counts; ``fired_*`` broadcast."""
+    """Mutual information (bits) of the firing indicators, from counts; ``fired_*`` broadcast.
+
+    ``I(A; B) = H(A) + H(B) - H(A, B)``: the marginal entropies are vectors, the joint one
+    takes four ``p log p`` terms per pair (the cells of the 2 x 2 table).
+    """
     c = count.double() / n
     pa, pb = fired_a.double() / n, fired_b.double() / n
-    p10, p01 = pa - c, pb - c
-    p00 = 1.0 - pa - pb + c
-    mi = (_xlogx_ratio(c, pa * pb) + _xlogx_ratio(p10, pa * (1 - pb))
-          + _xlogx_ratio(p01, (1 - pa) * pb) + _xlogx_ratio(p00, (1 - pa) * (1 - pb)))
-    return mi.clamp_min(0.0)  # rounding can leave -1e-17
+    h_a = _entropy_terms(pa) + _entropy_terms(1 - pa)
+    h_b = _entropy_terms(pb) + _entropy_terms(1 - pb)
+    joint = _entropy_terms(c)
+    joint += _entropy_terms((pa - c).clamp_min_(0))
+    joint += _entropy_terms((pb - c).clamp_min_(0))
+    joint += _entropy_terms((1.0 - pa - pb + c).clamp_min_(0))
+    return (h_a + h_b - joint).clamp_min_(0.0)  # rounding can leave -1e-17
 
 
 def block_measures(inputs: PairInputs, rows: slice | None = None, cols: slice | None = None,

@@ -44,12 +44,11 @@ DEFAULT_K = 16
 
 def _rank(block: dict[str, torch.Tensor], k: int, count: torch.Tensor):
     """Top-``k`` along dim 1 of every measure of ``block`` ``[r, c]``: index, values of all, count."""
-    stacked = torch.stack([block[m] for m in MEASURES], -1)  # [r, c, M]
     idx_all, val_all, cnt_all = [], [], []
     for m in MEASURES:
         key = torch.nan_to_num(block[m], nan=-torch.inf)
         top_idx = top_k_stable(key, k)
-        vals = torch.gather(stacked, 1, top_idx.unsqueeze(-1).expand(-1, -1, len(MEASURES)))
+        vals = torch.stack([torch.gather(block[m2], 1, top_idx) for m2 in MEASURES], -1)  # [r, k, M]
         cnt = torch.gather(count, 1, top_idx)
         undefined = ~torch.isfinite(torch.gather(key, 1, top_idx))
         idx_all.append(torch.where(undefined, torch.full_like(top_idx, -1), top_idx))
@@ -68,7 +67,7 @@ def top_k_stable(key: torch.Tensor, k: int) -> torch.Tensor:
     """
     top_val, top_idx = torch.topk(key, k, dim=1)
     kth = top_val[:, -1:]
-    tied = ((key >= kth).sum(1) > k) & torch.isfinite(kth[:, 0])
+    tied = (torch.count_nonzero(key >= kth, dim=1) > k) & torch.isfinite(kth[:, 0])
     if bool(tied.any()):
         rows = torch.nonzero(tied).flatten()
         top_idx[rows] = torch.sort(key[rows], dim=1, descending=True, stable=True).indices[:, :k]
