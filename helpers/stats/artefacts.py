@@ -28,7 +28,7 @@ STAT_FIELDS = (
 )
 ARTEFACT_FILES = (
     "max_activations.npz", "dead_features.npz", "pair_coactivation.npz", "correlation.npz",
-    "top_examples.npz", "coactivation_graph.npz",
+    "top_examples.npz", "coactivation_graph.npz", "histograms.npz",
 )
 #: artefacts derived on demand from the others instead of being stored (full F x F matrices)
 DERIVED = {"cooccurrence": "Jaccard index of every feature pair, from pair_coactivation and dead_features"}
@@ -97,6 +97,8 @@ def write_artefacts(state: PassState, exp: Experiment, out: Path, seconds: float
     graph = state.graph.result(feats["sum_sq"])
     atomic_save_npz(out / "coactivation_graph.npz", sites=sites, frequency=feats["fired"] / n,
                     fired=feats["fired"], **graph)
+    hist = state.histograms.result()
+    atomic_save_npz(out / "histograms.npz", sites=sites, edges=hist["edges"], counts=_compact_counts(hist["counts"]))
     sizes = {name: (out / name).stat().st_size for name in ARTEFACT_FILES}
     exp.save(out)
     atomic_write_json(out / METADATA, {
@@ -155,6 +157,11 @@ def load_artefact(exp: Experiment, name: str, out: str | Path | None = None,
         return _derive(exp, name, out, keys)
     meta = read_metadata(exp, out)
     file = out / f"{name}.npz"
+    if not file.is_file():
+        raise MissingArtefactError(
+            f"{file} is missing (written by an older statistics pass?): rebuild the statistics with "
+            f"`{collect_command(exp)}`"
+        )
     return load_npz(file, meta.get("sha256", {}).get(file.name), collect_command(exp), keys)
 
 
