@@ -98,7 +98,7 @@ def _evaluated(data: dict[str, Any], pair: int) -> np.ndarray:
     return data["downstream"][pair] >= 0
 
 
-def summary(data: dict[str, Any], threshold: float = DEFAULT_THRESHOLD) -> list[dict[str, Any]]:
+def success_table(data: dict[str, Any], threshold: float = DEFAULT_THRESHOLD) -> list[dict[str, Any]]:
     """One row per adjacent pair and method (and ``all pairs``): downstream features evaluated,
     partners defined, success rate, mean relative drop, share of partners silent in the windows.
 
@@ -123,7 +123,7 @@ def summary(data: dict[str, Any], threshold: float = DEFAULT_THRESHOLD) -> list[
     return rows
 
 
-def agreement(data: dict[str, Any], pair: int | None = None) -> np.ndarray:
+def method_agreement(data: dict[str, Any], pair: int | None = None) -> np.ndarray:
     """``[K, K]``: the share of evaluated downstream features for which two methods (the control
     included) pick the same upstream partner (of ``pair``, or pooled over all pairs)."""
     pairs = range(data["partner"].shape[0]) if pair is None else [pair]

@@ -165,26 +165,24 @@ def evaluate_pair(subject, saes, site_a: str, site_b: str, partners_ab: np.ndarr
     return out
 
 
-def build_matching(exp, n_downstream: int | None = None, methods: Sequence[str] = METHODS, n_windows: int = 2,
-                   radius: int = 12, seed: int = 0, threshold: float = DEFAULT_THRESHOLD, subject=None,
-                   saes: dict | None = None, out=None, chunk: int = 128, rows_per_pass: int = 256,
-                   progress: bool = True) -> Path:
-    """Run the deactivation test of every method on every adjacent pair and write ``matching.npz``
-    and ``matching.json`` atomically.
+def compute_matching(exp, n_downstream: int | None = None, methods: Sequence[str] = METHODS, n_windows: int = 2,
+                     radius: int = 12, seed: int = 0, subject=None, saes: dict | None = None, out=None,
+                     chunk: int = 128, rows_per_pass: int = 256, progress: bool = True) -> dict[str, np.ndarray]:
+    """The arrays of ``matching.npz`` for every adjacent pair (nothing is written); ``seconds`` is
+    the time of the ablations (after loading the model, SAEs and artefacts).
 
     ``n_downstream``: features evaluated per pair (default: 512, or all alive ones where fewer);
     an explicit number larger than the alive features is refused.
     """
     from ..stats.artefacts import load_artefact, load_metadata
     from ..subject.corpus import load_corpus
-    from .partners import PARTNERS_META, load_partners
+    from .partners import load_partners
 
     methods = check_methods(methods)
-    threshold = check_threshold(threshold)
     if n_windows < 1 or radius < 0:
         raise ConfigError(f"n_windows={n_windows} must be >= 1 and radius={radius} >= 0")
     out = Path(out) if out is not None else stats_dir(exp.name)
-    meta = load_metadata(exp, out)  # refuses another experiment's statistics
+    load_metadata(exp, out)  # refuses another experiment's statistics
     partners = load_partners(exp, out=out)
     top = load_artefact(exp, "top_examples", out, keys=("hi_doc", "hi_pos"))
     if n_windows > top["hi_doc"].shape[-1]:
@@ -216,26 +214,50 @@ def build_matching(exp, n_downstream: int | None = None, methods: Sequence[str] 
             log.warning("pair %s: only %d of %d downstream features fire in their windows",
                         f"{site_a}->{site_b}", int((res["downstream"] >= 0).sum()), n)
         results.append(res)
-    seconds = time.perf_counter() - t0
     width = max(len(r["downstream"]) for r in results)
     pad = lambda a, fill: np.pad(a, [(0, 0)] * (a.ndim - 1) + [(0, width - a.shape[-1])], constant_values=fill)  # noqa: E731
-    arrays = {
+    return {
+        "methods": np.array(list(methods) + [CONTROL]), "sites": np.array(exp.sites),
+        "pairs": np.array([f"{a}->{b}" for a, b in exp.site_pairs]),
         "downstream": np.stack([pad(r["downstream"], -1) for r in results]),
         "partner": np.stack([pad(r["partner"], -1) for r in results]),
         "drop": np.stack([pad(r["drop"], np.nan) for r in results]),
         "upstream_fired": np.stack([pad(r["upstream_fired"], False) for r in results]),
         "n_firing": np.stack([pad(r["n_firing"], 0) for r in results]),
         **{key: np.array([r[key] for r in results], np.int64) for key in ("candidates", "edges", "ablated_rows")},
+        "seconds": np.float64(time.perf_counter() - t0),
     }
+
+
+def build_matching(exp, n_downstream: int | None = None, methods: Sequence[str] = METHODS, n_windows: int = 2,
+                   radius: int = 12, seed: int = 0, threshold: float = DEFAULT_THRESHOLD, subject=None,
+                   saes: dict | None = None, out=None, chunk: int = 128, rows_per_pass: int = 256,
+                   progress: bool = True) -> Path:
+    """:func:`compute_matching`, written atomically to ``matching.npz`` and ``matching.json`` (the
+    experiment, the options and the rule, the checksums of its inputs and of the file, seconds).
+
+    ``threshold`` is the default success threshold the notebook starts from (drops are stored,
+    so any threshold can be applied later).
+    """
+    from ..stats.artefacts import load_metadata
+    from .partners import PARTNERS_META
+
+    threshold = check_threshold(threshold)
+    out = Path(out) if out is not None else stats_dir(exp.name)
+    arrays = compute_matching(exp, n_downstream, methods, n_windows, radius, seed, subject, saes, out, chunk,
+                              rows_per_pass, progress)
+    seconds = float(arrays["seconds"])
     file = out / MATCHING_FILE
-    atomic_save_npz(file, methods=np.array(list(methods) + [CONTROL]), sites=np.array(exp.sites),
-                    pairs=np.array([f"{a}->{b}" for a, b in exp.site_pairs]), **arrays)
+    atomic_save_npz(file, **arrays)
+    meta = load_metadata(exp, out)
     partners_meta = json.loads((out / PARTNERS_META).read_text())
     atomic_write_json(out / MATCHING_META, {
-        "experiment": exp.to_dict(), "methods": list(methods), "control": CONTROL,
+        "experiment": exp.to_dict(), "methods": [str(m) for m in arrays["methods"][:-1]], "control": CONTROL,
         "options": {"n_downstream": n_downstream, "n_windows": n_windows, "radius": radius, "seed": seed,
-                    "threshold": threshold, "rule": "mean over b's firing tokens (clean) of (clean - ablated) / clean >= threshold"},
-        "seconds": round(seconds, 2), "edges": int(arrays["edges"].sum()), "ablated_rows": int(arrays["ablated_rows"].sum()),
+                    "threshold": threshold,
+                    "rule": "mean over b's firing tokens (clean) of (clean - ablated) / clean >= threshold"},
+        "seconds": round(seconds, 2), "edges": int(arrays["edges"].sum()),
+        "ablated_rows": int(arrays["ablated_rows"].sum()),
         "partners_sha256": partners_meta["sha256"], "statistics_sha256": meta.get("sha256", {}),
         "sha256": sha256_file(file), "bytes": file.stat().st_size,
     })

@@ -11,7 +11,7 @@ import torch
 
 from helpers.errors import ArtefactMismatchError, ConfigError, CorruptArtefactError, MissingArtefactError
 from helpers.evolution.matching import (
-    METHODS, agreement, check_methods, matched_partners, random_partners, sample_downstream, success, summary,
+    METHODS, check_methods, matched_partners, random_partners, method_agreement, sample_downstream, success, success_table,
 )
 from helpers.evolution.matching_artefact import _Windows, build_matching, example_windows, load_matching, matching_ready
 from helpers.evolution.partners import build_partners, load_partners
@@ -98,12 +98,12 @@ def test_success_rule_and_summaries():
         "drop": np.array([[[0.9, 0.1, 0.6, np.nan], [0.9, 0.0, np.nan, np.nan]]]),
         "upstream_fired": np.array([[[True, True, True, False], [True, False, False, False]]]),
     }
-    rows = {(r["pair"], r["method"]): r for r in summary(data, 0.5)}
+    rows = {(r["pair"], r["method"]): r for r in success_table(data, 0.5)}
     assert rows[("x->y", "cosine")]["success_rate"] == pytest.approx(2 / 3)
     assert rows[("x->y", "cosine")]["mean_drop"] == pytest.approx(1.6 / 3)
     assert rows[("all pairs", "random")]["success_rate"] == pytest.approx(1 / 3)  # undefined = failure
     assert rows[("x->y", "random")]["defined"] == 2
-    np.testing.assert_allclose(agreement(data), [[1, 1 / 3], [1 / 3, 2 / 3]])
+    np.testing.assert_allclose(method_agreement(data), [[1, 1 / 3], [1 / 3, 2 / 3]])
 
 
 def test_random_control_never_picks_a_dead_feature(matched):
@@ -155,3 +155,11 @@ def test_bad_input(matched, tmp_path):
     (copy / "partners.json").write_text(json.dumps(meta))
     with pytest.raises(ArtefactMismatchError, match="other partner tables"):
         load_matching(exp, copy)
+
+
+def test_cli_without_statistics_is_one_line(capsys, artefacts_tmp):
+    from helpers.cli import main
+
+    assert main(["matching", "--experiment", "smoke", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1
