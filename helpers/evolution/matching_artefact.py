@@ -100,11 +100,13 @@ def evaluate_pair(subject, saes, site_a: str, site_b: str, partners_ab: np.ndarr
     k_slots = partners_ab.shape[0] + 1
     got_b, got_partner, got_drop, got_fired, got_n = [], [], [], [], []
     tried = n_edges = n_rows = 0
-    for lo in range(0, len(order), chunk):
-        if len(got_b) >= n_downstream:
-            break
-        feats = order[lo : lo + chunk]
-        slots = np.concatenate([partners_ab[:, feats], control[None, lo : lo + chunk]])  # [K, c]
+    lo = 0
+    while lo < len(order) and len(got_b) < n_downstream:
+        # a few more than still needed: some features do not fire in their windows
+        size = min(chunk, n_downstream - len(got_b) + max(4, (n_downstream - len(got_b)) // 16))
+        feats = order[lo : lo + size]
+        slots = np.concatenate([partners_ab[:, feats], control[None, lo : lo + size]])  # [K, c]
+        lo += size
         rows, owner = [], []
         for j, b in enumerate(feats):
             for doc, pos in examples[b]:

@@ -29,7 +29,8 @@ import torch
 
 from ..errors import ConfigError
 from ..subject.models import Subject
-from .edits import Edit, check_edit, raw_site, run_with_edits
+from ..subject.capture import _postprocess, _site_value, trace_inputs
+from .edits import Edit, _editable, check_edit, run_with_edits
 
 
 @dataclass
@@ -47,19 +48,24 @@ class CleanWindows:
 @torch.no_grad()
 def clean_windows(subject: Subject, saes: dict[str, Any], input_ids: torch.Tensor,
                   attention_mask: torch.Tensor, token_mask: torch.Tensor, site_a: str, site_b: str) -> CleanWindows:
-    """One clean pass of the windows (stopped after ``site_b``) and both sites' SAE activations."""
+    """One clean pass of the windows, stopped after ``site_b``: the raw residual stream at ``site_a``
+    (where ablated copies resume) and both sites' SAE activations."""
+    import nnsight
+
     order = list(subject.spec.site_names())
     if site_a not in order or site_b not in order or order.index(site_b) <= order.index(site_a):
         raise ConfigError(f"sites {site_a!r} -> {site_b!r}: the second must come after the first, both among {order}")
-    dev = subject.device
+    dev, family, model = subject.device, subject.spec.family, subject.model
     ids, am = input_ids.to(dev), attention_mask.to(dev)
-    clean = run_with_edits(subject, saes, ids, am, None, [site_a, site_b])
+    with model.trace(**trace_inputs(subject, ids, am)) as tracer:
+        raw_a = nnsight.save(_editable(model, family, site_a))
+        value_b = nnsight.save(_site_value(model, family, site_b))
+        tracer.stop()
     sae_a, sae_b = saes[site_a], saes[site_b]
     return CleanWindows(
-        input_ids=ids, attention_mask=am, token_mask=token_mask.to(dev).bool(),
-        raw_a=raw_site(subject, ids, am, site_a),
-        f_a=sae_a.encode(clean[site_a].to(sae_a.W_enc.dtype)),
-        f_b=sae_b.encode(clean[site_b].to(sae_b.W_enc.dtype)),
+        input_ids=ids, attention_mask=am, token_mask=token_mask.to(dev).bool(), raw_a=raw_a,
+        f_a=sae_a.encode(_postprocess(family, raw_a).to(sae_a.W_enc.dtype)),
+        f_b=sae_b.encode(_postprocess(family, value_b).to(sae_b.W_enc.dtype)),
     )
 
 
@@ -118,10 +124,11 @@ def ablation_drops(subject: Subject, saes: dict[str, Any], clean: CleanWindows, 
         after = run_with_edits(subject, saes, clean.input_ids[rows], clean.attention_mask[rows], None, [site_b],
                                delta=delta, delta_site=site_a, resume_from=clean.raw_a[rows])[site_b]
         f_after = sae_b.encode(after.to(sae_b.W_enc.dtype))  # [R, T, Fb]
-        for r, key in enumerate(chunk):
-            es = torch.tensor(copies[key], device=dev)
-            ablated = f_after[r][:, b_idx[es]].T  # [e, T]
-            drop_sum[es.cpu()] = _relative(clean_b[es], ablated, fires[es]).double().cpu()
+        es = [e for key in chunk for e in copies[key]]
+        row_of = torch.tensor([r for r, key in enumerate(chunk) for _ in copies[key]], device=dev)
+        es_t = torch.tensor(es, device=dev)
+        ablated = f_after[row_of, :, b_idx[es_t]]  # [e, T]
+        drop_sum[es] = _relative(clean_b[es_t], ablated, fires[es_t]).double().cpu()
     return drop_sum, n_firing
 
 

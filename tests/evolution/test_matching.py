@@ -66,7 +66,7 @@ def test_drops_and_successes_equal_one_ablation_per_edge(matched):
     top = load_artefact(exp, "top_examples", out)
     p = 2
     site_a, site_b = exp.site_pairs[p]
-    for j in range(3):
+    for j in range(2):
         b = int(data["downstream"][p, j])
         examples = [(int(top["hi_doc"][p + 1, b, i]), int(top["hi_pos"][p + 1, b, i])) for i in range(2)]
         examples = [e for e in examples if e[0] >= 0]
