@@ -17,7 +17,8 @@ What makes it cheap (every edge gives the same numbers as one forward pass per e
   IS the clean one (drop 0), and no pass runs for it;
 - the edges that share a row and an upstream feature share one ablated copy of the row;
 - ablated copies run in batched passes that start at site L (the blocks before it are skipped)
-  and stop right after site L+1 (adjacent sites: one block runs).
+  and stop right after site L+1 (adjacent sites: one block runs); the SAE of site L+1 encodes
+  only the tokens where ``b`` fired.
 """
 
 from __future__ import annotations
@@ -123,11 +124,17 @@ def ablation_drops(subject: Subject, saes: dict[str, Any], clean: CleanWindows, 
         delta = -clean.f_a[rows, :, feats].unsqueeze(-1) * sae_a.W_dec[feats].unsqueeze(1)  # [R, T, d]
         after = run_with_edits(subject, saes, clean.input_ids[rows], clean.attention_mask[rows], None, [site_b],
                                delta=delta, delta_site=site_a, resume_from=clean.raw_a[rows])[site_b]
-        f_after = sae_b.encode(after.to(sae_b.W_enc.dtype))  # [R, T, Fb]
         es = [e for key in chunk for e in copies[key]]
         row_of = torch.tensor([r for r, key in enumerate(chunk) for _ in copies[key]], device=dev)
         es_t = torch.tensor(es, device=dev)
-        ablated = f_after[row_of, :, b_idx[es_t]]  # [e, T]
+        # b is read only where it fired: encode those tokens of each copy, not the whole window
+        keep = torch.zeros(after.shape[:2], dtype=torch.int64, device=dev)
+        keep = keep.index_add_(0, row_of, fires[es_t].long()) > 0  # copies may serve several b
+        f_kept = sae_b.encode(after[keep].to(sae_b.W_enc.dtype))  # [n_kept, Fb]
+        slot = torch.full(after.shape[:2], -1, dtype=torch.long, device=dev)
+        slot[keep] = torch.arange(int(keep.sum()), device=dev)
+        pick = slot[row_of]  # [e, T]: row of f_kept for each firing token of each edge
+        ablated = torch.where(fires[es_t], f_kept[pick.clamp_min(0), b_idx[es_t].unsqueeze(1)], 0.0)  # [e, T]
         drop_sum[es] = _relative(clean_b[es_t], ablated, fires[es_t]).double().cpu()
     return drop_sum, n_firing
 
