@@ -43,6 +43,12 @@ MATCHING_META = "matching.json"
 DEFAULT_DOWNSTREAM = 512
 
 
+def _stats_out(exp, out) -> Path:
+    """``out``, or the experiment's statistics folder (``stats_name`` where the experiment has one:
+    a relative-threshold variant keeps its statistics apart)."""
+    return Path(out) if out is not None else stats_dir(getattr(exp, "stats_name", exp.name))
+
+
 def matching_command(exp) -> str:
     return f"python -m helpers matching --experiment {exp.name}"
 
@@ -183,7 +189,7 @@ def compute_matching(exp, n_downstream: int | None = None, methods: Sequence[str
     methods = check_methods(methods)
     if n_windows < 1 or radius < 0:
         raise ConfigError(f"n_windows={n_windows} must be >= 1 and radius={radius} >= 0")
-    out = Path(out) if out is not None else stats_dir(exp.name)
+    out = _stats_out(exp, out)
     load_metadata(exp, out)  # refuses another experiment's statistics
     partners = load_partners(exp, out=out)
     top = load_artefact(exp, "top_examples", out, keys=("hi_doc", "hi_pos"))
@@ -213,7 +219,7 @@ def compute_matching(exp, n_downstream: int | None = None, methods: Sequence[str
         res = evaluate_pair(subject, saes, site_a, site_b, matched_partners(partners, p, methods), order, control,
                             examples, windows, n, chunk, rows_per_pass)
         if (res["downstream"] < 0).any():
-            log.warning("pair %s: only %d of %d downstream features fire in their windows",
+            (log.info if n_downstream is None else log.warning)("pair %s: only %d of %d downstream features fire in their windows",
                         f"{site_a}->{site_b}", int((res["downstream"] >= 0).sum()), n)
         results.append(res)
     width = max(len(r["downstream"]) for r in results)
@@ -245,7 +251,7 @@ def build_matching(exp, n_downstream: int | None = None, methods: Sequence[str] 
     from .partners import PARTNERS_META
 
     threshold = check_threshold(threshold)
-    out = Path(out) if out is not None else stats_dir(exp.name)
+    out = _stats_out(exp, out)
     arrays = compute_matching(exp, n_downstream, methods, n_windows, radius, seed, subject, saes, out, chunk,
                               rows_per_pass, progress)
     seconds = float(arrays["seconds"])
@@ -274,7 +280,7 @@ def load_matching(exp, out=None) -> dict[str, Any]:
     from ..stats.artefacts import STAT_FIELDS
     from .partners import PARTNERS_META
 
-    out = Path(out) if out is not None else stats_dir(exp.name)
+    out = _stats_out(exp, out)
     meta_file = out / MATCHING_META
     if not meta_file.is_file():
         raise MissingArtefactError(f"no matching results in {out}: run `{matching_command(exp)}`")
