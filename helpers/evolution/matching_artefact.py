@@ -219,8 +219,9 @@ def compute_matching(exp, n_downstream: int | None = None, methods: Sequence[str
         res = evaluate_pair(subject, saes, site_a, site_b, matched_partners(partners, p, methods), order, control,
                             examples, windows, n, chunk, rows_per_pass)
         if (res["downstream"] < 0).any():
-            (log.info if n_downstream is None else log.warning)("pair %s: only %d of %d downstream features fire in their windows",
-                        f"{site_a}->{site_b}", int((res["downstream"] >= 0).sum()), n)
+            say = log.info if n_downstream is None else log.warning  # all alive asked for: expected
+            say("pair %s: only %d of %d downstream features fire in their windows",
+                f"{site_a}->{site_b}", int((res["downstream"] >= 0).sum()), n)
         results.append(res)
     width = max(len(r["downstream"]) for r in results)
     pad = lambda a, fill: np.pad(a, [(0, 0)] * (a.ndim - 1) + [(0, width - a.shape[-1])], constant_values=fill)  # noqa: E731
