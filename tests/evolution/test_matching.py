@@ -65,6 +65,10 @@ def test_drops_and_successes_equal_one_ablation_per_edge(matched):
     top = load_artefact(exp, "top_examples", out)
     p = 2
     site_a, site_b = exp.site_pairs[p]
+    # the artefact's partners are the tables' top-1 partners of the evaluated features
+    chosen = matched_partners(load_partners(exp, out=out), p)
+    evaluated = data["downstream"][p]
+    np.testing.assert_array_equal(data["partner"][p, :-1], chosen[:, evaluated])
     for j in range(2):
         b = int(data["downstream"][p, j])
         examples = [(int(top["hi_doc"][p + 1, b, i]), int(top["hi_pos"][p + 1, b, i])) for i in range(2)]
