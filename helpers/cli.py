@@ -1,4 +1,4 @@
-"""Command line: ``python -m helpers {info,train-saes,collect,partners,prepare} --experiment PRESET``.
+"""Command line: ``python -m helpers {info,train-saes,collect,partners,matching,prepare} --experiment PRESET``.
 
 Errors the helpers raise on purpose are printed as one line (``error: ...``)
 with exit status 2, not as a traceback.
@@ -71,6 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
     _experiment_arg(par)
     par.add_argument("--k", type=int, default=16, help="partners per feature, measure and direction (default 16)")
     par.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    mat = sub.add_parser("matching", help="which matching method is causal: ablate each method's top-1 partner")
+    _experiment_arg(mat)
+    mat.add_argument("--downstream", type=int, default=None,
+                     help="downstream features evaluated per pair (default: 512, or all alive where fewer)")
+    mat.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
 
@@ -140,6 +146,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             file = build_partners(exp, k=args.k, progress=not args.quiet)
             print(f"partner tables: {file} ({file.stat().st_size / 2**20:.1f} MiB)")
+        elif args.command == "matching":
+            from .evolution.matching_artefact import build_matching
+
+            file = build_matching(exp, n_downstream=args.downstream, progress=not args.quiet)
+            print(f"matching methods: {file} ({file.stat().st_size / 2**10:.0f} KiB)")
     except SaeEvolutionError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
