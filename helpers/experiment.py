@@ -139,6 +139,17 @@ class Experiment:
     #: float64 when it fits the device, else float32 (what GPT-2 scale needs on 80 GB)
     sum_dtype: str = "auto"
     flush_tokens: int = 1 << 20
+    # --- boolean combinations and upstream explanations (helpers.evolution.gate_artefact) ---
+    #: AND candidate: exactly two upstream features at necessity >= this; OR: at sufficiency >= this
+    gate_threshold: float = 0.999
+    #: features (downstream b and upstream a) that fired fewer times are not considered
+    gate_min_fires: int = 5
+    #: a verified candidate survives when the IoU of b with a1 AND/OR a2 is >= this
+    gate_min_iou: float = 0.9
+    #: candidate upstream set of every downstream feature: its top-N upstream features by necessity
+    upstream_candidates: int = 16
+    #: an upstream explanation covers at least this share of the feature's firings
+    upstream_coverage: float = 0.9
     description: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
@@ -217,6 +228,16 @@ class Experiment:
             raise ConfigError(
                 f"flush_tokens={self.flush_tokens} must be in 1..16777216 (2^24): a float32 partial "
                 "sum of more terms can stop growing"
+            )
+        for name in ("gate_threshold", "gate_min_iou", "upstream_coverage"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+                raise ConfigError(f"{name}={value!r} is outside its range [0, 1]")
+        if self.gate_min_fires < 1:
+            raise ConfigError(f"gate_min_fires={self.gate_min_fires} must be >= 1 (tokens)")
+        if not 1 <= self.upstream_candidates <= 32:
+            raise ConfigError(
+                f"upstream_candidates={self.upstream_candidates} must be in 1..32 (one bit per candidate)"
             )
         _check_thresholds("dead_thresholds", self.dead_thresholds)
         _check_thresholds("coactivation_thresholds", self.coactivation_thresholds)

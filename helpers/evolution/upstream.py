@@ -1,0 +1,133 @@
+"""Upstream explanations: the few upstream features that account for a feature's firings.
+
+For every feature ``b`` of site L+1 its **candidate set** is its top-``K`` upstream features
+of site L by necessity ``#(a and b) / #b`` (ties by index: the ``up`` necessity ranking of the
+partner tables). On every token where ``b`` fires, the second pass (:mod:`.focused_pass`)
+records which candidates fire as a bitmask (bit ``j`` = candidate ``j``) and counts the tokens
+of each ``(b, mask)``: a sorted list of keys ``b * 2^K + mask`` with their counts.
+
+From these counts a **greedy cover** picks, step by step, the candidate that covers the most
+of ``b``'s firings not yet covered (ties: the higher necessity, i.e. the earlier slot), until
+no candidate adds any; the coverage after each step is kept, so the smallest greedy set
+reaching any coverage (0.9 by default) is read off without recomputing. Everything is
+vectorised over all features of a pair.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from .measures import check_threshold
+from .partners import top_k_stable
+
+
+def upstream_candidates(count: torch.Tensor, fired_b: torch.Tensor, k: int,
+                        chunk: int = 2048) -> tuple[np.ndarray, np.ndarray]:
+    """Each downstream feature's top-``k`` upstream features by necessity: ``(index, necessity)``,
+    both ``[Fb, k]``; index -1 (necessity NaN) where the necessity is 0 or undefined (no firing
+    shared with ``b``: such a feature cannot explain any of it)."""
+    from ..errors import ConfigError
+
+    fa, fb = count.shape
+    if not 1 <= k <= fa:
+        raise ConfigError(f"upstream_candidates={k} must be between 1 and the number of features ({fa})")
+    idx_parts, val_parts = [], []
+    for lo in range(0, fb, chunk):
+        c = count[:, lo : lo + chunk].to(torch.float64).T  # [cb, Fa]
+        f = fired_b[lo : lo + chunk].to(torch.float64).unsqueeze(1)
+        nec = torch.where(f > 0, c / f.clamp_min(1), torch.full_like(c, -torch.inf))
+        top = top_k_stable(nec, k)
+        val = torch.gather(nec, 1, top)
+        useless = ~(val > 0)
+        idx_parts.append(torch.where(useless, torch.full_like(top, -1), top))
+        val_parts.append(torch.where(useless, torch.full_like(val, float("nan")), val))
+    return (torch.cat(idx_parts).cpu().numpy().astype(np.int32),
+            torch.cat(val_parts).cpu().numpy().astype(np.float32))
+
+
+def split_keys(keys: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(feature, mask)`` of keys ``feature * 2^k + mask``."""
+    keys = np.asarray(keys, dtype=np.int64)
+    return keys >> k, keys & ((1 << k) - 1)
+
+
+def greedy_cover(keys: np.ndarray, counts: np.ndarray, n_features: int, k: int,
+                 chunk: int = 1 << 20) -> dict[str, np.ndarray]:
+    """The greedy cover of every feature from its ``(feature, mask)`` counts.
+
+    Returns ``slot`` ``[F, k]`` (the candidate slot chosen at each step, -1 once nothing is
+    left to gain), ``covered`` ``[F, k]`` (firings covered after each step, cumulative, int64)
+    and ``fired`` ``[F]`` (all firings of the feature, covered or not).
+    """
+    feat, mask = split_keys(keys, k)
+    counts = np.asarray(counts, dtype=np.int64)
+    fired = np.bincount(feat, weights=counts, minlength=n_features).astype(np.int64)
+    chosen = np.zeros(n_features, dtype=np.int64)  # bitmask of chosen slots
+    slot = np.full((n_features, k), -1, dtype=np.int8)
+    covered = np.zeros((n_features, k), dtype=np.int64)
+    so_far = np.zeros(n_features, dtype=np.int64)
+    rows = np.arange(n_features)
+    for step in range(k):
+        gain = np.zeros(n_features * k, dtype=np.float64)
+        for lo in range(0, len(feat), chunk):  # bounded memory: chunk x k entries at a time
+            f, m, c = feat[lo : lo + chunk], mask[lo : lo + chunk], counts[lo : lo + chunk]
+            open_ = (m & chosen[f]) == 0  # entries not covered yet
+            bits = ((m[:, None] >> np.arange(k)) & 1).astype(bool) & open_[:, None]
+            gain += np.bincount((f[:, None] * k + np.arange(k)).ravel(), weights=(bits * c[:, None]).ravel(),
+                                minlength=n_features * k)
+        gain = gain.reshape(n_features, k)
+        best = np.argmax(gain, 1)  # first maximum: the earlier slot (higher necessity) wins ties
+        g = gain[rows, best].astype(np.int64)
+        grows = g > 0
+        slot[grows, step] = best[grows]
+        chosen[grows] |= np.int64(1) << best[grows]
+        so_far = so_far + g
+        covered[:, step] = so_far
+        if not grows.any():
+            covered[:, step + 1 :] = so_far[:, None]
+            break
+    return {"slot": slot, "covered": covered, "fired": fired}
+
+
+def cover_size(covered: np.ndarray, fired: np.ndarray, coverage: float) -> np.ndarray:
+    """The size of the smallest greedy set covering ``>= coverage`` of each feature's firings;
+    0 for a feature that never fired, -1 where even all candidates fall short."""
+    coverage = check_threshold("necessity", coverage)
+    covered, fired = np.asarray(covered), np.asarray(fired)
+    need = coverage * fired.astype(np.float64)
+    reached = covered >= need[..., None]
+    size = np.where(reached.any(-1), reached.argmax(-1) + 1, -1)
+    return np.where(fired > 0, size, 0)
+
+
+def explanation(gates: dict[str, Any], pair: int, feature: int, coverage: float = 0.9) -> dict[str, Any]:
+    """The upstream explanation of ``feature`` of site ``pair + 1`` (from :func:`load_gates`):
+    its greedy upstream features in order with the coverage after each, the set size reaching
+    ``coverage`` and whether it is reached."""
+    from ..errors import ConfigError
+
+    coverage = check_threshold("necessity", coverage)
+    n_pairs, n_features = gates["cover_slot"].shape[:2]
+    if not 0 <= pair < n_pairs:
+        raise ConfigError(f"pair index {pair} out of range: the experiment has {n_pairs} adjacent pairs")
+    if isinstance(feature, bool) or not isinstance(feature, (int, np.integer)) or not 0 <= feature < n_features:
+        raise ConfigError(f"unknown feature {feature!r}: features are numbered 0..{n_features - 1}")
+    slots = gates["cover_slot"][pair, feature]
+    covered = gates["cover_count"][pair, feature]
+    fired = int(gates["cover_fired"][pair, feature])
+    steps = []
+    for step, s in enumerate(slots):
+        if s < 0:
+            break
+        steps.append({
+            "upstream": int(gates["upstream_index"][pair, feature, s]), "slot": int(s),
+            "necessity": float(gates["upstream_necessity"][pair, feature, s]),
+            "covered": int(covered[step]), "coverage": covered[step] / fired,
+        })
+    size = int(cover_size(covered, np.int64(fired), coverage))
+    return {"pair": pair, "feature": int(feature), "fired": fired, "coverage_asked": coverage,
+            "size": size, "reached": size > 0, "steps": steps,
+            "explanation": [s["upstream"] for s in steps[:size]] if size > 0 else [s["upstream"] for s in steps]}
