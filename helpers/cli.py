@@ -1,4 +1,4 @@
-"""Command line: ``python -m helpers {info,train-saes,collect,partners,prepare} --experiment PRESET``.
+"""Command line: ``python -m helpers {info,train-saes,collect,partners,gates,prepare} --experiment PRESET``.
 
 Errors the helpers raise on purpose are printed as one line (``error: ...``)
 with exit status 2, not as a traceback.
@@ -71,6 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
     _experiment_arg(par)
     par.add_argument("--k", type=int, default=16, help="partners per feature, measure and direction (default 16)")
     par.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    gat = sub.add_parser("gates", help="verify AND/OR gate candidates and count upstream explanations (one pass)")
+    _experiment_arg(gat)
+    gat.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
 
@@ -140,6 +144,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             file = build_partners(exp, k=args.k, progress=not args.quiet)
             print(f"partner tables: {file} ({file.stat().st_size / 2**20:.1f} MiB)")
+        elif args.command == "gates":
+            from .evolution.gate_artefact import build_gates, format_gates
+
+            print(format_gates(exp, build_gates(exp, progress=not args.quiet)))
     except SaeEvolutionError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

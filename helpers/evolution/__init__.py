@@ -3,10 +3,15 @@ decoder-direction cosine, the co-activation graph, and derived views for the not
 
 from .analysis import fraction_above, naive_cooccurrence, spearman, strongest_pairs
 from .decoder import decoder_directions, neuronpedia_url, top_cosine_matches
+from .gate_artefact import build_gates, explanation_sizes, gate_rows, gate_summary, gates_ready, load_gates
+from .gates import pair_gate_candidates, survives, truth_table_scores
 from .graph import build_graph, communities, degree_frequency, export_graphml, neighbourhood
+from .upstream import explanation, greedy_cover, upstream_candidates
 
 __all__ = [
-    "build_graph", "communities", "decoder_directions", "degree_frequency", "export_graphml",
-    "fraction_above", "naive_cooccurrence", "neighbourhood", "neuronpedia_url", "spearman",
-    "strongest_pairs", "top_cosine_matches",
+    "build_gates", "build_graph", "communities", "decoder_directions", "degree_frequency",
+    "explanation", "explanation_sizes", "export_graphml", "fraction_above", "gate_rows", "gate_summary",
+    "gates_ready", "greedy_cover", "load_gates", "naive_cooccurrence", "neighbourhood",
+    "neuronpedia_url", "pair_gate_candidates", "spearman", "strongest_pairs", "survives",
+    "top_cosine_matches", "truth_table_scores", "upstream_candidates",
 ]

@@ -211,3 +211,16 @@ def gate_summary(gates: dict[str, Any], min_iou: float) -> list[dict[str, Any]]:
 def explanation_sizes(gates: dict[str, Any], coverage: float) -> np.ndarray:
     """``[P, F]`` greedy explanation size reaching ``coverage`` (0: never fired, -1: not reached)."""
     return cover_size(gates["cover_count"], gates["cover_fired"], coverage)
+
+
+def format_gates(exp, file: Path, out=None) -> str:
+    """A few lines for the command line: candidates and survivors per pair, the pass's time."""
+    gates = load_gates(exp, out if out is not None else file.parent)
+    meta = gates["meta"]
+    lines = [f"gate verification: {file} ({file.stat().st_size / 2**20:.1f} MiB), {meta['candidates']} "
+             f"candidates, pass over {meta['tokens']:,} tokens in {meta['seconds']:.1f} s "
+             f"(sites encoded: {len(meta['sites_encoded'])})"]
+    for row in gate_summary(gates, exp.gate_min_iou):
+        lines.append(f"  {row['pair']}: AND {row['and survivors']}/{row['and candidates']}, "
+                     f"OR {row['or survivors']}/{row['or candidates']} survive (IoU >= {exp.gate_min_iou:g})")
+    return "\n".join(lines)

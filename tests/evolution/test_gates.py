@@ -252,3 +252,14 @@ def test_bad_input_is_one_clear_error(gate_run, tmp_path):
     meta = json.loads((copy / "gates.json").read_text())
     assert meta["options"] == {"gate_threshold": THRESHOLD, "gate_min_fires": MIN_FIRES, "upstream_candidates": K}
     assert meta["seconds"] > 0 and meta["sites_encoded"] == list(exp.sites)
+
+
+def test_command_line_errors_are_one_line(capsys, artefacts_tmp):
+    from helpers.cli import main
+
+    assert main(["gates", "--experiment", "smoke", "--set", "gate_threshold=2"]) == 2
+    assert "error: gate_threshold=2 is outside its range [0, 1]" in capsys.readouterr().err
+    assert main(["gates", "--experiment", "smoke", "--quiet"]) == 2  # no statistics yet
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: no statistics in") and "python -m helpers collect --experiment smoke" in err
+    assert len(err.splitlines()) == 1
