@@ -31,6 +31,11 @@ GATES_FILE = "gates.npz"
 GATES_META = "gates.json"
 #: experiment fields that change what the pass counts (on top of the statistics' fields)
 GATE_FIELDS = ("gate_threshold", "gate_min_fires", "upstream_candidates")
+#: every array of gates.npz except the per-pair firing-mask counts
+GATE_ARRAYS = (
+    "sites", "pairs", "kinds", "n_tokens", "gate_pair", "gate_kind", "gate_a1", "gate_a2", "gate_b",
+    "gate_table", "upstream_index", "upstream_necessity", "cover_slot", "cover_count", "cover_fired",
+)
 
 
 def gates_command(exp) -> str:
@@ -107,8 +112,8 @@ def build_gates(exp, out=None, subject=None, saes: dict | None = None, progress:
         upstream_necessity=np.stack(necessity),
         cover_slot=np.stack([c["slot"] for c in covers]), cover_count=np.stack([c["covered"] for c in covers]),
         cover_fired=np.stack([c["fired"] for c in covers]),
-        **{f"mask_key_{p}": result["keys"][p] for p in range(n_pairs)},
-        **{f"mask_count_{p}": result["counts"][p] for p in range(n_pairs)},
+        **{f"mask_key_{p}": _smallest_uint(result["keys"][p]) for p in range(n_pairs)},
+        **{f"mask_count_{p}": _smallest_uint(result["counts"][p]) for p in range(n_pairs)},
     )
     atomic_write_json(out / GATES_META, {
         "experiment": exp.to_dict(),
@@ -120,6 +125,15 @@ def build_gates(exp, out=None, subject=None, saes: dict | None = None, progress:
     log.info("gate verification for %s: %d candidates, %d tokens in %.1f s -> %s",
              exp.name, len(table), result["n_tokens"], seconds, file)
     return file
+
+
+def _smallest_uint(values: np.ndarray) -> np.ndarray:
+    """Non-negative integers in the smallest unsigned type that holds them (exact)."""
+    top = int(values.max()) if values.size else 0
+    for dtype in (np.uint8, np.uint16, np.uint32, np.uint64):
+        if top <= np.iinfo(dtype).max:
+            return values.astype(dtype)
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def load_pair_fired(exp, out=None) -> np.ndarray:
@@ -153,11 +167,20 @@ def read_gates_meta(exp, out=None) -> dict[str, Any]:
     return meta
 
 
-def load_gates(exp, out=None) -> dict[str, Any]:
-    """The arrays of ``gates.npz`` (checksum verified) and ``meta`` (``gates.json``)."""
+def load_gates(exp, out=None, masks: bool = False) -> dict[str, Any]:
+    """The arrays of ``gates.npz`` (checksum verified) and ``meta`` (``gates.json``).
+
+    The firing-mask counts (``mask_key_{p}``, ``mask_count_{p}``, the largest arrays) are
+    loaded only with ``masks=True``, as int64; the covers derived from them always are.
+    """
     out = Path(out) if out is not None else stats_dir(exp.name)
     meta = read_gates_meta(exp, out)
-    data = load_npz(out / GATES_FILE, meta["sha256"], gates_command(exp))
+    n_pairs = len(exp.site_pairs)
+    keys = None if masks else GATE_ARRAYS
+    data = load_npz(out / GATES_FILE, meta["sha256"], gates_command(exp), keys)
+    for p in range(n_pairs) if masks else ():
+        for name in (f"mask_key_{p}", f"mask_count_{p}"):
+            data[name] = data[name].astype(np.int64)
     for key in ("sites", "pairs", "kinds"):
         data[key] = [str(s) for s in data[key]]
     data["meta"] = meta

@@ -54,13 +54,13 @@ def split_keys(keys: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return keys >> k, keys & ((1 << k) - 1)
 
 
-def greedy_cover(keys: np.ndarray, counts: np.ndarray, n_features: int, k: int,
-                 chunk: int = 1 << 20) -> dict[str, np.ndarray]:
+def greedy_cover(keys: np.ndarray, counts: np.ndarray, n_features: int, k: int) -> dict[str, np.ndarray]:
     """The greedy cover of every feature from its ``(feature, mask)`` counts.
 
     Returns ``slot`` ``[F, k]`` (the candidate slot chosen at each step, -1 once nothing is
     left to gain), ``covered`` ``[F, k]`` (firings covered after each step, cumulative, int64)
-    and ``fired`` ``[F]`` (all firings of the feature, covered or not).
+    and ``fired`` ``[F]`` (all firings of the feature, covered or not). Entries drop out once
+    covered, so each step only reads what is still open.
     """
     feat, mask = split_keys(keys, k)
     counts = np.asarray(counts, dtype=np.int64)
@@ -70,15 +70,12 @@ def greedy_cover(keys: np.ndarray, counts: np.ndarray, n_features: int, k: int,
     covered = np.zeros((n_features, k), dtype=np.int64)
     so_far = np.zeros(n_features, dtype=np.int64)
     rows = np.arange(n_features)
+    open_ = mask != 0  # a firing with no candidate firing can never be covered
+    f, m, c = feat[open_], mask[open_], counts[open_].astype(np.float64)
     for step in range(k):
-        gain = np.zeros(n_features * k, dtype=np.float64)
-        for lo in range(0, len(feat), chunk):  # bounded memory: chunk x k entries at a time
-            f, m, c = feat[lo : lo + chunk], mask[lo : lo + chunk], counts[lo : lo + chunk]
-            open_ = (m & chosen[f]) == 0  # entries not covered yet
-            bits = ((m[:, None] >> np.arange(k)) & 1).astype(bool) & open_[:, None]
-            gain += np.bincount((f[:, None] * k + np.arange(k)).ravel(), weights=(bits * c[:, None]).ravel(),
-                                minlength=n_features * k)
-        gain = gain.reshape(n_features, k)
+        gain = np.zeros((n_features, k))
+        for j in range(k):
+            gain[:, j] = np.bincount(f, weights=c * ((m >> j) & 1), minlength=n_features)
         best = np.argmax(gain, 1)  # first maximum: the earlier slot (higher necessity) wins ties
         g = gain[rows, best].astype(np.int64)
         grows = g > 0
@@ -86,9 +83,8 @@ def greedy_cover(keys: np.ndarray, counts: np.ndarray, n_features: int, k: int,
         chosen[grows] |= np.int64(1) << best[grows]
         so_far = so_far + g
         covered[:, step] = so_far
-        if not grows.any():
-            covered[:, step + 1 :] = so_far[:, None]
-            break
+        still = (m & chosen[f]) == 0
+        f, m, c = f[still], m[still], c[still]
     return {"slot": slot, "covered": covered, "fired": fired}
 
 
