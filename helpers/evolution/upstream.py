@@ -121,9 +121,32 @@ def explanation(gates: dict[str, Any], pair: int, feature: int, coverage: float 
         steps.append({
             "upstream": int(gates["upstream_index"][pair, feature, s]), "slot": int(s),
             "necessity": float(gates["upstream_necessity"][pair, feature, s]),
-            "covered": int(covered[step]), "coverage": covered[step] / fired,
+            "covered": int(covered[step]), "coverage": float(covered[step] / fired),
         })
     size = int(cover_size(covered, np.int64(fired), coverage))
     return {"pair": pair, "feature": int(feature), "fired": fired, "coverage_asked": coverage,
             "size": size, "reached": size > 0, "steps": steps,
             "explanation": [s["upstream"] for s in steps[:size]] if size > 0 else [s["upstream"] for s in steps]}
+
+
+def pick_explained(gates: dict[str, Any], coverage: float = 0.9, n: int = 3, sizes: tuple[int, ...] = (2, 3, 4),
+                   min_fired: int = 20) -> list[tuple[int, int]]:
+    """A few ``(pair, feature)`` worth showing: explained by ``sizes`` upstream features at
+    ``coverage``, firing at least ``min_fired`` times, most frequent first, one pair after another
+    (then any reached explanation if too few)."""
+    size = cover_size(gates["cover_count"], gates["cover_fired"], coverage)
+    fired = gates["cover_fired"]
+    picked: list[tuple[int, int]] = []
+    for wanted in (np.isin(size, sizes), size > 0):
+        ok = wanted & (fired >= min_fired)
+        queues = [[(p, int(f)) for f in np.argsort(-fired[p] * ok[p], kind="stable") if ok[p, f]]
+                  for p in range(size.shape[0])]
+        while len(picked) < n and any(queues):
+            for q in queues:
+                while q and q[0] in picked:
+                    q.pop(0)
+                if q and len(picked) < n:
+                    picked.append(q.pop(0))
+        if len(picked) >= n:
+            break
+    return picked
