@@ -16,6 +16,7 @@ A feature fires when its SAE activation is > 0, as in the statistics pass.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 
@@ -23,8 +24,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+log = logging.getLogger(__name__)
+
 #: merge the per-batch (key, count) lists once they hold this many entries
-MERGE_ENTRIES = 1 << 22
+MERGE_ENTRIES = 1 << 23
 #: at most this many (token, triple) codes per bincount call
 CODES_PER_CALL = 1 << 24
 
@@ -66,36 +69,46 @@ class FocusedCounts:
                         for p, t in plan.triples.items() if len(t[0])}
         self.tables = {p: torch.zeros(len(t[0]), 8, dtype=torch.long, device=device)
                        for p, t in self.triples.items()}
-        # -1 (no candidate) points at an extra column that never fires
-        self.upstream = {p: torch.as_tensor(np.where(u < 0, f, u), dtype=torch.long, device=device)
-                         for p, u in plan.upstream.items()}
+        self.offsets = 8 * torch.arange(max((len(t[0]) for t in self.triples.values()), default=0),
+                                        dtype=torch.int32, device=device)
+        # a missing candidate (-1) reads column 0 and is masked out by ``valid``
         self.shifts = torch.arange(plan.k, device=device, dtype=torch.long)
+        self.upstream = {p: torch.as_tensor(np.maximum(u, 0), dtype=torch.long, device=device)
+                         for p, u in plan.upstream.items()}
+        self.valid = {p: ((torch.as_tensor(u, device=device) >= 0).long() << self.shifts).sum(1)
+                      for p, u in plan.upstream.items()}
+        # bit weights for packing a row of K bits by a float64 matrix product (exact up to 2^53)
+        self.weights = (torch.ones(plan.k, dtype=torch.float64, device=device) * 2) ** self.shifts.double()
         self.keys = {p: torch.zeros(0, dtype=torch.long, device=device) for p in plan.upstream}
         self.counts = {p: torch.zeros(0, dtype=torch.long, device=device) for p in plan.upstream}
         self._pending: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {p: [] for p in plan.upstream}
         self._pending_entries = {p: 0 for p in plan.upstream}
 
     @torch.no_grad()
-    def update(self, fire: dict[str, torch.Tensor]) -> None:
-        """Count one batch: ``fire[site]`` is the ``[n, F]`` boolean firing of the needed sites."""
+    def update(self, fire: dict[str, "SiteFiring"]) -> None:
+        """Count one batch: ``fire[site]`` is the firing of each needed site."""
         sites = self.plan.sites
-        self.n_tokens += int(next(iter(fire.values())).shape[0])
+        self.n_tokens += int(next(iter(fire.values())).dense.shape[0])
         for p, (a1, a2, b) in self.triples.items():
-            fa, fb = fire[sites[p]], fire[sites[p + 1]]
+            fa = fire[sites[p]].dense.view(torch.uint8)
+            fb = fire[sites[p + 1]].dense.view(torch.uint8)
             n, c = fa.shape[0], len(b)
             step = max(1, CODES_PER_CALL // max(n, 1))
             for lo in range(0, c, step):
                 s = slice(lo, lo + step)
-                code = (fa[:, a1[s]].long() << 2) | (fa[:, a2[s]].long() << 1) | fb[:, b[s]].long()
-                code = code + 8 * torch.arange(code.shape[1], device=code.device)
+                # pattern code 4 a1 + 2 a2 + b of every (token, triple), offset by 8 x triple
+                code = (fa.index_select(1, a1[s]) * 4 + fa.index_select(1, a2[s]) * 2
+                        + fb.index_select(1, b[s])).to(torch.int32)
+                code += self.offsets[: code.shape[1]]
                 self.tables[p][s] += torch.bincount(code.flatten(), minlength=8 * code.shape[1]).view(-1, 8)
         for p, up in self.upstream.items():
-            fa, fb = fire[sites[p]], fire[sites[p + 1]]
-            tok, feat = torch.nonzero(fb, as_tuple=True)
-            padded = torch.cat([fa, torch.zeros(fa.shape[0], 1, dtype=torch.bool, device=fa.device)], 1)
-            bits = padded[tok.unsqueeze(1), up[feat]]  # [E, K]: which candidates of b fire with it
-            keys = (feat << self.plan.k) | (bits.long() << self.shifts).sum(1)
-            uniq, cnt = torch.unique(keys, return_counts=True)
+            fa, down = fire[sites[p]].dense, fire[sites[p + 1]]
+            f = fa.shape[1]
+            tok, feat = down.tok, down.feat  # every firing (token, b) at site p+1
+            flat = up.index_select(0, feat).add_((tok * f).unsqueeze(1))  # [E, K] into fa.flatten()
+            bits = torch.take(fa, flat)  # which candidates of b fire on that token
+            mask = (bits.double() @ self.weights).long() & self.valid[p].index_select(0, feat)
+            uniq, cnt = torch.unique((feat << self.plan.k) | mask, return_counts=True)
             self._pending[p].append((uniq, cnt))
             self._pending_entries[p] += len(uniq)
             if self._pending_entries[p] >= MERGE_ENTRIES:
@@ -120,20 +133,78 @@ class FocusedCounts:
         }
 
 
+@dataclass
+class SiteFiring:
+    """Which features fire on the counted tokens of a batch at one site."""
+
+    dense: torch.Tensor  # [n, F] bool
+    tok: torch.Tensor  # [E] token of each firing
+    feat: torch.Tensor  # [E] feature of each firing
+
+
+def _is_plain_topk(sae) -> bool:
+    """Whether ``sae.encode`` is sae_lens' TopK encode (pre-activations, ``torch.topk``, ReLU)."""
+    try:
+        from sae_lens import TopKSAE
+        from sae_lens.saes.topk_sae import TopK
+    except ImportError:  # pragma: no cover
+        return False
+    return type(sae).encode is TopKSAE.encode and type(sae.activation_fn) is TopK \
+        and not getattr(sae.activation_fn, "use_sparse_activations", False)
+
+
+def _topk_firing(sae, x: torch.Tensor) -> SiteFiring:
+    """The firing of a TopK SAE without its dense output: the same pre-activations and the same
+    ``torch.topk`` call as ``TopKSAE.encode``, so the same features fire (checked once per run)."""
+    hidden_pre = sae.hook_sae_acts_pre(sae.process_sae_in(x) @ sae.W_enc + sae.b_enc)
+    if sae.cfg.rescale_acts_by_decoder_norm:
+        hidden_pre = hidden_pre * sae.W_dec.norm(dim=-1)
+    values, indices = torch.topk(hidden_pre, k=sae.activation_fn.k, dim=-1, sorted=False)
+    fires = values > 0  # ReLU after the top k
+    n, f = hidden_pre.shape
+    dense = torch.zeros(n, f, dtype=torch.bool, device=x.device).scatter_(1, indices, fires)
+    keep = fires.flatten()
+    tok = torch.arange(n, device=x.device).repeat_interleave(indices.shape[1])[keep]
+    return SiteFiring(dense, tok, indices.flatten()[keep])
+
+
+def _dense_firing(sae, x: torch.Tensor) -> SiteFiring:
+    dense = sae.encode(x) > 0
+    active = torch.nonzero(dense.view(torch.uint8))
+    return SiteFiring(dense, active[:, 0], active[:, 1])
+
+
 @torch.no_grad()
-def firing(subject, saes: dict, sites: tuple[str, ...], batch) -> dict[str, torch.Tensor]:
-    """``{site: [n, F] bool}``: which features fire on the counted tokens of ``batch``, encoded
-    as the statistics pass encodes them (:func:`~helpers.stats.collect.encode_batch`), for
-    ``sites`` only; the forward pass stops after the last of them."""
+def firing(subject, saes: dict, sites: tuple[str, ...], batch, fast: dict[str, bool] | None = None
+           ) -> dict[str, SiteFiring]:
+    """``{site: SiteFiring}`` on the counted tokens of ``batch``, for ``sites`` only (the forward
+    pass stops after the last of them), encoded as the statistics pass encodes them
+    (:func:`~helpers.stats.collect.encode_batch`). ``fast[site]``: use the TopK shortcut."""
     from ..subject.capture import capture_residuals
 
     acts = capture_residuals(subject, batch.input_ids, batch.attention_mask, sites)
     mask = batch.token_mask.to(subject.device)
     out = {}
     for site in sites:
-        x = acts[site][mask]
-        out[site] = saes[site].encode(x.to(saes[site].W_enc.dtype)) > 0
+        sae = saes[site]
+        x = acts[site][mask].to(sae.W_enc.dtype)
+        out[site] = _topk_firing(sae, x) if (fast or {}).get(site) else _dense_firing(sae, x)
     return out
+
+
+@torch.no_grad()
+def check_fast_path(subject, saes: dict, sites: tuple[str, ...], batch) -> dict[str, bool]:
+    """Per site, whether the TopK shortcut applies and fires exactly the features of
+    ``sae.encode`` on ``batch`` (else the dense encode is used, with a warning)."""
+    fast = {s: _is_plain_topk(saes[s]) for s in sites}
+    if any(fast.values()):
+        quick = firing(subject, saes, sites, batch, fast)
+        slow = firing(subject, saes, sites, batch, None)
+        for s in sites:
+            if fast[s] and not torch.equal(quick[s].dense, slow[s].dense):
+                log.warning("site %s: the TopK shortcut disagrees with sae.encode; using the dense encode", s)
+                fast[s] = False
+    return fast
 
 
 def run_focused_pass(exp, plan: FocusPlan, subject, saes: dict, progress: bool = True) -> tuple[dict, float]:
@@ -149,8 +220,11 @@ def run_focused_pass(exp, plan: FocusPlan, subject, saes: dict, progress: bool =
                                     exp.batch_size, exp.token_budget)
         bar = tqdm(total=exp.token_budget, unit="tok", desc=f"gate verification ({exp.name})",
                    disable=not progress)
+        fast = None
         for batch in stream:
-            counts.update(firing(subject, saes, sites, batch))
+            if fast is None:
+                fast = check_fast_path(subject, saes, sites, batch)
+            counts.update(firing(subject, saes, sites, batch, fast))
             bar.update(batch.n_tokens)
         bar.close()
     result = counts.result()

@@ -264,3 +264,25 @@ def test_command_line_errors_are_one_line(capsys, artefacts_tmp):
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: no statistics in") and "python -m helpers collect --experiment smoke" in err
     assert len(err.splitlines()) == 1
+
+
+def test_topk_shortcut_fires_exactly_as_encode_and_other_saes_use_the_dense_encode(gate_run):
+    from helpers.evolution.focused_pass import _dense_firing, _is_plain_topk, _topk_firing, check_fast_path
+    from helpers.subject.corpus import iter_token_batches, load_corpus
+
+    from ..conftest import make_random_sae
+
+    exp, _, subject, saes, _ = gate_run
+    batch = next(iter_token_batches(load_corpus(exp.corpus, exp.max_documents), subject.tokenizer,
+                                    subject.special_tokens, exp.context_length, exp.batch_size, exp.token_budget))
+    assert check_fast_path(subject, saes, exp.sites[:2], batch) == {s: True for s in exp.sites[:2]}
+    x = torch.randn(300, 384)
+    with torch.no_grad():
+        quick, slow = _topk_firing(saes[exp.sites[0]], x), _dense_firing(saes[exp.sites[0]], x)
+    assert torch.equal(quick.dense, slow.dense)
+    got = sorted(zip(quick.tok.tolist(), quick.feat.tolist()))
+    assert got == sorted(zip(slow.tok.tolist(), slow.feat.tolist())) and len(got) == int(slow.dense.sum())
+    standard = make_random_sae(d_in=384, d_sae=64)
+    assert not _is_plain_topk(standard)
+    mixed = {exp.sites[0]: standard, exp.sites[1]: saes[exp.sites[1]]}
+    assert check_fast_path(subject, mixed, exp.sites[:2], batch) == {exp.sites[0]: False, exp.sites[1]: True}
