@@ -74,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     gat = sub.add_parser("gates", help="verify AND/OR gate candidates and count upstream explanations (one pass)")
     _experiment_arg(gat)
+    gat.add_argument("--masks", action="store_true", help="also store the firing-mask counts (large)")
     gat.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
@@ -147,7 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "gates":
             from .evolution.gate_artefact import build_gates, format_gates
 
-            print(format_gates(exp, build_gates(exp, progress=not args.quiet)))
+            print(format_gates(exp, build_gates(exp, progress=not args.quiet, keep_masks=args.masks)))
     except SaeEvolutionError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

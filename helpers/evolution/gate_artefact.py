@@ -65,8 +65,13 @@ def plan_gates(exp, out=None, device="cpu") -> tuple[FocusPlan, dict[str, np.nda
     return plan, {k: np.concatenate(v) for k, v in cands.items()}, necessity
 
 
-def build_gates(exp, out=None, subject=None, saes: dict | None = None, progress: bool = True) -> Path:
-    """Plan, run the focused pass, derive the covers and write ``gates.npz`` (+ ``gates.json``)."""
+def build_gates(exp, out=None, subject=None, saes: dict | None = None, progress: bool = True,
+                keep_masks: bool = False) -> Path:
+    """Plan, run the focused pass, derive the covers and write ``gates.npz`` (+ ``gates.json``).
+
+    ``keep_masks`` also stores the per-pair firing-mask counts the covers were derived from
+    (up to one entry per firing: the largest arrays by far, so off by default).
+    """
     from ..stats.artefacts import load_metadata
     from ..subject.models import load_subject, resolve_device
     from ..subject.saes import load_saes
@@ -112,14 +117,15 @@ def build_gates(exp, out=None, subject=None, saes: dict | None = None, progress:
         upstream_necessity=np.stack(necessity),
         cover_slot=np.stack([c["slot"] for c in covers]), cover_count=np.stack([c["covered"] for c in covers]),
         cover_fired=np.stack([c["fired"] for c in covers]),
-        **{f"mask_key_{p}": _smallest_uint(result["keys"][p]) for p in range(n_pairs)},
-        **{f"mask_count_{p}": _smallest_uint(result["counts"][p]) for p in range(n_pairs)},
+        **{f"mask_key_{p}": _smallest_uint(result["keys"][p]) for p in range(n_pairs) if keep_masks},
+        **{f"mask_count_{p}": _smallest_uint(result["counts"][p]) for p in range(n_pairs) if keep_masks},
     )
     atomic_write_json(out / GATES_META, {
         "experiment": exp.to_dict(),
         "options": {name: getattr(exp, name) for name in GATE_FIELDS},
         "seconds": round(seconds, 2), "tokens": result["n_tokens"], "sites_encoded": list(plan.needed_sites()),
-        "candidates": int(len(table)), "consistent_with_statistics": consistent,
+        "candidates": int(len(table)), "consistent_with_statistics": consistent, "masks": keep_masks,
+        "mask_entries": [int(len(result["keys"][p])) for p in range(n_pairs)],
         "statistics_sha256": stats.get("sha256", {}), "sha256": sha256_file(file), "bytes": file.stat().st_size,
     })
     log.info("gate verification for %s: %d candidates, %d tokens in %.1f s -> %s",
@@ -171,10 +177,14 @@ def load_gates(exp, out=None, masks: bool = False) -> dict[str, Any]:
     """The arrays of ``gates.npz`` (checksum verified) and ``meta`` (``gates.json``).
 
     The firing-mask counts (``mask_key_{p}``, ``mask_count_{p}``, the largest arrays) are
-    loaded only with ``masks=True``, as int64; the covers derived from them always are.
+    loaded only with ``masks=True``, as int64, and exist only if the file was built with them
+    (``python -m helpers gates --masks``); the covers derived from them always are.
     """
     out = Path(out) if out is not None else stats_dir(exp.name)
     meta = read_gates_meta(exp, out)
+    if masks and not meta.get("masks"):
+        raise ConfigError(f"{out / GATES_FILE} holds no firing-mask counts: rebuild it with "
+                          f"`{gates_command(exp)} --masks`")
     n_pairs = len(exp.site_pairs)
     keys = None if masks else GATE_ARRAYS
     data = load_npz(out / GATES_FILE, meta["sha256"], gates_command(exp), keys)

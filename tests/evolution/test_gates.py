@@ -36,7 +36,7 @@ def gate_run(tmp_path_factory):
     saes = random_topk_saes(exp.sites, width=64, k=6)
     out = tmp_path_factory.mktemp("gates")
     run_pass(exp, out=out, progress=False, subject=subject, saes=saes)
-    build_gates(exp, out=out, subject=subject, saes=saes, progress=False)
+    build_gates(exp, out=out, subject=subject, saes=saes, progress=False, keep_masks=True)
     X, _, _ = dense_stream(subject, saes, exp)
     fire = {s: X[s] > 0 for s in exp.sites}
     return exp, out, subject, saes, fire
@@ -241,9 +241,17 @@ def test_bad_input_is_one_clear_error(gate_run, tmp_path):
     assert gates_ready(exp, out) and not gates_ready(exp.replace(upstream_candidates=4), out)
     with pytest.raises(MissingArtefactError, match="no gate verification.*python -m helpers gates --experiment smoke"):
         load_gates(exp, tmp_path)
-    # a truncated gates.npz is named with the command that rebuilds it
+    # by default the (large) mask counts stay off the disk; asking for them names the flag
     import shutil
 
+    lean = tmp_path / "lean"
+    shutil.copytree(out, lean)
+    build_gates(exp, out=lean, subject=gate_run[2], saes=gate_run[3], progress=False)
+    assert not any(k.startswith("mask_") for k in np.load(lean / "gates.npz").files)
+    np.testing.assert_array_equal(load_gates(exp, lean)["cover_count"], gates["cover_count"])
+    with pytest.raises(ConfigError, match=r"no firing-mask counts.*helpers gates --experiment smoke --masks"):
+        load_gates(exp, lean, masks=True)
+    # a truncated gates.npz is named with the command that rebuilds it
     copy = tmp_path / "copy"
     shutil.copytree(out, copy)
     data = (copy / "gates.npz").read_bytes()
