@@ -175,36 +175,36 @@ def _dense_firing(sae, x: torch.Tensor) -> SiteFiring:
 
 
 @torch.no_grad()
-def firing(subject, saes: dict, sites: tuple[str, ...], batch, fast: dict[str, bool] | None = None
-           ) -> dict[str, SiteFiring]:
+def firing(subject, saes: dict, sites: tuple[str, ...], batch, fast: dict[str, bool] | None = None,
+           check: bool = False) -> dict[str, SiteFiring]:
     """``{site: SiteFiring}`` on the counted tokens of ``batch``, for ``sites`` only (the forward
     pass stops after the last of them), encoded as the statistics pass encodes them
-    (:func:`~helpers.stats.collect.encode_batch`). ``fast[site]``: use the TopK shortcut."""
+    (:func:`~helpers.stats.collect.encode_batch`).
+
+    ``fast[site]``: use the TopK shortcut; with ``check`` it is compared with ``sae.encode`` on
+    this batch and turned off (in ``fast``, with a warning) where they differ.
+    """
     from ..subject.capture import capture_residuals
 
     acts = capture_residuals(subject, batch.input_ids, batch.attention_mask, sites)
     mask = batch.token_mask.to(subject.device)
+    fast = fast if fast is not None else {}
     out = {}
     for site in sites:
         sae = saes[site]
         x = acts[site][mask].to(sae.W_enc.dtype)
-        out[site] = _topk_firing(sae, x) if (fast or {}).get(site) else _dense_firing(sae, x)
+        out[site] = _topk_firing(sae, x) if fast.get(site) else _dense_firing(sae, x)
+        if check and fast.get(site):
+            dense = _dense_firing(sae, x)
+            if not torch.equal(out[site].dense, dense.dense):
+                log.warning("site %s: the TopK shortcut disagrees with sae.encode; using the dense encode", site)
+                fast[site], out[site] = False, dense
     return out
 
 
-@torch.no_grad()
-def check_fast_path(subject, saes: dict, sites: tuple[str, ...], batch) -> dict[str, bool]:
-    """Per site, whether the TopK shortcut applies and fires exactly the features of
-    ``sae.encode`` on ``batch`` (else the dense encode is used, with a warning)."""
-    fast = {s: _is_plain_topk(saes[s]) for s in sites}
-    if any(fast.values()):
-        quick = firing(subject, saes, sites, batch, fast)
-        slow = firing(subject, saes, sites, batch, None)
-        for s in sites:
-            if fast[s] and not torch.equal(quick[s].dense, slow[s].dense):
-                log.warning("site %s: the TopK shortcut disagrees with sae.encode; using the dense encode", s)
-                fast[s] = False
-    return fast
+def fast_path(saes: dict, sites: tuple[str, ...]) -> dict[str, bool]:
+    """Per site, whether the TopK shortcut may apply (to be checked on a first batch)."""
+    return {s: _is_plain_topk(saes[s]) for s in sites}
 
 
 def run_focused_pass(exp, plan: FocusPlan, subject, saes: dict, progress: bool = True) -> tuple[dict, float]:
@@ -220,11 +220,9 @@ def run_focused_pass(exp, plan: FocusPlan, subject, saes: dict, progress: bool =
                                     exp.batch_size, exp.token_budget)
         bar = tqdm(total=exp.token_budget, unit="tok", desc=f"gate verification ({exp.name})",
                    disable=not progress)
-        fast = None
-        for batch in stream:
-            if fast is None:
-                fast = check_fast_path(subject, saes, sites, batch)
-            counts.update(firing(subject, saes, sites, batch, fast))
+        fast = fast_path(saes, sites)
+        for i, batch in enumerate(stream):
+            counts.update(firing(subject, saes, sites, batch, fast, check=i == 0))
             bar.update(batch.n_tokens)
         bar.close()
     result = counts.result()

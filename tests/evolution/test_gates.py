@@ -274,8 +274,8 @@ def test_command_line_errors_are_one_line(capsys, artefacts_tmp):
     assert len(err.splitlines()) == 1
 
 
-def test_topk_shortcut_fires_exactly_as_encode_and_other_saes_use_the_dense_encode(gate_run):
-    from helpers.evolution.focused_pass import _dense_firing, _is_plain_topk, _topk_firing, check_fast_path
+def test_topk_shortcut_fires_exactly_as_encode_and_other_saes_use_the_dense_encode(gate_run, monkeypatch):
+    from helpers.evolution.focused_pass import _dense_firing, _is_plain_topk, _topk_firing, fast_path, firing
     from helpers.subject.corpus import iter_token_batches, load_corpus
 
     from ..conftest import make_random_sae
@@ -283,7 +283,12 @@ def test_topk_shortcut_fires_exactly_as_encode_and_other_saes_use_the_dense_enco
     exp, _, subject, saes, _ = gate_run
     batch = next(iter_token_batches(load_corpus(exp.corpus, exp.max_documents), subject.tokenizer,
                                     subject.special_tokens, exp.context_length, exp.batch_size, exp.token_budget))
-    assert check_fast_path(subject, saes, exp.sites[:2], batch) == {s: True for s in exp.sites[:2]}
+    fast = fast_path(saes, exp.sites[:2])
+    assert fast == {s: True for s in exp.sites[:2]}
+    checked = firing(subject, saes, exp.sites[:2], batch, fast, check=True)
+    assert fast == {s: True for s in exp.sites[:2]}  # the shortcut agreed with encode on the batch
+    reference = firing(subject, saes, exp.sites[:2], batch)
+    assert all(torch.equal(checked[s].dense, reference[s].dense) for s in exp.sites[:2])
     x = torch.randn(300, 384)
     with torch.no_grad():
         quick, slow = _topk_firing(saes[exp.sites[0]], x), _dense_firing(saes[exp.sites[0]], x)
@@ -293,4 +298,17 @@ def test_topk_shortcut_fires_exactly_as_encode_and_other_saes_use_the_dense_enco
     standard = make_random_sae(d_in=384, d_sae=64)
     assert not _is_plain_topk(standard)
     mixed = {exp.sites[0]: standard, exp.sites[1]: saes[exp.sites[1]]}
-    assert check_fast_path(subject, mixed, exp.sites[:2], batch) == {exp.sites[0]: False, exp.sites[1]: True}
+    assert fast_path(mixed, exp.sites[:2]) == {exp.sites[0]: False, exp.sites[1]: True}
+    # a shortcut that disagrees on the checked batch is turned off and the dense encode used
+    import helpers.evolution.focused_pass as fp
+
+    def wrong(sae, x):
+        got = _topk_firing(sae, x)
+        got.dense[0] = ~got.dense[0]
+        return got
+
+    liar = {exp.sites[0]: True, exp.sites[1]: True}
+    monkeypatch.setattr(fp, "_topk_firing", wrong)
+    out = firing(subject, saes, exp.sites[:2], batch, liar, check=True)
+    assert liar == {exp.sites[0]: False, exp.sites[1]: False}
+    assert all(torch.equal(out[s].dense, reference[s].dense) for s in exp.sites[:2])
