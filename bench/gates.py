@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from helpers.errors import SaeEvolutionError  # noqa: E402
 from helpers.evolution.focused_pass import run_focused_pass  # noqa: E402
-from helpers.evolution.gate_artefact import gate_summary, gates_ready, load_gates, plan_gates  # noqa: E402
+from helpers.evolution.gate_artefact import gates_ready, load_gates, plan_gates  # noqa: E402
 from helpers.evolution.gates import KINDS, survives  # noqa: E402
 from helpers.evolution.upstream import greedy_cover  # noqa: E402
 from helpers.experiment import get_experiment  # noqa: E402

@@ -64,7 +64,6 @@ class FocusedCounts:
     def __init__(self, plan: FocusPlan, device: torch.device):
         self.plan, self.device = plan, device
         self.n_tokens = 0
-        f = plan.n_features
         self.triples = {p: tuple(torch.as_tensor(x, dtype=torch.long, device=device) for x in t)
                         for p, t in plan.triples.items() if len(t[0])}
         self.tables = {p: torch.zeros(len(t[0]), 8, dtype=torch.long, device=device)
