@@ -1,4 +1,4 @@
-"""Command line: ``python -m helpers {info,train-saes,collect,partners,matching,prepare} --experiment PRESET``.
+"""Command line: ``python -m helpers {info,train-saes,collect,partners,gates,matching,prepare} --experiment PRESET``.
 
 Errors the helpers raise on purpose are printed as one line (``error: ...``)
 with exit status 2, not as a traceback.
@@ -77,6 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
     mat.add_argument("--downstream", type=int, default=None,
                      help="downstream features evaluated per pair (default: 512, or all alive where fewer)")
     mat.add_argument("--quiet", action="store_true", help="no progress bar")
+    gat = sub.add_parser("gates", help="verify AND/OR gate candidates and count upstream explanations (one pass)")
+    _experiment_arg(gat)
+    gat.add_argument("--masks", action="store_true", help="also store the firing-mask counts (large)")
+    gat.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
 
@@ -151,6 +155,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             file = build_matching(exp, n_downstream=args.downstream, progress=not args.quiet)
             print(f"matching methods: {file} ({file.stat().st_size / 2**10:.0f} KiB)")
+        elif args.command == "gates":
+            from .evolution.gate_artefact import build_gates, format_gates
+
+            print(format_gates(exp, build_gates(exp, progress=not args.quiet, keep_masks=args.masks)))
     except SaeEvolutionError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
