@@ -76,6 +76,9 @@ def parse_overrides(items: Sequence[str]) -> dict:
     from .errors import ConfigError
     from .experiment import Experiment
 
+    import typing
+
+    hints = typing.get_type_hints(Experiment)
     names = {f.name for f in dataclasses.fields(Experiment)}
     out = {}
     for item in items:
@@ -86,6 +89,8 @@ def parse_overrides(items: Sequence[str]) -> dict:
             value = json.loads(raw)
         except json.JSONDecodeError:
             value = raw
+        if (hints[key] is str or str in typing.get_args(hints[key])) and not isinstance(value, str) and value is not None:
+            value = raw  # a text field keeps what was typed: --set name=2024
         out[key] = tuple(value) if isinstance(value, list) else value
     return out
 
