@@ -88,3 +88,48 @@ def artefacts_tmp(tmp_path, monkeypatch):
     """Point the artefacts root at a fresh temporary folder."""
     monkeypatch.setenv("SAE_EVOLUTION_ARTEFACTS", str(tmp_path / "artefacts"))
     return tmp_path / "artefacts"
+
+
+#: tiny configs of every causal family, by family name (3 blocks, d_model 32)
+def tiny_causal_config(family: str, vocab_size: int, bos: int, n_layers: int = 3, d_model: int = 32):
+    import transformers as T
+
+    common = dict(vocab_size=vocab_size, hidden_size=d_model, intermediate_size=2 * d_model,
+                  num_hidden_layers=n_layers, num_attention_heads=4, max_position_embeddings=128,
+                  bos_token_id=bos, eos_token_id=bos, pad_token_id=bos)
+    gqa = dict(num_key_value_heads=2, head_dim=d_model // 4)
+    return {
+        "gpt_neox": lambda: T.GPTNeoXConfig(**common),
+        "llama": lambda: T.LlamaConfig(**common, **gqa),
+        "qwen2": lambda: T.Qwen2Config(**common, num_key_value_heads=2),
+        "qwen3": lambda: T.Qwen3Config(**common, **gqa),
+        "gemma2": lambda: T.Gemma2Config(**common, **gqa, sliding_window=8),
+        "gemma3": lambda: T.Gemma3TextConfig(**common, **gqa, sliding_window=8),
+    }[family]()
+
+
+def make_tiny_causal(family: str, tokenizer, folder, seed: int = 0, **sizes):
+    """A random causal LM of ``family`` saved with ``tokenizer`` to ``folder`` (returns the model).
+
+    Norm weights are perturbed so that a wrong norm or a missing scale would show.
+    """
+    import transformers
+
+    torch.manual_seed(seed)
+    cfg = tiny_causal_config(family, len(tokenizer), tokenizer.bos_token_id, **sizes)
+    model = transformers.AutoModelForCausalLM.from_config(cfg).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.add_(0.2 * torch.randn_like(p))
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return model
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tiny_tokenizer, tmp_path_factory):
+    """A folder holding a random 3-block Llama (d_model 32) and its tokenizer."""
+    folder = tmp_path_factory.mktemp("tiny-random-llama")
+    make_tiny_causal("llama", tiny_tokenizer, folder)
+    return folder
