@@ -25,6 +25,8 @@ STAT_FIELDS = (
     "context_length", "sae_width", "sae_k", "sae_train_tokens", "sae_heldout_tokens",
     "sae_train_batch", "sae_epochs", "sae_lr", "seed", "step_tokens", "dead_thresholds",
     "coactivation_thresholds", "top_k_examples", "graph_top_k",
+    # activations and SAE choice; defaults reproduce what older artefacts were computed with
+    "sae_ids", "center_residual", "prepend_bos",
 )
 ARTEFACT_FILES = (
     "max_activations.npz", "dead_features.npz", "pair_coactivation.npz", "correlation.npz",
