@@ -133,3 +133,33 @@ def tiny_llama_dir(tiny_tokenizer, tmp_path_factory):
     folder = tmp_path_factory.mktemp("tiny-random-llama")
     make_tiny_causal("llama", tiny_tokenizer, folder)
     return folder
+
+
+ARCHITECTURES = ("standard", "topk", "jumprelu", "gated")
+
+
+def make_random_arch_sae(architecture: str, d_in=64, d_sae=48, seed=0, k=6):
+    """A random sae_lens SAE of ``architecture`` (standard, topk, jumprelu, gated) with some
+    features that never fire, and JumpReLU thresholds that cut some positive pre-activations."""
+    import sae_lens
+
+    torch.manual_seed(seed)
+    cls, cfg = {
+        "standard": (sae_lens.StandardSAE, sae_lens.StandardSAEConfig),
+        "topk": (sae_lens.TopKSAE, sae_lens.TopKSAEConfig),
+        "jumprelu": (sae_lens.JumpReLUSAE, sae_lens.JumpReLUSAEConfig),
+        "gated": (sae_lens.GatedSAE, sae_lens.GatedSAEConfig),
+    }[architecture]
+    extra = {"k": k} if architecture == "topk" else {}
+    sae = cls(cfg(d_in=d_in, d_sae=d_sae, **extra))
+    with torch.no_grad():
+        for name, p in sae.named_parameters():
+            if name == "threshold":
+                p.uniform_(0.0, 0.3)
+            elif name in ("b_enc", "b_gate", "b_mag", "r_mag"):
+                p.normal_(-0.05, 0.1)
+            elif name == "b_dec":
+                p.normal_(0, 0.05)
+            else:
+                p.normal_(0, 1 / p.shape[0] ** 0.5)
+    return sae
