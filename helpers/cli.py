@@ -79,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     col.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
     col.add_argument("--checkpoint-tokens", type=int, default=None, help="checkpoint every N tokens")
     col.add_argument("--quiet", action="store_true", help="no progress bar")
+    col.add_argument("--plan", choices=("auto", "data", "pairs"), default="auto",
+                     help="under torchrun: data-parallel, pair-parallel (each rank holds some of the "
+                          "adjacent pairs, sees all tokens), or auto (data when it fits)")
     return parser
 
 
@@ -178,7 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.checkpoint_tokens is not None and args.checkpoint_tokens <= 0:
                 raise ConfigError(f"--checkpoint-tokens {args.checkpoint_tokens} must be > 0")
             res = run_pass(exp, out=args.out, resume=args.resume,
-                           checkpoint_tokens=args.checkpoint_tokens, progress=not args.quiet)
+                           checkpoint_tokens=args.checkpoint_tokens, progress=not args.quiet, plan=args.plan)
             if res.files:
                 from .report import format_pass
 

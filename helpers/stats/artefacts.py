@@ -64,7 +64,8 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def write_artefacts(state: PassState, exp: Experiment, out: Path, seconds: float = 0.0, world: int = 1) -> dict[str, int]:
+def write_artefacts(state: PassState, exp: Experiment, out: Path, seconds: float = 0.0, world: int = 1,
+                    plan: str = "data") -> dict[str, int]:
     """Write every artefact atomically; ``metadata.json`` last. Returns file sizes in bytes."""
     sites = np.array(exp.sites)
     pairs = np.array([f"{a}->{b}" for a, b in exp.site_pairs])
@@ -77,7 +78,7 @@ def write_artefacts(state: PassState, exp: Experiment, out: Path, seconds: float
         dead=torch.stack(state.dead).numpy(),  # [n_steps, n_thr, S]
         thresholds=np.array(exp.dead_thresholds), tokens=steps, fired=feats["fired"], sites=sites,
     )
-    pair_res = [p.result() for p in state.pairs]
+    pair_res = state.results_of_pairs()
     counts = {f"count_{i}": _compact_counts(r["count"]) for i, r in enumerate(pair_res)}
     atomic_save_npz(
         out / "pair_coactivation.npz",
@@ -105,6 +106,7 @@ def write_artefacts(state: PassState, exp: Experiment, out: Path, seconds: float
         "tokens": int(n),
         "n_features": state.n_features,
         "processes": world,
+        "plan": f"{plan}-parallel" if world > 1 else "one process",  # data- or pair-parallel
         "precision": state.precision.describe(state.device),
         "seconds": round(seconds, 2),
         "versions": _versions(),
