@@ -204,14 +204,17 @@ def plan_for(exp: Experiment, n_features: int, n_model_params: int, machine: Mac
     """
     gpu = torch.device("cuda")
     p = len(exp.site_pairs)
-    kw = dict(max_tokens=max_tokens, available=machine.device_bytes, host_available=machine.host_bytes)
     k = machine.count
+    # plan_precision shares the host among the GPUs it sees here: give it the per-rank share back
+    host = machine.host_bytes // k * max(1, min(k, torch.cuda.device_count() or 1))
+    kw = dict(max_tokens=max_tokens, available=machine.device_bytes, host_available=host)
     attempts = [("one process" if k == 1 else "data-parallel", None)]
     if k > 1:
         attempts.append(("pair-parallel", -(-p // k)))
     else:  # one device: the pairs in several passes over the tokens, as many as fit at once
         attempts += [(f"{n} passes over the pairs", -(-p // n)) for n in range(2, p + 1)]
-    seen = set()
+    seen: set = set()
+    held = None
     for name, held in attempts:
         if held in seen:
             continue
@@ -223,5 +226,11 @@ def plan_for(exp: Experiment, n_features: int, n_model_params: int, machine: Mac
         return {"machine": machine.name, "plan": name, "pairs_per_device": held or p, "pairs": p,
                 "device_bytes": sum(bill.values()), "bill": bill,
                 "host_bytes": host_bill(exp, n_features, prec, held), "precision": prec.describe("GPU")}
-    return {"machine": machine.name, "plan": "does not fit", "pairs_per_device": None, "pairs": p,
-            "device_bytes": None, "bill": None, "host_bytes": None, "precision": None}
+    # nothing fits: the bill of the most spread plan, float32 sums, says what is too big
+    from .accumulators import count_dtype_for
+
+    prec = Precision(count_dtype_for(max_tokens), torch.float32, exp.flush_tokens)
+    bill = memory_bill(exp, n_features, n_model_params, k, prec, max_tokens, held)
+    return {"machine": machine.name, "plan": "does not fit", "pairs_per_device": held or p, "pairs": p,
+            "device_bytes": sum(bill.values()), "bill": bill, "host_bytes": host_bill(exp, n_features, prec, held),
+            "precision": prec.describe("GPU")}
