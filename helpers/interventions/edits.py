@@ -244,7 +244,7 @@ def generate(
     if max_new_tokens <= 0:
         raise ConfigError(f"max_new_tokens={max_new_tokens} must be > 0")
     tok = subject.tokenizer
-    ids = torch.tensor([[tok.bos_token_id] + tok(prompt, add_special_tokens=False)["input_ids"]])
+    ids = torch.tensor([list(subject.special_tokens.prefix) + tok(prompt, add_special_tokens=False)["input_ids"]])
     start = ids.shape[1]
     for _ in range(max_new_tokens):
         out = run_with_edits(subject, saes, ids, None, [edit], logits=True)
