@@ -444,6 +444,12 @@ class Experiment:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Experiment":
+        cls.check_field_names(data)
+        return cls(**dict(data))
+
+    @classmethod
+    def check_field_names(cls, data: Mapping[str, Any]) -> None:
+        """ConfigError naming unknown fields (and the closest known one)."""
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
@@ -452,7 +458,6 @@ class Experiment:
             raise ConfigError(
                 f"unknown experiment field(s) {', '.join(hints)}: the fields are {sorted(names)}"
             )
-        return cls(**dict(data))
 
     @classmethod
     def from_file(cls, path: str | Path) -> "Experiment":
@@ -487,7 +492,7 @@ class Experiment:
             if base not in PRESETS:
                 raise ConfigError(f"experiment file {str(path)!r}: unknown base preset {base!r}: "
                                   f"choose one of {sorted(PRESETS)}")
-            cls.from_dict(data)  # unknown fields are named before anything else
+            cls.check_field_names(data)
             return PRESETS[base].replace(**data)
         return cls.from_dict(data)
 

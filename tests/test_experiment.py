@@ -114,6 +114,9 @@ def test_old_cfg_json_without_new_fields_loads(tmp_path):
 def test_experiment_files_json_and_toml(tmp_path):
     toml = tmp_path / "mine.toml"
     toml.write_text('base = "smoke"\nsae_width = 128\nsites = ["hidden.0", "hidden.3"]\n')
+    only = tmp_path / "only-width.toml"
+    only.write_text('base = "smoke"\nsae_width = 128\n')  # everything else from the preset
+    assert Experiment.from_file(only).sites == PRESETS["smoke"].sites
     exp = get_experiment(str(toml), batch_size=4)
     assert exp.name == "mine" and exp.sae_width == 128 and exp.sites == ("hidden.0", "hidden.3")
     assert exp.batch_size == 4 and exp.max_documents == PRESETS["smoke"].max_documents
