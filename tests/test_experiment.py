@@ -71,4 +71,81 @@ def test_json_round_trip(tmp_path):
 
 def test_site_names_per_family():
     assert MODELS["minilm"].site_names()[0] == "hidden.0"
-    assert MODELS["gpt2"].site_names()[-1] == "blocks.11.hook_resid_pre"
+    gpt2 = MODELS["gpt2"].site_names()
+    assert gpt2[:3] == ("blocks.0.hook_resid_pre", "blocks.0.hook_resid_post", "blocks.1.hook_resid_pre")
+    assert gpt2[-1] == "blocks.11.hook_resid_post" and len(gpt2) == 24
+    assert MODELS["gemma-2-2b"].site_names()[-1] == "blocks.25.hook_resid_post"
+
+
+# ------------------------------------------------------------------ types, files, model families
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"sae_width": "abc"}, r"sae_width='abc' must be an integer"),
+        ({"sae_width": 2.5}, r"sae_width=2.5 must be an integer"),
+        ({"batch_size": True}, r"batch_size=True must be an integer"),
+        ({"sae_lr": "fast"}, r"sae_lr='fast' must be a number"),
+        ({"prepend_bos": "yes"}, r"prepend_bos='yes' must be true or false"),
+        ({"token_budget": "1e6"}, r"token_budget='1e6' must be an integer"),
+        ({"sites": "hidden.0"}, r"sites='hidden.0' must be a list of str values"),
+        ({"sites": ("hidden.0", 1)}, r"sites\[1\]=1 must be a string"),
+        ({"dead_thresholds": (0, "5")}, r"dead_thresholds\[1\]='5' must be an integer"),
+        ({"colour": "red"}, r"unknown experiment field\(s\) \['colour'\]"),
+    ],
+)
+def test_wrong_types_are_one_line_config_errors(changes, message):
+    with pytest.raises(ConfigError, match=message):
+        PRESETS["smoke"].replace(**changes)
+
+
+def test_lists_become_tuples_and_ints_become_floats():
+    exp = PRESETS["smoke"].replace(sites=["hidden.0", "hidden.1"], sae_lr=1, dead_thresholds=[0, 3])
+    assert exp.sites == ("hidden.0", "hidden.1") and exp.dead_thresholds == (0, 3)
+    assert isinstance(exp.sae_lr, float) and exp.sae_lr == 1.0
+
+
+def test_old_cfg_json_without_new_fields_loads(tmp_path):
+    data = PRESETS["offline"].to_dict()
+    for new in ("sae_ids", "center_residual", "prepend_bos"):
+        data.pop(new)
+    assert Experiment.from_dict(data) == PRESETS["offline"]
+
+
+def test_experiment_files_json_and_toml(tmp_path):
+    toml = tmp_path / "mine.toml"
+    toml.write_text('base = "smoke"\nsae_width = 128\nsites = ["hidden.0", "hidden.3"]\n')
+    only = tmp_path / "only-width.toml"
+    only.write_text('base = "smoke"\nsae_width = 128\n')  # everything else from the preset
+    assert Experiment.from_file(only).sites == PRESETS["smoke"].sites
+    exp = get_experiment(str(toml), batch_size=4)
+    assert exp.name == "mine" and exp.sae_width == 128 and exp.sites == ("hidden.0", "hidden.3")
+    assert exp.batch_size == 4 and exp.max_documents == PRESETS["smoke"].max_documents
+    js = tmp_path / "other.json"
+    js.write_text(json.dumps({"name": "x", "sites": ["hidden.1", "hidden.2"], "sae_k": 8}))
+    exp = Experiment.from_file(js)
+    assert exp.name == "x" and exp.model == "minilm" and exp.sae_k == 8
+
+
+@pytest.mark.parametrize(
+    "text, suffix, message",
+    [
+        ('base = "smoke"\nsae_widht = 3\n', ".toml", r"unknown experiment field\(s\) 'sae_widht' \(did you mean 'sae_width'\?\)"),
+        ('base = "nope"\n', ".toml", "unknown base preset 'nope'"),
+        ('sae_width = \n', ".toml", "does not parse"),
+        ('{"sites": ["hidden.0"], "sae_width": "wide"}', ".json", r"sae_width='wide' must be an integer"),
+        ('[1, 2]', ".json", "must hold a table of fields"),
+        ('x', ".yaml", "use a .json or .toml file"),
+    ],
+)
+def test_bad_experiment_files(tmp_path, text, suffix, message):
+    path = tmp_path / f"bad{suffix}"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        Experiment.from_file(path)
+    with pytest.raises(ConfigError, match="does not exist"):
+        Experiment.from_file(tmp_path / "missing.toml")
+
+
+def test_unknown_model_names_the_closest():
+    with pytest.raises(ConfigError, match=r"unknown model 'gemma-2-2' \(closest: gemma-2-2b"):
+        PRESETS["smoke"].replace(model="gemma-2-2")

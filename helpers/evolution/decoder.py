@@ -33,9 +33,17 @@ def top_cosine_matches(sae_a, sae_b, k: int = 1, chunk: int = 2048) -> tuple[tor
     return torch.cat(idx).cpu(), torch.cat(val).cpu()
 
 
-def neuronpedia_url(preset: str, site: str, feature: int) -> str | None:
-    """Link to a feature's page on Neuronpedia (the GPT-2 res-jb preset only)."""
-    if preset != "gpt2-res-jb":
+def neuronpedia_url(experiment, site: str, feature: int) -> str | None:
+    """Link to a feature's page on Neuronpedia, from the registry's Neuronpedia id of the SAE.
+
+    ``experiment``: an :class:`~helpers.experiment.Experiment` or a preset name. None when the
+    SAEs are trained here or the release gives no Neuronpedia id for that SAE.
+    """
+    from ..experiment import get_experiment
+    from ..subject.releases import neuronpedia_id
+
+    exp = get_experiment(experiment) if isinstance(experiment, str) else experiment
+    if exp.sae_source != "pretrained" or site not in exp.sites:
         return None
-    layer = int(site.split(".")[1])
-    return f"https://www.neuronpedia.org/gpt2-small/{layer}-res-jb/{feature}"
+    np_id = neuronpedia_id(exp.sae_release, exp.sae_id(site))
+    return f"https://www.neuronpedia.org/{np_id}/{int(feature)}" if np_id else None

@@ -56,17 +56,17 @@ def clean_windows(subject: Subject, saes: dict[str, Any], input_ids: torch.Tenso
     order = list(subject.spec.site_names())
     if site_a not in order or site_b not in order or order.index(site_b) <= order.index(site_a):
         raise ConfigError(f"sites {site_a!r} -> {site_b!r}: the second must come after the first, both among {order}")
-    dev, family, model = subject.device, subject.spec.family, subject.model
+    dev, model = subject.device, subject.model
     ids, am = input_ids.to(dev), attention_mask.to(dev)
     with model.trace(**trace_inputs(subject, ids, am)) as tracer:
-        raw_a = nnsight.save(_editable(model, family, site_a))
-        value_b = nnsight.save(_site_value(model, family, site_b))
+        raw_a = nnsight.save(_editable(subject, site_a))
+        value_b = nnsight.save(_site_value(subject, site_b))
         tracer.stop()
     sae_a, sae_b = saes[site_a], saes[site_b]
     return CleanWindows(
         input_ids=ids, attention_mask=am, token_mask=token_mask.to(dev).bool(), raw_a=raw_a,
-        f_a=sae_a.encode(_postprocess(family, raw_a).to(sae_a.W_enc.dtype)),
-        f_b=sae_b.encode(_postprocess(family, value_b).to(sae_b.W_enc.dtype)),
+        f_a=sae_a.encode(_postprocess(subject.centered, raw_a).to(sae_a.W_enc.dtype)),
+        f_b=sae_b.encode(_postprocess(subject.centered, value_b).to(sae_b.W_enc.dtype)),
     )
 
 

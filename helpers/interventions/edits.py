@@ -13,10 +13,10 @@ else, so every other feature's contribution is unchanged.
 batch in one forward pass, so that measuring thousands of cross-layer edges costs
 thousands of rows, not thousands of passes (:func:`edge_effects`).
 
-GPT-2 sites are the TransformerLens-equivalent residual stream (centred per
-token, see :mod:`helpers.subject.capture`); the edit is added to the Hugging Face
-residual stream, which differs only by its per-token mean, which the next
-LayerNorm removes.
+When the subject's residual stream is centred (GPT-2 with
+``center_writing_weights``, see :mod:`helpers.subject.capture`), the edit is added
+to the Hugging Face residual stream, which differs only by its per-token mean,
+which the next LayerNorm removes.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from typing import Any, Sequence
 
 import torch
 
-from ..subject.capture import _postprocess, _site_value, trace_inputs
+from ..subject.capture import _postprocess, _site_value, blocks, parse_site, trace_inputs
 from ..errors import ConfigError
 from ..subject.models import Subject
 
@@ -52,29 +52,40 @@ class Edit:
             raise ConfigError(f"edit value {self.value!r} is not finite: give a finite steering strength")
 
 
-def _editable(envoy, family: str, site: str):
+def _editable(subject: Subject, site: str):
     """The nnsight proxy whose value is the residual stream at ``site``, editable in place."""
-    return _producer(envoy, family, site).output
+    producer = _producer(subject, site)
+    return _site_value(subject, site) if producer is None else producer.output
 
 
-def _modules_before(envoy, family: str, site: str) -> list:
+def _modules_before(subject: Subject, site: str) -> list:
     """The blocks that run before ``site``'s producing module (each can be skipped)."""
-    if family == "bert":
+    envoy = subject.model
+    if subject.spec.family == "bert":
         index = int(site.split(".")[1])
         return [envoy.encoder.layer[i] for i in range(max(0, index - 1))]
-    layer = int(site.split(".")[1])
-    body = envoy.transformer if hasattr(envoy, "transformer") else envoy
-    return [body.h[i] for i in range(max(0, layer - 1))]
+    layer, kind = parse_site(site)
+    last = layer if kind == "post" else layer - 1  # the producing block
+    body = blocks(subject)
+    return [body[i] for i in range(max(0, last))]
 
 
-def _producer(envoy, family: str, site: str):
-    """The module whose output is the residual stream at ``site``."""
-    if family == "bert":
+def _producer(subject: Subject, site: str):
+    """The module whose output is the residual stream at ``site`` (None: the input of block 0
+    when no module outputs it, e.g. Gemma scales the embeddings inside the model's forward)."""
+    envoy = subject.model
+    if subject.spec.family == "bert":
         index = int(site.split(".")[1])
         return envoy.embeddings if index == 0 else envoy.encoder.layer[index - 1]
-    layer = int(site.split(".")[1])
-    body = envoy.transformer if hasattr(envoy, "transformer") else envoy
-    return body.drop if layer == 0 else body.h[layer - 1]
+    layer, kind = parse_site(site)
+    body = blocks(subject)
+    if kind == "post":
+        return body[layer]
+    if layer > 0:
+        return body[layer - 1]
+    if subject.spec.family == "gpt2":
+        return (envoy.transformer if hasattr(envoy, "transformer") else envoy).drop
+    return None
 
 
 def check_edit(subject: Subject, saes: dict[str, Any], edit: Edit) -> None:
@@ -89,13 +100,13 @@ def check_edit(subject: Subject, saes: dict[str, Any], edit: Edit) -> None:
         raise ConfigError(f"feature {edit.feature} is out of range for site {edit.site!r} (0..{width - 1})")
 
 
-def feature_delta(sae, x: torch.Tensor, family: str, features: torch.Tensor, modes: Sequence[str],
+def feature_delta(sae, x: torch.Tensor, centered: bool, features: torch.Tensor, modes: Sequence[str],
                   values: torch.Tensor, position_mask: torch.Tensor | None = None) -> torch.Tensor:
     """The residual-stream change ``[B, T, d]`` of one feature edit per row.
 
     ``features``/``values`` are ``[B]``; ``position_mask`` ``[B, T]`` limits the edit.
     """
-    xs = _postprocess(family, x)
+    xs = _postprocess(centered, x)
     f = sae.encode(xs.to(sae.W_enc.dtype))  # [B, T, F]
     rows = torch.arange(x.shape[0], device=x.device)
     current = f[rows, :, features]  # [B, T]
@@ -170,7 +181,7 @@ def run_with_edits(
         raise ConfigError("resume_from needs a delta (the edit to apply at delta_site)")
     if logits and not subject.spec.causal:
         raise ConfigError(f"model {subject.spec.name!r} is not a causal LM: it has no next-token logits")
-    family, device = subject.spec.family, subject.device
+    device = subject.device
     kwargs = trace_inputs(subject, input_ids, attention_mask)
     if edit_site is not None and delta is None:
         sae = saes[edit_site]
@@ -186,22 +197,22 @@ def run_with_edits(
     model = subject.model
     with torch.no_grad():
         with model.trace(**kwargs) as tracer:
-            if resume_from is not None:
-                for block in _modules_before(model, family, edit_site):
+            if resume_from is not None and _producer(subject, edit_site) is not None:
+                for block in _modules_before(subject, edit_site):
                     block.skip(block.input)  # never runs: its output is replaced below
-                _producer(model, family, edit_site).skip((resume_from + delta).to(resume_from.dtype))
+                _producer(subject, edit_site).skip((resume_from + delta).to(resume_from.dtype))
             elif edit_site is not None:
-                x = _editable(model, family, edit_site)
+                x = _editable(subject, edit_site)
                 if delta is None:
-                    x[:] += feature_delta(sae, x, family, features, modes, values, pmask)
+                    x[:] += feature_delta(sae, x, subject.centered, features, modes, values, pmask)
                 else:
                     x[:] += delta.to(x.dtype)
-            saved = nnsight.save([_site_value(model, family, s) for s in read_sites])
+            saved = nnsight.save([_site_value(subject, s) for s in read_sites])
             if logits:
                 out_logits = nnsight.save(model.lm_head.output)
             elif read_sites:
                 tracer.stop()
-    result = {s: _postprocess(family, v) for s, v in zip(read_sites, saved)}
+    result = {s: _postprocess(subject.centered, v) for s, v in zip(read_sites, saved)}
     if logits:
         result["logits"] = out_logits
     return result
@@ -213,7 +224,7 @@ def raw_site(subject: Subject, input_ids: torch.Tensor, attention_mask: torch.Te
     import nnsight
 
     with subject.model.trace(**trace_inputs(subject, input_ids, attention_mask)) as tracer:
-        value = nnsight.save(_editable(subject.model, subject.spec.family, site))
+        value = nnsight.save(_editable(subject, site))
         tracer.stop()
     return value
 
@@ -233,7 +244,7 @@ def generate(
     if max_new_tokens <= 0:
         raise ConfigError(f"max_new_tokens={max_new_tokens} must be > 0")
     tok = subject.tokenizer
-    ids = torch.tensor([[tok.bos_token_id] + tok(prompt, add_special_tokens=False)["input_ids"]])
+    ids = torch.tensor([list(subject.special_tokens.prefix) + tok(prompt, add_special_tokens=False)["input_ids"]])
     start = ids.shape[1]
     for _ in range(max_new_tokens):
         out = run_with_edits(subject, saes, ids, None, [edit], logits=True)

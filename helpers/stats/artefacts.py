@@ -25,6 +25,8 @@ STAT_FIELDS = (
     "context_length", "sae_width", "sae_k", "sae_train_tokens", "sae_heldout_tokens",
     "sae_train_batch", "sae_epochs", "sae_lr", "seed", "step_tokens", "dead_thresholds",
     "coactivation_thresholds", "top_k_examples", "graph_top_k", "relative_threshold",
+    # activations and SAE choice; defaults reproduce what older artefacts were computed with
+    "sae_ids", "center_residual", "prepend_bos",
 )
 ARTEFACT_FILES = (
     "max_activations.npz", "dead_features.npz", "pair_coactivation.npz", "correlation.npz",
@@ -65,7 +67,7 @@ def _versions() -> dict[str, str]:
 
 
 def write_artefacts(state: PassState, exp: Experiment, out: Path, seconds: float = 0.0, world: int = 1,
-                    activity: dict[str, Any] | None = None) -> dict[str, int]:
+                    activity: dict[str, Any] | None = None, plan: str = "data") -> dict[str, int]:
     """Write every artefact atomically; ``metadata.json`` last. Returns file sizes in bytes."""
     sites = np.array(exp.sites)
     pairs = np.array([f"{a}->{b}" for a, b in exp.site_pairs])
@@ -78,7 +80,7 @@ def write_artefacts(state: PassState, exp: Experiment, out: Path, seconds: float
         dead=torch.stack(state.dead).numpy(),  # [n_steps, n_thr, S]
         thresholds=np.array(exp.dead_thresholds), tokens=steps, fired=feats["fired"], sites=sites,
     )
-    pair_res = [p.result() for p in state.pairs]
+    pair_res = state.results_of_pairs()
     counts = {f"count_{i}": _compact_counts(r["count"]) for i, r in enumerate(pair_res)}
     atomic_save_npz(
         out / "pair_coactivation.npz",
@@ -106,6 +108,7 @@ def write_artefacts(state: PassState, exp: Experiment, out: Path, seconds: float
         "tokens": int(n),
         "n_features": state.n_features,
         "processes": world,
+        "plan": f"{plan}-parallel" if world > 1 else "one process",  # data- or pair-parallel
         "precision": state.precision.describe(state.device),
         "seconds": round(seconds, 2),
         "versions": _versions(),

@@ -10,11 +10,20 @@ pass records the number of dead features per threshold and site, and the number
 of never/rarely co-activating pairs per threshold and adjacent pair of sites,
 over all features and over alive features only.
 
-Multi-process (``torchrun --nproc-per-node K -m helpers collect ...``): batch
-``i`` of the stream goes to rank ``i % K``. At each step boundary the ranks sum
-their firing and pair counts (``all_reduce``) so the curves are those of the
-global stream; at the end every accumulator is merged. Counts equal those of a
-single process exactly; float sums agree to rounding.
+Multi-process (``torchrun --nproc-per-node K -m helpers collect ...``), one of two
+plans (:func:`~helpers.stats.memory.choose_plan` states which and why):
+
+- data-parallel: batch ``i`` of the stream goes to rank ``i % K``. At each step
+  boundary the ranks sum their firing and pair counts (``all_reduce``) so the
+  curves are those of the global stream; at the end every accumulator is merged.
+  Counts equal those of a single process exactly; float sums agree to rounding.
+- pair-parallel: every rank runs the model and the SAEs on every batch, and
+  holds only the adjacent pairs ``i`` with ``i % K == rank``, so K devices hold
+  K times more pairs. Per-site statistics are the same on every rank; at each
+  step the ranks sum their pairs' curve rows (small); at the end rank 0
+  receives each pair's counts and sums, one pair at a time, on the host, and
+  writes the artefacts. Every number equals a single process exactly (the same
+  updates in the same order).
 
 Memory: :func:`plan_precision` chooses the accumulator dtypes (int32 pair
 counts when exact; float64 sums of products, or float32 ones flushed into
@@ -50,7 +59,7 @@ from .accumulators import (ActivationHistogram, CoactivationGraph, FeatureStats,
                            SparseActs, TopExamples)
 from .artefacts import METADATA, STAT_FIELDS, write_artefacts
 from .distributed import Dist
-from .memory import Precision, plan_precision
+from .memory import Precision, choose_plan
 
 log = logging.getLogger(__name__)
 
@@ -62,15 +71,19 @@ class PassState:
     """All accumulators of the pass plus the per-step curves."""
 
     def __init__(self, exp: Experiment, n_features: int, device: torch.device,
-                 precision: Precision | None = None):
+                 precision: Precision | None = None, own_pairs: "set[int] | None" = None):
         self.exp, self.n_features, self.device = exp, n_features, device
         self.precision = precision = precision or Precision()
         big = 1 << 20 if device.type == "cuda" else 1 << 17  # pair increments per scatter call
         self.features = FeatureStats(exp.sites, n_features, device)
         self.histograms = ActivationHistogram(exp.sites, n_features, device)
+        #: pair-parallel: the pairs this rank holds (the others are None here); None: all of them
+        self.own_pairs = own_pairs
         self.pairs = [PairStats(a, b, n_features, device, chunk_pairs=big, count_dtype=precision.counts,
                                 sum_dtype=precision.sums, flush_tokens=precision.flush_tokens)
-                      for a, b in exp.site_pairs]
+                      if own_pairs is None or i in own_pairs else None
+                      for i, (a, b) in enumerate(exp.site_pairs)]
+        self.pair_results: "list[dict] | None" = None  # pair-parallel: gathered on rank 0
         self.top = TopExamples(exp.sites, n_features, exp.top_k_examples, device)
         self.graph = CoactivationGraph(exp.sites, n_features, exp.graph_top_k, device, chunk_pairs=big,
                                        sum_dtype=precision.sums, flush_tokens=precision.flush_tokens)
@@ -99,7 +112,8 @@ class PassState:
         self.features.update(acts)
         self.histograms.update(acts)
         for p in self.pairs:
-            p.update(acts)
+            if p is not None:
+                p.update(acts)
         self.top.update(acts, doc, pos)
         self.graph.update(acts)
 
@@ -107,24 +121,36 @@ class PassState:
     def snapshot(self, dist: Dist, tokens: int) -> None:
         """Record the curves at ``tokens`` global tokens (all ranks call it together)."""
         self.check_finite()  # before NaN-poisoned counts reach a curve
-        fired = dist.all_reduce(self.features.fired.clone())
+        pair_parallel = self.own_pairs is not None
+        # pair-parallel: every rank saw every token, its per-site counts are already global
+        fired = self.features.fired if pair_parallel else dist.all_reduce(self.features.fired.clone())
         thr_dead = torch.tensor(self.exp.dead_thresholds, device=fired.device)
         self.dead.append((fired.unsqueeze(0) <= thr_dead.view(-1, 1, 1)).sum(-1).cpu())
         f2 = self.n_features**2
         alive = (fired > 0).sum(1)
         all_rows, alive_rows = [], []
+        n_thr = len(self.exp.coactivation_thresholds)
         for i, p in enumerate(self.pairs):
-            count = dist.all_reduce(p.count.clone()) if dist.world > 1 else p.count
+            if p is None:  # held by another rank: its row comes with the sum below
+                gt = torch.zeros(n_thr, dtype=torch.int64)
+                all_rows.append(gt)
+                alive_rows.append(gt)
+                continue
+            count = dist.all_reduce(p.count.clone()) if dist.world > 1 and not pair_parallel else p.count
             gt = torch.stack([(count > t).sum() for t in self.exp.coactivation_thresholds]).cpu()
             all_rows.append(f2 - gt)
             alive_rows.append(int(alive[i]) * int(alive[i + 1]) - gt)
-        self.coact_all.append(torch.stack(all_rows, 1))
-        self.coact_alive.append(torch.stack(alive_rows, 1))
+        all_rows, alive_rows = torch.stack(all_rows, 1), torch.stack(alive_rows, 1)
+        if pair_parallel and dist.world > 1:
+            rows = torch.stack([all_rows, alive_rows]).to(fired.device)
+            all_rows, alive_rows = dist.all_reduce(rows).cpu()
+        self.coact_all.append(all_rows)
+        self.coact_alive.append(alive_rows)
         self.steps.append(tokens)
 
     def accumulators(self):
         return {"features": self.features, "histograms": self.histograms, "top": self.top, "graph": self.graph,
-                **{f"pair{i}": p for i, p in enumerate(self.pairs)}}
+                **{f"pair{i}": p for i, p in enumerate(self.pairs) if p is not None}}
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -139,10 +165,47 @@ class PassState:
         for key in ("tokens", "batches", "steps", "dead", "coact_all", "coact_alive"):
             setattr(self, key, state[key])
 
+    def results_of_pairs(self) -> list[dict]:
+        """``PairStats.result()`` of every pair (pair-parallel: those gathered on rank 0)."""
+        if self.pair_results is not None:
+            return self.pair_results
+        return [p.result() for p in self.pairs]
+
+    @torch.no_grad()
+    def gather_pairs(self, dist: Dist) -> None:
+        """Pair-parallel: bring every pair's result to rank 0's host, one pair at a time."""
+        import torch.distributed as tdist
+
+        group = tdist.new_group(backend="gloo")  # host tensors, whatever the device backend
+        f = self.n_features
+        results = []
+        for i, p in enumerate(self.pairs):
+            owner = i % dist.world
+            if dist.rank == owner:
+                res = p.result()
+                if owner == 0:
+                    results.append(res)
+                    continue
+                for key in ("count", "sum_xy"):
+                    tdist.send(torch.from_numpy(res[key].astype(np.float64 if key == "sum_xy" else np.int64)),
+                               dst=0, group=group)
+            elif dist.rank == 0:
+                res = {}
+                for key, dtype in (("count", torch.int64), ("sum_xy", torch.float64)):
+                    buf = torch.empty(f, f, dtype=dtype)
+                    tdist.recv(buf, src=owner, group=group)
+                    res[key] = buf.numpy()
+                results.append(res)
+        self.pair_results = results if dist.rank == 0 else None
+        tdist.destroy_process_group(group)
+
     @torch.no_grad()
     def reduce(self, dist: Dist) -> None:
         """Merge the accumulators of all ranks into every rank (end of the pass)."""
         if dist.world == 1:
+            return
+        if self.own_pairs is not None:  # pair-parallel: only the pairs are spread over the ranks
+            self.gather_pairs(dist)
             return
         f = self.features
         for t in (f.fired, f.sum, f.sum_sq, f.n_tokens):
@@ -248,8 +311,13 @@ def run_pass(
     subject=None,
     saes: dict[str, Any] | None = None,
     maxima_from: str | Path | None = None,
+    plan: str = "auto",
 ) -> PassResult:
-    """Run the statistics pass and write the artefacts into ``out`` (default ``artefacts/<preset>``)."""
+    """Run the statistics pass and write the artefacts into ``out`` (default ``artefacts/<preset>``).
+
+    ``plan`` (under torchrun): ``"data"`` (data-parallel), ``"pairs"`` (pair-parallel) or
+    ``"auto"`` (data-parallel when it fits each device, else pair-parallel).
+    """
     from ..subject.models import load_subject, resolve_device
     from ..subject.saes import load_saes
 
@@ -260,6 +328,8 @@ def run_pass(
     dist = Dist.from_env(device)
     if dist.world > 1 and device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    if plan == "pairs" and dist.world == 1:  # before anything heavy is loaded
+        choose_plan(exp, 1, 0, device, 1, plan=plan)
     subject = subject or load_subject(exp.replace(device=str(device)))
     saes = saes or load_saes(exp, device=subject.device)
     n_features = next(iter(saes.values())).cfg.d_sae
@@ -272,10 +342,11 @@ def run_pass(
         from ..subject.corpus import count_tokens
 
         max_tokens = count_tokens(docs, subject.tokenizer)
-    precision, _ = plan_precision(exp, n_features, n_params, subject.device, dist.world, max_tokens)
+    mode, precision = choose_plan(exp, n_features, n_params, subject.device, dist.world, max_tokens, plan)
     floors = floors.to(subject.device) if floors is not None else None
-
-    state = PassState(exp, n_features, subject.device, precision)
+    own_pairs = ({i for i in range(len(exp.site_pairs)) if i % dist.world == dist.rank}
+                 if mode == "pairs" else None)
+    state = PassState(exp, n_features, subject.device, precision, own_pairs=own_pairs)
     ckpt = out / CHECKPOINT.format(rank=f".rank{dist.rank}" if dist.world > 1 else "")
     if resume:
         if not ckpt.is_file():
@@ -287,10 +358,11 @@ def run_pass(
                 f"--resume: {ckpt} was written for another experiment ({'; '.join(diff)}): "
                 "run without --resume, or resume with the same settings"
             )
-        if saved["world"] != dist.world or saved["batch_size"] != exp.batch_size:
+        if (saved["world"] != dist.world or saved["batch_size"] != exp.batch_size
+                or saved.get("plan", "data") != mode):
             raise ConfigError(
                 f"--resume: the checkpoint was written by {saved['world']} process(es) with batch size "
-                f"{saved['batch_size']}: resume with the same settings"
+                f"{saved['batch_size']} ({saved.get('plan', 'data')}-parallel): resume with the same settings"
             )
         if saved.get("precision") != precision.describe(subject.device):
             raise ConfigError(
@@ -311,17 +383,19 @@ def run_pass(
     counted = 0
     bar = tqdm(total=max_tokens, initial=state.tokens, unit="tok", desc=f"statistics ({exp.name})",
                disable=not progress or dist.rank != 0, smoothing=0.1)
-    for round_batches in _rounds(stream, dist.world, skip=state.batches):
+    # pair-parallel: every rank takes every batch (a "round" of one), as a single process does
+    slot, slots = (0, 1) if mode == "pairs" else (dist.rank, dist.world)
+    for round_batches in _rounds(stream, slots, skip=state.batches):
         sizes = [b.n_tokens for b in round_batches]
         start = state.tokens
         offsets = np.cumsum([0] + sizes)  # global start of each batch in this round
-        mine = dist.rank < len(round_batches)
+        mine = slot < len(round_batches)
         if mine:
-            index = state.batches + dist.rank
-            acts, doc, pos = encode_batch(subject, saes, exp, round_batches[dist.rank], index, floors)
+            index = state.batches + slot
+            acts, doc, pos = encode_batch(subject, saes, exp, round_batches[slot], index, floors)
             state.defer_finite_check(index, acts)
-            lo_g, hi_g = start + int(offsets[dist.rank]), start + int(offsets[dist.rank + 1])
-        cursor = start + (int(offsets[dist.rank]) if mine else 0)
+            lo_g, hi_g = start + int(offsets[slot]), start + int(offsets[slot + 1])
+        cursor = start + (int(offsets[slot]) if mine else 0)
         end = start + int(offsets[-1])
         boundary = (start // step + 1) * step
         while boundary <= end:
@@ -353,7 +427,7 @@ def run_pass(
     result = PassResult(out, state.tokens, seconds, counted / max(seconds, 1e-9),
                         precision=precision.describe(subject.device))
     if dist.rank == 0:
-        result.files = write_artefacts(state, exp, out, seconds=seconds, world=dist.world,
+        result.files = write_artefacts(state, exp, out, seconds=seconds, world=dist.world, plan=mode,
                                        activity=describe_activity(exp, maxima_from))
     dist.barrier()  # every rank keeps its checkpoint until the artefacts are written
     ckpt.unlink(missing_ok=True)
@@ -377,4 +451,5 @@ def _rounds(stream: Iterator[TokenBatch], world: int, skip: int) -> Iterator[lis
 def _save_checkpoint(path: Path, state: PassState, dist: Dist, exp: Experiment) -> None:
     with atomic_path(path, suffix=".pt") as tmp:
         torch.save({"state": state.state_dict(), "world": dist.world, "batch_size": exp.batch_size,
+                    "plan": "pairs" if state.own_pairs is not None else "data",
                     "experiment": exp.to_dict(), "precision": state.precision.describe(state.device)}, tmp)

@@ -38,10 +38,16 @@ def _dtype_name(dtype: torch.dtype) -> str:
 
 
 def memory_bill(exp: Experiment, n_features: int, n_model_params: int, world: int = 1,
-                precision: Precision | None = None, max_tokens: int | None = None) -> dict[str, int]:
-    """Bytes the pass needs on its device, by item (the host copy of flushed sums: :func:`host_bill`)."""
+                precision: Precision | None = None, max_tokens: int | None = None,
+                pairs_held: int | None = None) -> dict[str, int]:
+    """Bytes the pass needs on its device, by item (the host copy of flushed sums: :func:`host_bill`).
+
+    ``pairs_held``: pair-parallel, the adjacent pairs this device holds (None: all of them,
+    data-parallel, whose ranks also need buffers to sum the counts at every step).
+    """
     precision = precision or Precision()
-    s, f, p, k = len(exp.sites), n_features, len(exp.site_pairs), exp.top_k_examples
+    s, f, k = len(exp.sites), n_features, exp.top_k_examples
+    p = len(exp.site_pairs) if pairs_held is None else pairs_held
     d = exp.model_spec.d_model
     cb, sb = _nbytes(precision.counts), _nbytes(precision.sums)
     tokens = exp.batch_size * exp.context_length
@@ -51,7 +57,7 @@ def memory_bill(exp: Experiment, n_features: int, n_model_params: int, world: in
     edges = min(s * tri, int(0.05 * (max_tokens or 10**7) * s * links))
     counts, sums = _dtype_name(precision.counts), _dtype_name(precision.sums)
     bill = {
-        "model": n_model_params * 4,
+        "model": n_model_params * (2 if exp.dtype in ("bfloat16", "float16") else 4),
         "saes": s * (2 * d * f + f + d) * 4,
         # every site's residuals, one site's dense SAE pre-activations and codes, all sparse codes
         "batch (residuals, SAE codes)": tokens * (s * d * 4 + 3 * f * 4 + s * min(f, 256) * 12),
@@ -64,16 +70,17 @@ def memory_bill(exp: Experiment, n_features: int, n_model_params: int, world: in
         "top examples": s * f * k * 2 * (4 + 8 + 8),
         "step scratch (threshold comparisons)": f * f,
     }
-    if world > 1:
+    if world > 1 and pairs_held is None:
         bill["step synchronisation buffers"] = f * f * cb + s * f * 8
     return bill
 
 
-def host_bill(exp: Experiment, n_features: int, precision: Precision) -> int:
+def host_bill(exp: Experiment, n_features: int, precision: Precision, pairs_held: int | None = None) -> int:
     """Host bytes of the float64 copies of flushed float32 sums (0 for float64 sums)."""
     if precision.sums == torch.float64:
         return 0
-    s, f, p = len(exp.sites), n_features, len(exp.site_pairs)
+    s, f = len(exp.sites), n_features
+    p = len(exp.site_pairs) if pairs_held is None else pairs_held
     return (p * f * f + s * (f * (f - 1) // 2)) * 8
 
 
@@ -94,7 +101,8 @@ def _gib(n: int) -> str:
 
 def plan_precision(exp: Experiment, n_features: int, n_model_params: int, device: torch.device,
                    world: int = 1, max_tokens: int | None = None,
-                   available: int | None = None, host_available: int | None = None) -> tuple[Precision, dict[str, int]]:
+                   available: int | None = None, host_available: int | None = None,
+                   pairs_held: int | None = None) -> tuple[Precision, dict[str, int]]:
     """Choose the accumulator dtypes and check the memory bill; refuse with a way out.
 
     Counts are int32 when the stream is known to hold fewer than 2^31 tokens (exact).
@@ -114,7 +122,7 @@ def plan_precision(exp: Experiment, n_features: int, n_model_params: int, device
 
     def plan(sums: torch.dtype) -> tuple[Precision, dict[str, int]]:
         prec = Precision(counts, sums, exp.flush_tokens)
-        return prec, memory_bill(exp, n_features, n_model_params, world, prec, max_tokens)
+        return prec, memory_bill(exp, n_features, n_model_params, world, prec, max_tokens, pairs_held)
 
     if exp.sum_dtype == "auto":
         prec, bill = plan(torch.float64)
@@ -125,7 +133,7 @@ def plan_precision(exp: Experiment, n_features: int, n_model_params: int, device
         prec, bill = plan(getattr(torch, exp.sum_dtype))
     total = sum(bill.values())
     lines = ", ".join(f"{k} {_gib(v)}" for k, v in bill.items())
-    host = host_bill(exp, n_features, prec)
+    host = host_bill(exp, n_features, prec, pairs_held)
     log.info("memory bill on %s: %s (%s); available %s; host copy of the sums %s",
              device, _gib(total), lines, _gib(avail), _gib(host))
     if total > 0.9 * avail:
@@ -140,3 +148,90 @@ def plan_precision(exp: Experiment, n_features: int, n_model_params: int, device
             f"{_gib(host_avail)} free: use fewer sites or narrower SAEs, or a host with more memory"
         )
     return prec, bill
+
+
+PLANS = ("auto", "data", "pairs")
+
+
+def choose_plan(exp: Experiment, n_features: int, n_model_params: int, device: torch.device,
+                world: int = 1, max_tokens: int | None = None, plan: str = "auto",
+                available: int | None = None, host_available: int | None = None) -> tuple[str, Precision]:
+    """``("data" | "pairs", precision)``: how the ranks share the work, and the accumulator dtypes.
+
+    One process, or data-parallel (every rank holds every pair) when that fits each device;
+    otherwise, under torchrun, pair-parallel (each rank holds ``ceil(P / K)`` of the P
+    adjacent pairs and sees every token). Refuses, with the ways out, what fits neither.
+    """
+    if plan not in PLANS:
+        raise ConfigError(f"unknown plan {plan!r}: choose one of {PLANS}")
+    kw = dict(max_tokens=max_tokens, available=available, host_available=host_available)
+    if plan == "pairs" and world == 1:
+        raise ConfigError("the pair-parallel plan needs several processes: "
+                          "torchrun --nproc-per-node K -m helpers collect --plan pairs ...")
+    if plan != "pairs":
+        try:
+            precision, _ = plan_precision(exp, n_features, n_model_params, device, world, **kw)
+            return "data", precision
+        except ConfigError as exc:
+            if plan == "data" or world == 1 or len(exp.site_pairs) < 2:
+                if world == 1 and len(exp.site_pairs) > 1:
+                    raise ConfigError(f"{exc}; or hold the pairs on several devices: torchrun "
+                                      "--nproc-per-node K -m helpers collect (pair-parallel)") from None
+                raise
+            log.info("data-parallel does not fit each device (%s): pair-parallel instead", exc)
+    held = -(-len(exp.site_pairs) // world)
+    precision, _ = plan_precision(exp, n_features, n_model_params, device, world, pairs_held=held, **kw)
+    log.info("pair-parallel: each of the %d ranks holds at most %d of the %d adjacent pairs and sees "
+             "every token", world, held, len(exp.site_pairs))
+    return "pairs", precision
+
+
+@dataclass(frozen=True)
+class Machine:
+    """What a plan is made for: ``count`` devices of ``device_bytes`` each, ``host_bytes`` per node."""
+
+    name: str
+    count: int
+    device_bytes: int
+    host_bytes: int
+
+
+def plan_for(exp: Experiment, n_features: int, n_model_params: int, machine: Machine,
+             max_tokens: int | None = None) -> dict[str, object]:
+    """The plan and per-device bill on ``machine`` (arithmetic only: nothing is allocated).
+
+    Returns ``plan`` (one process / data-parallel / pair-parallel / N passes over the pairs on
+    one device / does not fit), the pairs each device holds, its bill, the host bill and the dtypes.
+    """
+    gpu = torch.device("cuda")
+    p = len(exp.site_pairs)
+    k = machine.count
+    # plan_precision shares the host among the GPUs it sees here: give it the per-rank share back
+    host = machine.host_bytes // k * max(1, min(k, torch.cuda.device_count() or 1))
+    kw = dict(max_tokens=max_tokens, available=machine.device_bytes, host_available=host)
+    attempts = [("one process" if k == 1 else "data-parallel", None)]
+    if k > 1:
+        attempts.append(("pair-parallel", -(-p // k)))
+    else:  # one device: the pairs in several passes over the tokens, as many as fit at once
+        attempts += [(f"{n} passes over the pairs", -(-p // n)) for n in range(2, p + 1)]
+    seen: set = set()
+    held = None
+    for name, held in attempts:
+        if held in seen:
+            continue
+        seen.add(held)
+        try:
+            prec, bill = plan_precision(exp, n_features, n_model_params, gpu, k, pairs_held=held, **kw)
+        except ConfigError:
+            continue
+        return {"machine": machine.name, "plan": name, "pairs_per_device": held or p, "pairs": p,
+                "device_bytes": sum(bill.values()), "bill": bill,
+                "host_bytes": host_bill(exp, n_features, prec, held), "precision": prec.describe("GPU")}
+    # nothing fits: the bill of the most spread plan, float32 sums, says what is too big
+    from .accumulators import count_dtype_for
+
+    prec = Precision(count_dtype_for(max_tokens), torch.float32, exp.flush_tokens)
+    bill = memory_bill(exp, n_features, n_model_params, k, prec, max_tokens, held)
+    return {"machine": machine.name, "plan": "does not fit", "pairs_per_device": held or p, "pairs": p,
+            "device_bytes": sum(bill.values()), "bill": bill, "host_bytes": host_bill(exp, n_features, prec, held),
+            "precision": prec.describe("GPU")}

@@ -4,18 +4,23 @@ Site names are those of :meth:`helpers.experiment.ModelSpec.site_names`:
 
 - BERT (MiniLM): ``hidden.0`` is the embedding output, ``hidden.i`` the output
   of encoder layer ``i-1``; they equal ``output_hidden_states`` of transformers.
-- GPT-2: ``blocks.{L}.hook_resid_pre`` is the residual stream entering block
-  ``L``, made equal to TransformerLens' ``hook_resid_pre`` with processed
-  weights (``fold_ln`` and ``center_writing_weights``), which is what the
-  ``gpt2-small-res-jb`` SAEs were trained on: the Hugging Face residual stream
-  minus its mean over ``d_model`` for each token (proved in
-  ``tests/test_capture.py`` against TransformerLens).
+- causal LMs (every family of :data:`helpers.experiment.FAMILIES`):
+  ``blocks.{L}.hook_resid_pre`` is the input of block ``L`` and
+  ``blocks.{L}.hook_resid_post`` its output, read from the Hugging Face model,
+  which equal TransformerLens' hooks of the same names for a model loaded
+  without weight processing (what sae_lens trains and evaluates on). When the
+  experiment asks for ``center_writing_weights`` (``Subject.centered``, as
+  ``gpt2-small-res-jb`` does), the residual stream is centred per token: the
+  Hugging Face residual stream minus its mean over ``d_model`` equals
+  TransformerLens' with processed weights (proved in
+  ``tests/subject/test_capture.py`` and ``tests/subject/test_families.py``).
 
 The trace stops right after the last site asked for: later layers never run.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Sequence
 
 import torch
@@ -23,23 +28,59 @@ import torch
 from ..errors import ConfigError
 from .models import Subject
 
+_SITE = re.compile(r"^blocks\.(\d+)\.hook_resid_(pre|post)$")
 
-def _site_value(envoy, family: str, site: str):
-    """The nnsight proxy of a site's activation."""
-    if family == "bert":
+
+def parse_site(site: str) -> tuple[int, str]:
+    """``blocks.{L}.hook_resid_{pre,post}`` -> ``(L, "pre"|"post")``."""
+    match = _SITE.match(site)
+    if match is None:
+        raise ConfigError(
+            f"site {site!r} is not a residual-stream site: use blocks.{{L}}.hook_resid_pre or "
+            "blocks.{L}.hook_resid_post"
+        )
+    return int(match.group(1)), match.group(2)
+
+
+def block_path(hf_model, spec) -> str:
+    """The attribute path of the list of blocks in ``hf_model`` (e.g. ``model.layers``)."""
+    for path in spec.family_spec.blocks:
+        node = hf_model
+        for part in path.split("."):
+            node = getattr(node, part, None)
+            if node is None:
+                break
+        if isinstance(node, torch.nn.ModuleList):
+            return path
+    raise ConfigError(
+        f"cannot find the blocks of model {spec.name!r} ({type(hf_model).__name__}) at any of "
+        f"{list(spec.family_spec.blocks)}: fix the family {spec.family!r} in helpers.experiment.FAMILIES"
+    )
+
+
+def blocks(subject: Subject, envoy=None):
+    """The nnsight envoy of the subject's list of blocks."""
+    node = subject.model if envoy is None else envoy
+    for part in block_path(subject.hf_model, subject.spec).split("."):
+        node = getattr(node, part)
+    return node
+
+
+def _site_value(subject: Subject, site: str):
+    """The nnsight proxy of a site's activation (raw: before any centring)."""
+    envoy = subject.model
+    if subject.spec.family == "bert":
         index = int(site.split(".")[1])
         if index == 0:
             return envoy.embeddings.output
         return envoy.encoder.layer[index - 1].output
-    if family == "gpt2":
-        layer = int(site.split(".")[1])
-        body = envoy.transformer if hasattr(envoy, "transformer") else envoy
-        return body.h[layer].input
-    raise ConfigError(f"unknown model family {family!r}")
+    layer, kind = parse_site(site)
+    block = blocks(subject)[layer]
+    return block.input if kind == "pre" else block.output
 
 
-def _postprocess(family: str, value: torch.Tensor) -> torch.Tensor:
-    if family == "gpt2":
+def _postprocess(centered: bool, value: torch.Tensor) -> torch.Tensor:
+    if centered:
         # center_writing_weights: TransformerLens' residual stream has zero mean over d_model
         return value - value.mean(dim=-1, keepdim=True)
     return value
@@ -76,13 +117,12 @@ def capture_residuals(
         raise ConfigError("no sites asked for")
     # nnsight requires modules to be read in forward order
     ordered = [s for s in available if s in sites]
-    family = subject.spec.family
     model = subject.model
     with torch.no_grad():
         with model.trace(**trace_inputs(subject, input_ids, attention_mask)) as tracer:
-            saved = nnsight.save([_site_value(model, family, s) for s in ordered])
+            saved = nnsight.save([_site_value(subject, s) for s in ordered])
             tracer.stop()
-    by_site = {s: _postprocess(family, v) for s, v in zip(ordered, saved)}
+    by_site = {s: _postprocess(subject.centered, v) for s, v in zip(ordered, saved)}
     return {s: by_site[s] for s in sites}
 
 

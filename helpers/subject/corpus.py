@@ -147,13 +147,17 @@ class SpecialTokens:
     pad_id: int
 
     @classmethod
-    def for_tokenizer(cls, tokenizer, family: str) -> "SpecialTokens":
+    def for_tokenizer(cls, tokenizer, family: str, prepend_bos: bool = True) -> "SpecialTokens":
+        """Encoders: ``[CLS] ... [SEP]``; causal LMs: ``BOS ...`` (when ``prepend_bos`` and the
+        tokenizer has one, as TransformerLens does), padded with the pad, EOS or 0 token."""
+        from ..experiment import FAMILIES
+
         if family == "bert":
             return cls((tokenizer.cls_token_id,), (tokenizer.sep_token_id,), tokenizer.pad_token_id)
-        if family == "gpt2":
+        if family in FAMILIES:
             bos = tokenizer.bos_token_id
-            pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-            return cls((bos,), (), pad)
+            pad = next((t for t in (tokenizer.pad_token_id, tokenizer.eos_token_id) if t is not None), 0)
+            return cls((bos,) if prepend_bos and bos is not None else (), (), pad)
         raise ConfigError(f"unknown model family {family!r}")
 
 

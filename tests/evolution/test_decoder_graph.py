@@ -20,9 +20,17 @@ def test_top_cosine_matches_equal_dense_brute_force():
     assert torch.allclose(decoder_directions(a).norm(dim=1), torch.ones(40))
 
 
-def test_neuronpedia_links_only_for_gpt2():
-    assert neuronpedia_url("gpt2-res-jb", "blocks.7.hook_resid_pre", 75).endswith("/gpt2-small/7-res-jb/75")
-    assert neuronpedia_url("offline", "hidden.1", 3) is None
+def test_neuronpedia_links_from_the_registry():
+    from helpers.subject.releases import experiment_from_release
+
+    assert neuronpedia_url("gpt2-res-jb", "blocks.7.hook_resid_pre", 75) == "https://www.neuronpedia.org/gpt2-small/7-res-jb/75"
+    assert neuronpedia_url("offline", "hidden.1", 3) is None  # trained here: no page
+    gemma = experiment_from_release("gemma-scope-2b-pt-res-canonical", width=16384, layers=(4, 5))
+    assert neuronpedia_url(gemma, "blocks.5.hook_resid_post", 9) == "https://www.neuronpedia.org/gemma-2-2b/5-gemmascope-res-16k/9"
+    llama = experiment_from_release("llama_scope_lxr_8x", layers=(0, 1))
+    assert neuronpedia_url(llama, "blocks.1.hook_resid_post", 2) == "https://www.neuronpedia.org/llama3.1-8b/1-llamascope-res-32k/2"
+    # a release without Neuronpedia ids gives no link
+    assert neuronpedia_url(experiment_from_release("gemma-2-2b-res-matryoshka-dc", layers=(0, 1)), "blocks.0.hook_resid_post", 1) is None
 
 
 def _graph_npz():

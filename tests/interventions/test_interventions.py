@@ -40,8 +40,8 @@ def test_ablation_keeps_the_error_term_and_every_other_feature(tiny_gpt2, saes, 
     from helpers.interventions.edits import _editable, feature_delta
 
     with torch.no_grad(), model.trace(input_ids=ids, attention_mask=am):
-        x = _editable(model, "gpt2", site)
-        x[:] += feature_delta(saes[site], x, "gpt2", torch.tensor([feature]), ["ablate"], torch.tensor([0.0]))
+        x = _editable(tiny_gpt2, site)
+        x[:] += feature_delta(saes[site], x, tiny_gpt2.centered, torch.tensor([feature]), ["ablate"], torch.tensor([0.0]))
         edited = nnsight.save(model.transformer.h[1].input)
     edited = edited - edited.mean(-1, keepdim=True)
     # exactly the feature's contribution is removed: every other feature's part and the error stay

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from helpers.subject.capture import capture_residuals, flatten_tokens
+from helpers.subject.capture import capture_residuals, flatten_tokens, parse_site
 from helpers.errors import ConfigError
 
 
@@ -16,10 +16,17 @@ def test_gpt2_sites_equal_centred_hidden_states(tiny_gpt2, wiki_docs):
     with torch.no_grad():
         hidden = tiny_gpt2.hf_model(ids, attention_mask=mask, output_hidden_states=True).hidden_states
     assert list(acts) == list(tiny_gpt2.spec.site_names())
-    for layer, site in enumerate(tiny_gpt2.spec.site_names()):
-        expected = hidden[layer] - hidden[layer].mean(-1, keepdim=True)
+    n = tiny_gpt2.spec.n_layers
+    for site in tiny_gpt2.spec.site_names():
+        layer, kind = parse_site(site)
+        index = layer if kind == "pre" else layer + 1
+        if index == n:  # hidden_states[-1] is after the final LayerNorm
+            continue
+        expected = hidden[index] - hidden[index].mean(-1, keepdim=True)
         torch.testing.assert_close(acts[site], expected, rtol=0, atol=1e-5)
         assert acts[site].mean(-1).abs().max() < 1e-5
+    # the output of block L is the input of block L+1
+    torch.testing.assert_close(acts["blocks.0.hook_resid_post"], acts["blocks.1.hook_resid_pre"], rtol=0, atol=0)
 
 
 def test_trace_stops_after_last_site(tiny_gpt2):
@@ -91,9 +98,8 @@ def test_gpt2_matches_transformerlens_hook_resid_pre_full_size():
     ids = torch.randint(0, 50257, (2, 16), generator=torch.Generator().manual_seed(1))
     ours = capture_residuals(subject, ids)
     with torch.no_grad():
-        _, cache = tl.run_with_cache(ids, names_filter=lambda n: n.endswith("hook_resid_pre"))
-    for layer in range(12):
-        site = f"blocks.{layer}.hook_resid_pre"
+        _, cache = tl.run_with_cache(ids, names_filter=lambda n: "hook_resid_p" in n)
+    for site in subject.spec.site_names():  # hook_resid_pre and hook_resid_post of every block
         torch.testing.assert_close(ours[site], cache[site], rtol=0, atol=1e-4)
     # without centring they would differ: the test can fail
     with torch.no_grad():

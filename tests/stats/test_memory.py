@@ -1,0 +1,53 @@
+"""The memory plan: one process, data-parallel, pair-parallel or several passes (arithmetic only)."""
+
+import pytest
+import torch
+
+from helpers.errors import ConfigError
+from helpers.stats import Machine, choose_plan, memory_bill, plan_for
+from helpers.subject.releases import experiment_from_release
+
+GIB = 2**30
+GEMMA_2B = 2_614_341_888
+
+
+@pytest.fixture(scope="module")
+def gemma16k():
+    return experiment_from_release("gemma-scope-2b-pt-res-canonical", width=16384, token_budget=17_500_000,
+                                   context_length=1024, batch_size=8, dtype="bfloat16")
+
+
+def test_pairs_held_scale_the_pair_bill(gemma16k):
+    full = memory_bill(gemma16k, 16384, GEMMA_2B, world=1)
+    half = memory_bill(gemma16k, 16384, GEMMA_2B, world=2, pairs_held=13)
+    key = next(k for k in full if k.startswith("pair statistics"))
+    assert full[key] == 25 * 16384**2 * (8 + 8) and half[key] == 13 * 16384**2 * (8 + 8)  # int64 + float64
+    assert "step synchronisation buffers" not in half  # pair-parallel ranks sum no counts per step
+    assert "step synchronisation buffers" in memory_bill(gemma16k, 16384, GEMMA_2B, world=2)
+    assert full["model"] == GEMMA_2B * 2  # bfloat16
+
+
+def test_choose_plan_prefers_data_parallel_then_pairs(gemma16k):
+    gpu = torch.device("cuda")
+    kw = dict(max_tokens=17_500_000, host_available=2000 * GIB)
+    assert choose_plan(gemma16k, 16384, GEMMA_2B, gpu, 2, available=400 * GIB, **kw)[0] == "data"
+    mode, prec = choose_plan(gemma16k, 16384, GEMMA_2B, gpu, 8, available=79 * GIB, **kw)
+    assert mode == "pairs" and prec.counts == torch.int32
+    with pytest.raises(ConfigError, match="data-parallel|free"):
+        choose_plan(gemma16k, 16384, GEMMA_2B, gpu, 8, plan="data", available=79 * GIB, **kw)
+    with pytest.raises(ConfigError, match="hold the pairs on several devices"):
+        choose_plan(gemma16k, 16384, GEMMA_2B, gpu, 1, available=79 * GIB, **kw)
+    with pytest.raises(ConfigError, match="needs several processes"):
+        choose_plan(gemma16k, 16384, GEMMA_2B, gpu, 1, plan="pairs", **kw)
+
+
+def test_plans_for_machines(gemma16k):
+    h100, h200 = Machine("1 x H100", 1, 79 * GIB, 120 * GIB), Machine("1 x H200", 1, 139 * GIB, 120 * GIB)
+    eight = Machine("8 x H100", 8, 79 * GIB, 1800 * GIB)
+    assert plan_for(gemma16k, 16384, GEMMA_2B, h200, 17_500_000)["plan"] == "one process"
+    one = plan_for(gemma16k, 16384, GEMMA_2B, h100, 17_500_000)
+    assert one["plan"].endswith("passes over the pairs") and one["device_bytes"] <= 0.9 * 79 * GIB
+    par = plan_for(gemma16k, 16384, GEMMA_2B, eight, 17_500_000)
+    assert par["plan"] == "pair-parallel" and par["pairs_per_device"] == 4
+    wide = experiment_from_release("gemma-scope-2b-pt-res-canonical", width=65536, token_budget=17_500_000)
+    assert plan_for(wide, 65536, GEMMA_2B, eight, 17_500_000)["plan"] == "does not fit"
