@@ -7,6 +7,8 @@ checkpoints, torchrun), :mod:`.memory` (the bill and the accumulator dtypes),
 """
 
 from .accumulators import (
+    HIST_EDGES,
+    ActivationHistogram,
     CoactivationGraph,
     FeatureStats,
     PairStats,
@@ -32,7 +34,7 @@ from .distributed import Dist
 from .memory import Precision, available_memory, host_bill, memory_bill, plan_precision
 
 __all__ = [
-    "ARTEFACT_FILES", "CoactivationGraph", "Dist", "FeatureStats", "METADATA", "PairStats", "PassResult",
+    "ARTEFACT_FILES", "ActivationHistogram", "HIST_EDGES", "CoactivationGraph", "Dist", "FeatureStats", "METADATA", "PairStats", "PassResult",
     "PassState", "Precision", "STAT_FIELDS", "SparseActs", "StreamedSums", "TopExamples", "available_memory",
     "count_dtype_for", "encode_batch", "host_bill", "jaccard", "load_artefact", "load_metadata",
     "memory_bill", "pearson", "plan_precision", "run_pass", "sparsify", "statistics_ready", "write_artefacts",

@@ -252,6 +252,45 @@ class FeatureStats(Accumulator):
         }
 
 
+#: log-binned histogram edges: 8 bins per decade from 1e-4 to 1e4 (float32, as the activations)
+HIST_EDGES = torch.logspace(-4, 4, 65, dtype=torch.float64).float()
+
+
+class ActivationHistogram(Accumulator):
+    """Per site and feature: an exact histogram of its non-zero activations on log bins.
+
+    ``counts[s, f, b]`` (int64) counts the tokens where feature ``f`` fired with an activation
+    in bin ``b``: bin 0 holds ``(0, edges[0])``, bin ``j`` holds ``[edges[j-1], edges[j])``,
+    the last bin ``[edges[-1], inf)``. Bins are found by ``torch.bucketize(..., right=True)``
+    on float32 values and edges, i.e. ``numpy.searchsorted(edges, v, side="right")``.
+    Padding slots (value 0) add 0: no boolean mask, no wait for the device.
+    """
+
+    _state = ("counts",)
+
+    def __init__(self, sites: Sequence[str], n_features: int, device="cpu", edges: torch.Tensor | None = None):
+        self.sites, self.n_features = tuple(sites), n_features
+        self.edges = (HIST_EDGES if edges is None else edges).float().to(device)
+        self.n_bins = self.edges.numel() + 1
+        self.counts = torch.zeros(len(self.sites), n_features, self.n_bins, dtype=COUNT_DTYPE, device=device)
+
+    @torch.no_grad()
+    def update(self, batch: SparseBatch) -> None:
+        for i, site in enumerate(self.sites):
+            s = batch[site]
+            val = s.values.reshape(-1).float()
+            bins = torch.bucketize(val, self.edges, right=True)
+            flat = s.indices.reshape(-1) * self.n_bins + bins
+            self.counts[i].view(-1).index_add_(0, flat, (val > 0).to(COUNT_DTYPE))
+
+    def merge(self, other: "ActivationHistogram") -> "ActivationHistogram":
+        self.counts += other.counts
+        return self
+
+    def result(self) -> dict[str, object]:
+        return {"counts": self.counts.cpu().numpy(), "edges": self.edges.cpu().numpy()}
+
+
 def _split_for(sums: "StreamedSums", batch: SparseBatch, n: int):
     """Slices of ``batch`` of at most ``flush_tokens`` tokens (the batch itself when it fits)."""
     if not sums.flushed or n <= sums.flush_tokens:

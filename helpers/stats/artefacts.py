@@ -29,6 +29,7 @@ STAT_FIELDS = (
 ARTEFACT_FILES = (
     "max_activations.npz", "dead_features.npz", "pair_coactivation.npz", "correlation.npz",
     "cooccurrence.npz", "top_examples.npz", "coactivation_graph.npz",
+    "histograms.npz",
 )
 METADATA = "metadata.json"
 
@@ -96,6 +97,8 @@ def write_artefacts(state: PassState, exp: Experiment, out: Path, seconds: float
     graph = state.graph.result(feats["sum_sq"])
     atomic_save_npz(out / "coactivation_graph.npz", sites=sites, frequency=feats["fired"] / n,
                     fired=feats["fired"], **graph)
+    hist = state.histograms.result()
+    atomic_save_npz(out / "histograms.npz", sites=sites, edges=hist["edges"], counts=_compact_counts(hist["counts"]))
     sizes = {name: (out / name).stat().st_size for name in ARTEFACT_FILES}
     exp.save(out)
     atomic_write_json(out / METADATA, {
@@ -128,6 +131,11 @@ def load_artefact(exp: Experiment, name: str, out: str | Path | None = None) -> 
             f"rerun `python -m helpers collect --experiment {exp.name}`"
         )
     file = out / (name if name.endswith(".npz") else f"{name}.npz")
+    if not file.is_file():
+        raise MissingArtefactError(
+            f"{file} is missing (written by an older statistics pass?): rebuild the statistics with "
+            f"`python -m helpers collect --experiment {exp.name}`"
+        )
     with np.load(file, allow_pickle=False) as data:
         return {k: data[k] for k in data.files}
 
@@ -139,8 +147,10 @@ def load_metadata(exp: Experiment, out: str | Path | None = None) -> dict[str, A
 
 
 def statistics_ready(exp: Experiment, out: str | Path | None = None) -> bool:
+    """True when ``out`` holds every artefact of this experiment (an older pass may lack some)."""
     try:
         load_metadata(exp, out)
     except (MissingArtefactError, ArtefactMismatchError, FileNotFoundError):
         return False
-    return True
+    out = Path(out) if out is not None else stats_dir(exp.name)
+    return all((out / name).is_file() for name in ARTEFACT_FILES)

@@ -45,7 +45,8 @@ from ..experiment import Experiment
 from ..io import atomic_path, stats_dir
 from ..subject.capture import capture_residuals
 from ..subject.corpus import TokenBatch, iter_token_batches, load_corpus
-from .accumulators import CoactivationGraph, FeatureStats, NonFiniteError, PairStats, SparseActs, TopExamples
+from .accumulators import (ActivationHistogram, CoactivationGraph, FeatureStats, NonFiniteError, PairStats,
+                           SparseActs, TopExamples)
 from .artefacts import METADATA, STAT_FIELDS, write_artefacts
 from .distributed import Dist
 from .memory import Precision, plan_precision
@@ -65,6 +66,7 @@ class PassState:
         self.precision = precision = precision or Precision()
         big = 1 << 20 if device.type == "cuda" else 1 << 17  # pair increments per scatter call
         self.features = FeatureStats(exp.sites, n_features, device)
+        self.histograms = ActivationHistogram(exp.sites, n_features, device)
         self.pairs = [PairStats(a, b, n_features, device, chunk_pairs=big, count_dtype=precision.counts,
                                 sum_dtype=precision.sums, flush_tokens=precision.flush_tokens)
                       for a, b in exp.site_pairs]
@@ -94,6 +96,7 @@ class PassState:
 
     def update(self, acts: dict[str, SparseActs], doc: torch.Tensor, pos: torch.Tensor) -> None:
         self.features.update(acts)
+        self.histograms.update(acts)
         for p in self.pairs:
             p.update(acts)
         self.top.update(acts, doc, pos)
@@ -119,7 +122,7 @@ class PassState:
         self.steps.append(tokens)
 
     def accumulators(self):
-        return {"features": self.features, "top": self.top, "graph": self.graph,
+        return {"features": self.features, "histograms": self.histograms, "top": self.top, "graph": self.graph,
                 **{f"pair{i}": p for i, p in enumerate(self.pairs)}}
 
     def state_dict(self) -> dict[str, Any]:
@@ -144,6 +147,7 @@ class PassState:
         for t in (f.fired, f.sum, f.sum_sq, f.n_tokens):
             dist.all_reduce(t)
         dist.all_reduce(f.max, op="max")
+        dist.all_reduce(self.histograms.counts)
         for p in self.pairs:
             dist.all_reduce(p.count)
         for sums in [p.sum_xy for p in self.pairs] + [self.graph.sum_xy]:

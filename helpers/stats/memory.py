@@ -9,7 +9,7 @@ import torch
 
 from ..errors import ConfigError
 from ..experiment import Experiment
-from .accumulators import COMPACT_EVERY, FLUSH_TOKENS
+from .accumulators import COMPACT_EVERY, FLUSH_TOKENS, HIST_EDGES
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,7 @@ def memory_bill(exp: Experiment, n_features: int, n_model_params: int, world: in
         # every site's residuals, one site's dense SAE pre-activations and codes, all sparse codes
         "batch (residuals, SAE codes)": tokens * (s * d * 4 + 3 * f * 4 + s * min(f, 256) * 12),
         "feature statistics": s * f * (8 + 4 + 8 + 8),
+        "activation histograms (int64, log bins)": s * f * (HIST_EDGES.numel() + 1) * 8,
         f"pair statistics ({counts} counts + {sums} sums)": p * f * f * (cb + sb),
         f"co-activation graph ({sums} sums, upper triangle)": s * tri * sb,
         # edges: key + count; the link buffer: a key each, and a count each while it is merged

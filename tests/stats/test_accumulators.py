@@ -295,3 +295,40 @@ def test_coactivation_graph_chunked_merged_resumed_equal_whole(kw):
             np.testing.assert_array_equal(got[key], want[key])
         np.testing.assert_allclose(got["edge_weight"], want["edge_weight"], rtol=1e-6)
     assert want["edge_count"].sum() > 0
+
+
+def brute_histogram(x: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """``[F, n_bins]`` counts of the non-zero entries of ``x`` ``[n, F]`` on the log bins."""
+    n_bins = len(edges) + 1
+    out = np.zeros((x.shape[1], n_bins), dtype=np.int64)
+    for f in range(x.shape[1]):
+        v = x[:, f][x[:, f] > 0].astype(np.float32)
+        np.add.at(out[f], np.searchsorted(edges, v, side="right"), 1)
+    return out
+
+
+def test_histogram_equals_brute_force_chunked_and_merged():
+    from helpers.stats.accumulators import HIST_EDGES, ActivationHistogram
+
+    dense = random_batch(300)
+    # activations over many decades, some exactly on a bin edge
+    for i, s in enumerate(SITES):
+        scale = torch.logspace(-5, 5, dense[s].numel()).reshape(dense[s].shape)
+        dense[s] = dense[s] * scale[torch.randperm(scale.shape[0], generator=torch.Generator().manual_seed(i))]
+    dense["s0"][0, :4] = HIST_EDGES[[0, 10, 40, 64]]
+    whole = feed(ActivationHistogram(SITES, F), [dense]).result()
+    chunked = feed(ActivationHistogram(SITES, F), split(dense, [1, 150, 149])).result()
+    a = feed(ActivationHistogram(SITES, F), split(dense, [100, 200])[:1])
+    b = feed(ActivationHistogram(SITES, F), split(dense, [100, 200])[1:])
+    merged = a.merge(b).result()
+    restored = ActivationHistogram(SITES, F)
+    restored.load_state_dict(a.state_dict())
+    for i, s in enumerate(SITES):
+        expected = brute_histogram(dense[s].numpy(), whole["edges"])
+        np.testing.assert_array_equal(whole["counts"][i], expected)
+        np.testing.assert_array_equal(chunked["counts"][i], expected)
+        np.testing.assert_array_equal(merged["counts"][i], expected)
+        assert whole["counts"][i].sum() == int((dense[s] > 0).sum())
+    np.testing.assert_array_equal(restored.result()["counts"], a.result()["counts"])
+    # a value on an edge goes to the bin that starts there
+    assert whole["counts"][0, 0, 1] >= 1 and whole["counts"][0, 3, 65] >= 1

@@ -92,6 +92,14 @@ def brute_force_check(exp, out, X, doc, pos, rtol_sums=1e-9):
             assert top["hi_doc"][si, f, : len(hi)].tolist() == doc[hi].tolist()
             assert top["hi_pos"][si, f, : len(hi)].tolist() == pos[hi].tolist()
             assert top["lo_doc"][si, f, : len(lo)].tolist() == doc[lo].tolist()
+    # 6b. histograms of the non-zero activations on log bins
+    hist = load_artefact(exp, "histograms", out)
+    for si, s in enumerate(sites):
+        x = X[s].astype(np.float32)
+        expected = np.zeros((x.shape[1], len(hist["edges"]) + 1), dtype=np.int64)
+        fi, ti = np.nonzero(x.T > 0)
+        np.add.at(expected, (fi, np.searchsorted(hist["edges"], x.T[fi, ti], side="right")), 1)
+        np.testing.assert_array_equal(hist["counts"][si].astype(np.int64), expected)
     # 7. co-activation graph: top-k links per token, cosine weights over all tokens
     g = load_artefact(exp, "coactivation_graph", out)
     for si, s in enumerate(sites):
@@ -180,6 +188,18 @@ def test_artefacts_refuse_another_experiment(minilm, tmp_path):
     assert (tmp_path / "dead_features.npz").read_bytes() == before
     with pytest.raises(MissingArtefactError, match="helpers collect --experiment smoke"):
         load_artefact(exp, "dead_features", tmp_path / "nothing")
+
+
+def test_missing_histograms_name_the_command_that_rebuilds_them(minilm, tmp_path):
+    from helpers.stats import statistics_ready
+
+    exp = PRESETS["smoke"].replace(token_budget=300, step_tokens=100, device="cpu")
+    run_pass(exp, out=tmp_path, progress=False, subject=minilm, saes=random_topk_saes(exp.sites))
+    assert statistics_ready(exp, tmp_path)
+    (tmp_path / "histograms.npz").unlink()  # as an older pass left it
+    assert not statistics_ready(exp, tmp_path)  # so `prepare` collects again
+    with pytest.raises(MissingArtefactError, match=r"histograms.npz is missing .*helpers collect --experiment smoke"):
+        load_artefact(exp, "histograms", tmp_path)
 
 
 def test_nan_activations_name_site_and_batch(minilm, tmp_path):
