@@ -1,4 +1,4 @@
-"""Command line: ``python -m helpers {info,train-saes,collect,prepare} --experiment PRESET``.
+"""Command line: ``python -m helpers {info,train-saes,collect,prepare,explorer} --experiment PRESET``.
 
 Errors the helpers raise on purpose are printed as one line (``error: ...``)
 with exit status 2, not as a traceback.
@@ -66,6 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
     col.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
     col.add_argument("--checkpoint-tokens", type=int, default=None, help="checkpoint every N tokens")
     col.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    exp_p = sub.add_parser("explorer", help="write the static feature explorer (every feature's page) for the book")
+    _experiment_arg(exp_p)
+    exp_p.add_argument("--out", default=None, help="output folder (default: book/_explorer, copied into the book)")
+    exp_p.add_argument("--force", action="store_true", help="rebuild even if the statistics are unchanged")
+    exp_p.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
 
@@ -93,7 +99,7 @@ def parse_overrides(items: Sequence[str]) -> dict:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # long-running commands say what they do (memory bill, SAE quality) unless --quiet
-    chatty = args.verbose or (args.command in ("collect", "prepare", "train-saes") and not args.quiet)
+    chatty = args.verbose or (args.command in ("collect", "prepare", "train-saes", "explorer") and not args.quiet)
     logging.basicConfig(level=logging.INFO if chatty else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("httpx", "urllib3", "filelock", "torch", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -130,6 +136,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 from .report import format_pass
 
                 print(format_pass(res))
+        elif args.command == "explorer":
+            from .explore import build_explorer
+
+            print(build_explorer(exp, out=args.out, force=args.force, progress=not args.quiet).describe())
     except SaeEvolutionError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
