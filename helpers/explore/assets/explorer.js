@@ -73,6 +73,7 @@ var EXPLORER = (function () {
     api.lastRenderMs = performance.now() - t0; api.renders++;
     document.body.setAttribute("data-render-ms", api.lastRenderMs.toFixed(1));
     document.body.setAttribute("data-renders", api.renders);
+    document.body.setAttribute("data-since-navigation-ms", performance.now().toFixed(1));
   }
 
   function navSites(current) {
