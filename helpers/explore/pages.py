@@ -98,11 +98,18 @@ def partner_tables(exp: Experiment, k: int = 5, out: str | Path | None = None) -
         from ..evolution import load_partners  # type: ignore[attr-defined]
     except ImportError:
         load_partners = None
-    if load_partners is not None:
+    if load_partners is not None and out is None:
         try:
-            return dict(load_partners(exp))
+            res = dict(load_partners(exp))
         except (MissingArtefactError, FileNotFoundError):
-            pass
+            res = None
+        if res is not None:
+            # keep the pages small: k per measure with 2 measures, 3 with more
+            keep = k if len(res["measures"]) <= 2 else min(k, 3)
+            for d in ("down", "up"):
+                for n in ("index", "values", "count"):
+                    res[f"{d}_{n}"] = np.asarray(res[f"{d}_{n}"])[:, :, :, :keep]
+            return res
     return table_partners(exp, k, out)
 
 

@@ -73,6 +73,9 @@ def encode_ids(ids: np.ndarray) -> str:
 
 def _stamp(exp: Experiment, out_stats: Path) -> str:
     meta = (out_stats / "metadata.json").read_bytes()
+    partners = out_stats / "partners.npz"  # written after the pass by the partner tables, when they exist
+    if partners.is_file():
+        meta += f"{partners.stat().st_size}:{partners.stat().st_mtime_ns}".encode()
     code = b"".join(p.read_bytes() for p in sorted(Path(__file__).parent.glob("*.py")))
     code += b"".join(p.read_bytes() for p in sorted(ASSETS.iterdir()))
     return hashlib.sha256(meta + code + exp.to_json().encode()).hexdigest()[:16]
@@ -93,12 +96,13 @@ def _round(a: np.ndarray, digits: int = 4) -> list:
 
 
 def build_data(exp: Experiment, subject=None, saes=None, out_stats: str | Path | None = None,
-               k_partners: int = 5, recolour: int = 2, context: int = ctx.CONTEXT, heldout_every: int = 5,
-               progress: bool = False) -> dict:
+               k_partners: int = 5, recolour: int = 2, recolour_examples: int = 10, context: int = ctx.CONTEXT,
+               heldout_every: int = 5, progress: bool = False) -> dict:
     """Everything the pages show, for all features (see :mod:`.pages` and :mod:`.contexts`).
 
     ``recolour``: partners per direction (the strongest by the first measure) whose activations
-    are stored on the contexts of the highest examples, for "recolour by partner".
+    are stored on the contexts of the ``recolour_examples`` highest examples, for "recolour by
+    partner" (10 of 20 keep the offline preset's data under 60 MB).
     """
     from ..stats import load_artefact
     from ..subject.corpus import load_corpus
@@ -126,7 +130,8 @@ def build_data(exp: Experiment, subject=None, saes=None, out_stats: str | Path |
         if s < len(exp.site_pairs):
             sel[s, :, recolour:] = partners["down_index"][s, 0][:, :recolour]
     pf = sel[ex.site, ex.feature]
-    pf[ex.kind != 0] = -1  # recolour the highest examples only (keeps the data small)
+    recoloured = (ex.kind == 0) & (ex.rank < recolour_examples)
+    pf[~recoloured] = -1  # the highest examples only (keeps the data small)
     t_prep = time.perf_counter() - t0
     t1 = time.perf_counter()
     ex = ctx.example_contexts(exp, subject, saes, ex, pf, offsets, labels, context, heldout_every, docs, progress)
@@ -140,7 +145,7 @@ def build_data(exp: Experiment, subject=None, saes=None, out_stats: str | Path |
     return {"summary": summ, "partners": partners, "examples": ex, "labels": labels, "precision": precision,
             "recall": recall, "decoder": (dec_idx, dec_cos), "graph": (g_idx, g_cnt), "effect": effect,
             "docs": docs, "doc_tokens": layout[0], "subject": subject, "recolour": recolour,
-            "recolour_partners": sel, "seconds_rerun": t_rerun, "seconds_build": t_build, "context": context, "heldout_every": heldout_every}
+            "recolour_partners": sel, "recolour_examples": recolour_examples, "seconds_rerun": t_rerun, "seconds_build": t_build, "context": context, "heldout_every": heldout_every}
 
 
 def site_payload(exp: Experiment, data: dict, s: int) -> dict:
@@ -162,7 +167,7 @@ def site_payload(exp: Experiment, data: dict, s: int) -> dict:
     scale = summ["max"][s][ex.feature[mine]][:, None]
     colours = pages.level_string(pages.levels(ex.acts[mine], scale)[ok])
     # partner colours: highest examples only, each partner slot over the same contexts
-    hi = ex.kind[mine] == 0
+    hi = (ex.kind[mine] == 0) & (ex.rank[mine] < data["recolour_examples"])
     sites_of = np.array([s + o for o in ex.partner_offset])
     pscale = np.zeros(ex.partner_feature[mine].shape, np.float32)
     for r, other in enumerate(sites_of):
@@ -183,7 +188,8 @@ def site_payload(exp: Experiment, data: dict, s: int) -> dict:
             "pos": ex.pos[mine].tolist(), "value": _round(ex.value[mine]), "left": left.tolist(),
             "length": length.tolist(), "levels": colours,
         },
-        "recolour": {"partners": recolour_partners.tolist(), "offsets": list(ex.partner_offset), "levels": pcol},
+        "recolour": {"partners": recolour_partners.tolist(), "offsets": list(ex.partner_offset), "levels": pcol,
+                     "examples": data["recolour_examples"]},
         "decoder": {"index": data["decoder"][0][s].tolist(), "cosine": _round(data["decoder"][1][s], 3)},
         "graph": {"index": data["graph"][0][s].tolist(), "count": data["graph"][1][s].tolist()},
         "effect": {k: (v[s].tolist() if "value" not in k else _round(v[s], 3)) for k, v in data["effect"].items()},

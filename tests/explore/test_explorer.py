@@ -117,7 +117,7 @@ def test_recolour_levels_are_the_partners_activations(built):
     off = 0
     for f in range(EXP.sae_width):
         for j in range(e["start"][f], e["start"][f + 1]):
-            if e["kind"][j] != 0:
+            if e["kind"][j] != 0 or j - e["start"][f] >= rc["examples"]:
                 continue
             n = e["length"][j]
             lo = where[(e["doc"][j], e["pos"][j])] - e["left"][j]
@@ -225,3 +225,12 @@ def test_written_site_is_self_contained(built):
         assert (site / "explorer" / "data" / f"site-{site_name}.js").is_file()
     meta = read_chunk(site / "explorer" / "data" / "meta.js")
     assert meta["sites"] == list(EXP.sites) and meta["neuronpedia"] is None and meta["causal"] is False
+
+
+def test_cli_without_statistics_is_one_line(artefacts_tmp, capsys):
+    from helpers.cli import main
+
+    assert main(["explorer", "--experiment", "smoke", "--out", str(artefacts_tmp / "site"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "helpers collect --experiment smoke" in err
+    assert not (artefacts_tmp / "site").exists()

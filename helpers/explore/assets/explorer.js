@@ -185,7 +185,8 @@ var EXPLORER = (function () {
     var e = d.examples, rc = d.recolour, m = data.meta, hi = "", lo = "", off = 0;
     for (var j = 0; j < e.start[f]; j++) off += e.length[j];
     var poff = 0, R = rc.offsets.length;
-    for (j = 0; j < e.start[f]; j++) if (e.kind[j] === 0) poff += R * e.length[j];
+    function recoloured(j, g) { return e.kind[j] === 0 && j - e.start[g] < rc.examples; }
+    for (var g = 0; g < f; g++) for (j = e.start[g]; j < e.start[g + 1] && recoloured(j, g); j++) poff += R * e.length[j];
     var scale = d.max[f], site = d.site;
     if (partnerSlot !== null) {
       var p = rc.partners[f][partnerSlot];
@@ -196,11 +197,13 @@ var EXPLORER = (function () {
     for (j = e.start[f]; j < e.start[f + 1]; j++) {
       var n = e.length[j], line;
       if (partnerSlot === null) line = exampleLine(d, j, levelsOf(e.levels, off, n), scale);
-      else if (e.kind[j] === 0) line = exampleLine(d, j, levelsOf(rc.levels, poff + partnerSlot * n, n), scale);
-      if (e.kind[j] === 0) { hi += line; poff += R * n; } else if (partnerSlot === null) lo += line;
+      else if (recoloured(j, f)) line = exampleLine(d, j, levelsOf(rc.levels, poff + partnerSlot * n, n), scale);
+      else line = "";
+      if (recoloured(j, f)) poff += R * n;
+      if (e.kind[j] === 0) hi += line; else if (partnerSlot === null) lo += line;
       off += n;
     }
-    return { hi: hi || "<p class=note>none</p>", lo: partnerSlot === null ? (lo || "<p class=note>none</p>") : "<p class=note>(recolouring shows the highest examples)</p>" };
+    return { hi: hi || "<p class=note>none</p>", lo: partnerSlot === null ? (lo || "<p class=note>none</p>") : "<p class=note>(recolouring shows the " + rc.examples + " highest examples)</p>" };
   }
 
   function partnerTable(d, dir, f) {
