@@ -29,6 +29,7 @@ from .subject.corpus import (
 from .errors import (
     ArtefactMismatchError,
     ConfigError,
+    CorruptArtefactError,
     HubUnavailableError,
     MissingArtefactError,
     SaeEvolutionError,
@@ -41,6 +42,7 @@ from .subject.saes import encode, load_saes, sae_quality, train_saes, training_r
 __all__ = [
     "ArtefactMismatchError",
     "ConfigError",
+    "CorruptArtefactError",
     "Document",
     "Experiment",
     "HubUnavailableError",

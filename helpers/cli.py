@@ -1,4 +1,4 @@
-"""Command line: ``python -m helpers {info,train-saes,collect,prepare,explorer} --experiment PRESET``.
+"""Command line: ``python -m helpers {info,train-saes,collect,partners,prepare,explorer} --experiment PRESET``.
 
 Errors the helpers raise on purpose are printed as one line (``error: ...``)
 with exit status 2, not as a traceback.
@@ -66,6 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
     col.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
     col.add_argument("--checkpoint-tokens", type=int, default=None, help="checkpoint every N tokens")
     col.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    par = sub.add_parser("partners", help="partner tables: every feature's top-k partners in the adjacent sites")
+    _experiment_arg(par)
+    par.add_argument("--k", type=int, default=16, help="partners per feature, measure and direction (default 16)")
+    par.add_argument("--quiet", action="store_true", help="no progress bar")
 
     exp_p = sub.add_parser("explorer", help="write the static feature explorer (every feature's page) for the book")
     _experiment_arg(exp_p)
@@ -136,6 +141,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 from .report import format_pass
 
                 print(format_pass(res))
+        elif args.command == "partners":
+            from .evolution.partners import build_partners
+
+            file = build_partners(exp, k=args.k, progress=not args.quiet)
+            print(f"partner tables: {file} ({file.stat().st_size / 2**20:.1f} MiB)")
         elif args.command == "explorer":
             from .explore import build_explorer
 

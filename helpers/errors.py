@@ -26,3 +26,7 @@ class MissingArtefactError(SaeEvolutionError, FileNotFoundError):
 
 class ArtefactMismatchError(SaeEvolutionError, ValueError):
     """An artefact on disk belongs to another experiment than the one asked for."""
+
+
+class CorruptArtefactError(SaeEvolutionError, ValueError):
+    """An artefact on disk is truncated or corrupted (unreadable, or its checksum differs)."""

@@ -139,6 +139,9 @@ class Experiment:
     #: float64 when it fits the device, else float32 (what GPT-2 scale needs on 80 GB)
     sum_dtype: str = "auto"
     flush_tokens: int = 1 << 20
+    #: the reference study's "relative activation": a feature counts as active only above
+    #: ``relative_threshold x`` its maximum (taken from the plain pass, run first); 0: above 0
+    relative_threshold: float = 0.0
     description: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
@@ -218,6 +221,11 @@ class Experiment:
                 f"flush_tokens={self.flush_tokens} must be in 1..16777216 (2^24): a float32 partial "
                 "sum of more terms can stop growing"
             )
+        if not isinstance(self.relative_threshold, (int, float)) or not 0 <= self.relative_threshold < 1:
+            raise ConfigError(
+                f"relative_threshold={self.relative_threshold!r} must be in [0, 1): a share of each "
+                "feature's maximum (the reference study used 0.2); 0 counts every activation > 0"
+            )
         _check_thresholds("dead_thresholds", self.dead_thresholds)
         _check_thresholds("coactivation_thresholds", self.coactivation_thresholds)
 
@@ -225,6 +233,12 @@ class Experiment:
     @property
     def model_spec(self) -> ModelSpec:
         return MODELS[self.model]
+
+    @property
+    def stats_name(self) -> str:
+        """The folder name of this experiment's statistics: the preset name, with the relative
+        threshold appended when there is one (``offline-rel0.2``), so both variants coexist."""
+        return self.name if not self.relative_threshold else f"{self.name}-rel{self.relative_threshold:g}"
 
     @property
     def site_pairs(self) -> tuple[tuple[str, str], ...]:

@@ -16,6 +16,7 @@ good one stood.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -112,3 +113,62 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
+
+
+def sha256_file(path: str | Path, block: int = 1 << 22) -> str:
+    """Hex SHA-256 of a file, read in blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(block), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+#: files whose checksum was verified in this process: (path, mtime_ns, size) -> sha256
+_VERIFIED: dict[tuple[str, int, int], str] = {}
+
+
+def verify_checksum(path: str | Path, expected: str, rebuild: str) -> None:
+    """Raise :class:`~helpers.errors.CorruptArtefactError` naming ``rebuild`` (the command that
+    remakes the file) if ``path``'s SHA-256 differs from ``expected``. Verified once per process
+    while the file is unchanged."""
+    from .errors import CorruptArtefactError, MissingArtefactError
+
+    path = Path(path)
+    if not path.is_file():
+        raise MissingArtefactError(f"{path} is missing: rebuild it with `{rebuild}`")
+    st = path.stat()
+    key = (str(path), st.st_mtime_ns, st.st_size)
+    if _VERIFIED.get(key) == expected:
+        return
+    if sha256_file(path) != expected:
+        raise CorruptArtefactError(
+            f"{path} is corrupted or truncated (its checksum differs from the one recorded when it "
+            f"was written): rebuild it with `{rebuild}`"
+        )
+    _VERIFIED[key] = expected
+
+
+def load_npz(path: str | Path, sha256: str | None, rebuild: str, keys=None) -> dict:
+    """Arrays of an ``.npz`` artefact (only ``keys`` if given), its checksum verified when known;
+    a missing, truncated or corrupted file raises an error naming ``rebuild``."""
+    import zipfile
+    import zlib
+
+    import numpy as np
+
+    from .errors import CorruptArtefactError, MissingArtefactError
+
+    path = Path(path)
+    if not path.is_file():
+        raise MissingArtefactError(f"{path} is missing: rebuild it with `{rebuild}`")
+    if sha256 is not None:
+        verify_checksum(path, sha256, rebuild)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            names = data.files if keys is None else [k for k in keys if k in data.files]
+            return {k: data[k] for k in names}
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as err:
+        raise CorruptArtefactError(
+            f"{path} is corrupted or truncated ({type(err).__name__}): rebuild it with `{rebuild}`"
+        ) from None

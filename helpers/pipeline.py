@@ -10,7 +10,8 @@ log = logging.getLogger(__name__)
 
 
 def prepare(exp: Experiment, progress: bool = True) -> list[str]:
-    """Train the SAEs if the preset trains its own, then run the statistics pass if needed.
+    """Train the SAEs if the preset trains its own, run the statistics pass if needed (or if an
+    artefact is missing or corrupted), then derive the partner tables if needed.
 
     Returns one line per step saying what was done or reused.
     """
@@ -23,10 +24,20 @@ def prepare(exp: Experiment, progress: bool = True) -> list[str]:
         done.append(format_training(train_saes(exp, progress=progress)))
     else:
         done.append(f"preset {exp.name!r} uses the pretrained {exp.sae_release} SAEs: nothing to train")
+    if exp.relative_threshold and not statistics_ready(exp.replace(relative_threshold=0.0)):
+        # the relative pass takes each feature's maximum from the plain pass: run that first
+        done.append(format_pass(run_pass(exp.replace(relative_threshold=0.0), progress=progress)))
     if statistics_ready(exp):
         done.append(f"statistics for preset {exp.name!r} reused (already collected)")
     else:
         done.append(format_pass(run_pass(exp, progress=progress)))
+    from .evolution.partners import build_partners, partners_ready
+
+    if partners_ready(exp):
+        done.append(f"partner tables for preset {exp.name!r} reused")
+    else:
+        file = build_partners(exp, progress=progress)
+        done.append(f"partner tables for preset {exp.name!r} written to {file}")
     for line in done:
         log.info(line)
     return done

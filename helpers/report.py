@@ -24,7 +24,7 @@ def describe(exp: Experiment, count_tokens: bool = True) -> dict[str, Any]:
         "corpus": {"name": exp.corpus, "max_documents": exp.max_documents},
         "token_budget": exp.token_budget,
         "context_length": exp.context_length,
-        "artefacts": {"saes": str(sae_dir(exp.name)), "statistics": str(stats_dir(exp.name))},
+        "artefacts": {"saes": str(sae_dir(exp.name)), "statistics": str(stats_dir(exp.stats_name))},
     }
     if exp.sae_source == "trained":
         ready = trained_saes_ready(exp)

@@ -14,7 +14,6 @@ import torch
 
 from ..errors import ConfigError, MissingArtefactError
 from ..experiment import Experiment
-from ..io import stats_dir
 
 #: partner measures taken straight from the pass's tables when ``partners.npz`` is missing
 TABLE_MEASURES = ("pearson", "jaccard")
@@ -38,19 +37,16 @@ def summary(exp: Experiment, out: str | Path | None = None) -> dict[str, np.ndar
             "graph": {k: graph[k] for k in ("edge_site", "edge_src", "edge_dst", "edge_count", "edge_weight")}}
 
 
-def _npz_arrays(exp: Experiment, name: str, keys, out=None):
+def _arrays(exp: Experiment, name: str, keys, out=None):
     """Some arrays of an artefact, one at a time (the pair tables are big at GPT-2 scale)."""
-    from ..stats import load_metadata
+    from ..stats import load_artefact
 
-    out = Path(out) if out is not None else stats_dir(exp.name)
-    load_metadata(exp, out)  # refuses another experiment's statistics
-    with np.load(out / f"{name}.npz", allow_pickle=False) as data:
-        for key in keys:
-            yield data[key]
+    for key in keys:
+        yield load_artefact(exp, name, out, keys=(key,))[key]
 
 
 def _mean(exp, out):
-    return next(_npz_arrays(exp, "correlation", ["mean"], out))
+    return next(_arrays(exp, "correlation", ["mean"], out))
 
 
 def top_rows(mat: np.ndarray, k: int) -> np.ndarray:
@@ -74,9 +70,9 @@ def table_partners(exp: Experiment, k: int = 5, out: str | Path | None = None) -
                                                                                    np.float32 if n == "values" else np.int64)
            for d in ("down", "up") for n in ("index", "values", "count")}
     for i in range(P):
-        r, = _npz_arrays(exp, "correlation", [f"r_{i}"], out)
-        jac, = _npz_arrays(exp, "cooccurrence", [f"jaccard_{i}"], out)
-        cnt, = _npz_arrays(exp, "pair_coactivation", [f"count_{i}"], out)
+        r, = _arrays(exp, "correlation", [f"r_{i}"], out)
+        jac, = _arrays(exp, "cooccurrence", [f"jaccard_{i}"], out)
+        cnt, = _arrays(exp, "pair_coactivation", [f"count_{i}"], out)
         tables = (r, jac)
         for direction, view in (("down", lambda a: a), ("up", lambda a: a.T)):
             for m, mat in enumerate(tables):

@@ -243,7 +243,7 @@ def build_explorer(exp: Experiment, out: str | Path | None = None, subject=None,
     """Build the explorer for ``exp`` into ``out`` (default ``book/_explorer``); reuse it when the
     statistics and this code are unchanged."""
     out = Path(out) if out is not None else DEFAULT_OUT
-    stats = Path(out_stats) if out_stats is not None else stats_dir(exp.name)
+    stats = Path(out_stats) if out_stats is not None else stats_dir(exp.stats_name)
     pages.summary(exp, stats)  # clear errors first: no statistics, another experiment, no histograms
     stamp = _stamp(exp, stats)
     build = out / "explorer" / "build.json"

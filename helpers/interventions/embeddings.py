@@ -85,7 +85,7 @@ def corpus_embeddings(exp, subject: Subject, progress: bool = True) -> np.ndarra
     from ..io import atomic_save_npz, stats_dir
 
     docs = load_corpus(exp.corpus, exp.max_documents)
-    path = stats_dir(exp.name) / "document_embeddings.npz"
+    path = stats_dir(exp.stats_name) / "document_embeddings.npz"
     key = np.array([exp.model, exp.corpus, str(exp.max_documents), str(len(docs))])
     if path.is_file():
         with np.load(path) as data:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Mapping
 
 import matplotlib.pyplot as plt
+import numpy as np
 
 
 def plot_sae_quality(report: Mapping[str, Mapping[str, float]], title: str = "SAE quality per site"):
@@ -160,4 +161,130 @@ def plot_neighbourhood(graph, node: int, title: str, labels=None):
     nx.draw_networkx_labels(graph, pos, ax=ax, labels=labels or {n: str(n) for n in graph.nodes}, font_size=7)
     ax.set_title(title)
     ax.set_axis_off()
+    return fig
+
+
+def plot_pass_through(flows, sites, title: str = "Features passing through the sites"):
+    """An alluvial figure across all sites: each site is two columns of its alive features:
+    left, where they come from (continued from the site before / appeared), right, where they
+    go (continue / disappear); grey bands join the continuing features of adjacent sites."""
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Polygon, Rectangle
+
+    n_sites = len(sites)
+    colours = {"continued": "#4c72b0", "appeared": "#55a868", "continues": "#4c72b0", "disappears": "#c44e52"}
+    fig, ax = plt.subplots(figsize=(max(8, 1.6 * n_sites), 4.8))
+    width, gap = 0.18, 0.02
+    ins, outs = [], []
+    for s in range(n_sites):
+        if s == 0:
+            alive = flows[0].continues.sum() + flows[0].disappears.sum()
+            ins.append({"continued": 0, "appeared": int(alive)})
+        else:
+            f = flows[s - 1]
+            ins.append({"continued": int(f.continued.sum()), "appeared": int(f.appears.sum())})
+        if s == n_sites - 1:
+            outs.append({"continues": 0, "disappears": 0})
+        else:
+            f = flows[s]
+            outs.append({"continues": int(f.continues.sum()), "disappears": int(f.disappears.sum())})
+    for s in range(n_sites):
+        for col, parts, x in ((0, ins[s], s - width - gap / 2), (1, outs[s], s + gap / 2)):
+            bottom = 0
+            for name, n in parts.items():
+                if n:
+                    ax.add_patch(Rectangle((x, bottom), width, n, color=colours[name], alpha=0.9, lw=0))
+                bottom += n
+        if s + 1 < n_sites:  # the band of continuing features to the next site
+            top_l, top_r = outs[s]["continues"], ins[s + 1]["continued"]
+            ax.add_patch(Polygon([(s + gap / 2 + width, 0), (s + gap / 2 + width, top_l),
+                                  (s + 1 - width - gap / 2, top_r), (s + 1 - width - gap / 2, 0)],
+                                 closed=True, color="0.75", alpha=0.6, lw=0))
+    top = max(sum(p.values()) for p in ins)
+    ax.set_xlim(-0.5, n_sites - 0.5)
+    ax.set_ylim(0, top * 1.08)
+    ax.set_xticks(range(n_sites), sites, rotation=20)
+    ax.set_ylabel("alive features")
+    ax.set_title(title)
+    from matplotlib.patches import Patch
+
+    ax.legend(handles=[Patch(color=colours["continued"], label="continued / continues"),
+                       Patch(color=colours["appeared"], label="appeared (left column)"),
+                       Patch(color=colours["disappears"], label="disappears (right column)"),
+                       Patch(color="0.75", label="continuing features")],
+              loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=4, fontsize=8, frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def plot_community(graph, community, sites, title: str, labels=None):
+    """A community of the cross-layer graph drawn with the sites as rows (earliest on top)."""
+    import matplotlib.pyplot as plt
+
+    nodes = sorted(community, key=lambda n: (graph.nodes[n]["layer"], graph.nodes[n]["feature"]))
+    rows: dict[int, list[str]] = {}
+    for n in nodes:
+        rows.setdefault(graph.nodes[n]["layer"], []).append(n)
+    sub = graph.subgraph(nodes)
+    pos = {}
+    for layer in sorted(rows):  # barycentre order: each row follows its neighbours in the row above
+        def centre(n):
+            above = [pos[m][0] for m in sub[n] if m in pos]
+            return (np.mean(above) if above else 0.0, graph.nodes[n]["feature"])
+        members = sorted(rows[layer], key=centre) if pos else rows[layer]
+        for i, n in enumerate(members):
+            pos[n] = (i - (len(members) - 1) / 2, -layer)
+    fig, ax = plt.subplots(figsize=(8, 0.7 * len(sites) + 1))
+    for a, b, d in sub.edges(data=True):
+        (x0, y0), (x1, y1) = pos[a], pos[b]
+        ax.plot([x0, x1], [y0, y1], color="0.5", lw=0.5 + 2 * d["weight"], alpha=0.6, zorder=1)
+    xs, ys = zip(*(pos[n] for n in nodes))
+    freq = np.array([graph.nodes[n]["frequency"] for n in nodes])
+    sc = ax.scatter(xs, ys, c=np.log10(np.maximum(freq, 1e-7)), cmap="viridis", s=40, zorder=2)
+    if labels:
+        for n in nodes:
+            if n in labels:
+                ax.annotate(labels[n], pos[n], fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.set_yticks([-i for i in range(len(sites))], sites)
+    ax.set_xticks([])
+    ax.set_title(title)
+    fig.colorbar(sc, ax=ax, label="log10 firing frequency")
+    fig.tight_layout()
+    return fig
+
+
+def plot_lifespans(counts, title: str = "Lineage lifespans"):
+    """Bar chart of how many lineages span 1, 2, ... sites."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    spans = np.arange(len(counts))[1:]
+    ax.bar(spans, counts[1:], color="#4c72b0")
+    ax.set_yscale("log")
+    ax.set_xlabel("lifespan (consecutive sites)")
+    ax.set_ylabel("lineages")
+    ax.set_xticks(spans)
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_flow_shares(rows, title: str = "Pass-through against the threshold"):
+    """Share of alive features that disappear (left) and appear (right) per adjacent pair of
+    sites, against the threshold; ``rows`` from :func:`helpers.evolution.lineages.flow_table`."""
+    import matplotlib.pyplot as plt
+
+    pairs = list(dict.fromkeys(r["pair"] for r in rows))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
+    for ax, what in zip(axes, ("disappear", "appear")):
+        for pair in pairs:
+            pts = [(r["threshold"], r[what]) for r in rows if r["pair"] == pair]
+            ax.plot(*zip(*pts), marker="o", ms=3, label=pair)
+        ax.set_xlabel("threshold")
+        ax.set_title(f"features that {what}")
+        ax.yaxis.set_major_formatter(plt.matplotlib.ticker.PercentFormatter(1.0))
+    axes[0].set_ylabel("share of alive features")
+    axes[1].legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
     return fig

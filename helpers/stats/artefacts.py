@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from ..errors import ArtefactMismatchError, MissingArtefactError
+from ..errors import ArtefactMismatchError, CorruptArtefactError, MissingArtefactError
 from ..experiment import Experiment
-from ..io import REPO_ROOT, atomic_save_npz, atomic_write_json, stats_dir
+from ..io import REPO_ROOT, atomic_save_npz, atomic_write_json, load_npz, sha256_file, stats_dir
 from .accumulators import jaccard, pearson
 
 if TYPE_CHECKING:
@@ -24,13 +24,14 @@ STAT_FIELDS = (
     "model", "sae_source", "sae_release", "sites", "corpus", "max_documents", "token_budget",
     "context_length", "sae_width", "sae_k", "sae_train_tokens", "sae_heldout_tokens",
     "sae_train_batch", "sae_epochs", "sae_lr", "seed", "step_tokens", "dead_thresholds",
-    "coactivation_thresholds", "top_k_examples", "graph_top_k",
+    "coactivation_thresholds", "top_k_examples", "graph_top_k", "relative_threshold",
 )
 ARTEFACT_FILES = (
     "max_activations.npz", "dead_features.npz", "pair_coactivation.npz", "correlation.npz",
-    "cooccurrence.npz", "top_examples.npz", "coactivation_graph.npz",
-    "histograms.npz",
+    "top_examples.npz", "coactivation_graph.npz", "histograms.npz",
 )
+#: artefacts derived on demand from the others instead of being stored (full F x F matrices)
+DERIVED = {"cooccurrence": "Jaccard index of every feature pair, from pair_coactivation and dead_features"}
 METADATA = "metadata.json"
 
 
@@ -63,7 +64,8 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def write_artefacts(state: PassState, exp: Experiment, out: Path, seconds: float = 0.0, world: int = 1) -> dict[str, int]:
+def write_artefacts(state: PassState, exp: Experiment, out: Path, seconds: float = 0.0, world: int = 1,
+                    activity: dict[str, Any] | None = None) -> dict[str, int]:
     """Write every artefact atomically; ``metadata.json`` last. Returns file sizes in bytes."""
     sites = np.array(exp.sites)
     pairs = np.array([f"{a}->{b}" for a, b in exp.site_pairs])
@@ -84,14 +86,12 @@ def write_artefacts(state: PassState, exp: Experiment, out: Path, seconds: float
         never_alive=torch.stack(state.coact_alive, -1).numpy(),
         thresholds=np.array(exp.coactivation_thresholds), tokens=steps, pairs=pairs, sites=sites, **counts,
     )
-    corr, jac = {}, {}
+    corr = {}
     for i, r in enumerate(pair_res):
         corr[f"r_{i}"] = pearson(n, feats["sum"][i], feats["sum_sq"][i], feats["sum"][i + 1],
                                  feats["sum_sq"][i + 1], r["sum_xy"]).astype(np.float32)
-        jac[f"jaccard_{i}"] = jaccard(r["count"], feats["fired"][i], feats["fired"][i + 1]).astype(np.float32)
     atomic_save_npz(out / "correlation.npz", pairs=pairs, n_tokens=np.int64(n),
                     mean=feats["sum"] / n, **corr)
-    atomic_save_npz(out / "cooccurrence.npz", pairs=pairs, **jac)
     top = state.top.result()
     atomic_save_npz(out / "top_examples.npz", sites=sites, **top)
     graph = state.graph.result(feats["sum_sq"])
@@ -110,47 +110,97 @@ def write_artefacts(state: PassState, exp: Experiment, out: Path, seconds: float
         "seconds": round(seconds, 2),
         "versions": _versions(),
         "git_commit": _git_commit(),
+        "activity": activity or {"rule": "active when the SAE activation is > 0"},
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "file_bytes": sizes,
+        "sha256": {name: sha256_file(out / name) for name in ARTEFACT_FILES},
     })
     return sizes
 
 
-def load_artefact(exp: Experiment, name: str, out: str | Path | None = None) -> dict[str, np.ndarray]:
-    """One statistics artefact (e.g. ``"dead_features"``), refused if made by another experiment."""
-    out = Path(out) if out is not None else stats_dir(exp.name)
+def collect_command(exp: Experiment) -> str:
+    rel = f" --set relative_threshold={exp.relative_threshold:g}" if exp.relative_threshold else ""
+    return f"python -m helpers collect --experiment {exp.name}{rel}"
+
+
+def read_metadata(exp: Experiment, out: Path) -> dict[str, Any]:
+    """``metadata.json`` of ``out``, refused if missing or written for another experiment."""
     meta = out / METADATA
     if not meta.is_file():
-        raise MissingArtefactError(
-            f"no statistics in {out}: run `python -m helpers collect --experiment {exp.name}`"
-        )
-    diff = Experiment.from_dict(json.loads(meta.read_text())["experiment"]).differences(exp, STAT_FIELDS)
+        raise MissingArtefactError(f"no statistics in {out}: run `{collect_command(exp)}`")
+    try:
+        data = json.loads(meta.read_text())
+        saved = Experiment.from_dict(data["experiment"])
+    except (ValueError, KeyError) as err:
+        raise CorruptArtefactError(f"{meta} is unreadable ({err}): rebuild the statistics with "
+                                   f"`{collect_command(exp)}`") from None
+    diff = saved.differences(exp, STAT_FIELDS)
     if diff:
         raise ArtefactMismatchError(
             f"the statistics in {out} belong to another experiment ({'; '.join(diff)}): "
-            f"rerun `python -m helpers collect --experiment {exp.name}`"
+            f"rerun `{collect_command(exp)}`"
         )
-    file = out / (name if name.endswith(".npz") else f"{name}.npz")
-    if not file.is_file():
-        raise MissingArtefactError(
-            f"{file} is missing (written by an older statistics pass?): rebuild the statistics with "
-            f"`python -m helpers collect --experiment {exp.name}`"
-        )
-    with np.load(file, allow_pickle=False) as data:
-        return {k: data[k] for k in data.files}
+    return data
+
+
+def load_artefact(exp: Experiment, name: str, out: str | Path | None = None,
+                  keys: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
+    """One statistics artefact (e.g. ``"dead_features"``), refused if made by another experiment,
+    missing, truncated or corrupted (its checksum in ``metadata.json`` is verified).
+
+    ``keys`` loads only those arrays of the file. ``"cooccurrence"`` (Jaccard) is derived on
+    demand from the exact counts (see :data:`DERIVED`).
+    """
+    out = Path(out) if out is not None else stats_dir(exp.stats_name)
+    name = name[:-4] if name.endswith(".npz") else name
+    if name in DERIVED:
+        return _derive(exp, name, out, keys)
+    meta = read_metadata(exp, out)
+    file = out / f"{name}.npz"
+    return load_npz(file, meta.get("sha256", {}).get(file.name), collect_command(exp), keys)
+
+
+def _derive(exp: Experiment, name: str, out: Path, keys: tuple[str, ...] | None) -> dict[str, np.ndarray]:
+    assert name == "cooccurrence"
+    n_pairs = len(exp.site_pairs)
+    wanted = [f"jaccard_{i}" for i in range(n_pairs) if keys is None or f"jaccard_{i}" in keys]
+    fired = load_artefact(exp, "dead_features", out, keys=("fired",))["fired"]
+    counts = load_artefact(exp, "pair_coactivation", out, keys=tuple(k.replace("jaccard", "count") for k in wanted))
+    result: dict[str, np.ndarray] = {}
+    if keys is None or "pairs" in keys:
+        result["pairs"] = np.array([f"{a}->{b}" for a, b in exp.site_pairs])
+    for key in wanted:
+        i = int(key.split("_")[1])
+        result[key] = jaccard(counts[f"count_{i}"], fired[i], fired[i + 1]).astype(np.float32)
+    return result
 
 
 def load_metadata(exp: Experiment, out: str | Path | None = None) -> dict[str, Any]:
-    out = Path(out) if out is not None else stats_dir(exp.name)
-    load_artefact(exp, "max_activations", out)  # checks the experiment
-    return json.loads((out / METADATA).read_text())
+    out = Path(out) if out is not None else stats_dir(exp.stats_name)
+    return read_metadata(exp, out)
+
+
+def check_statistics(exp: Experiment, out: str | Path | None = None) -> dict[str, Any]:
+    """Verify every artefact of the pass against its checksum; the metadata if all are good."""
+    out = Path(out) if out is not None else stats_dir(exp.stats_name)
+    meta = read_metadata(exp, out)
+    sums = meta.get("sha256", {})
+    for name in ARTEFACT_FILES:
+        file = out / name
+        if not file.is_file():
+            raise MissingArtefactError(f"{file} is missing: rebuild the statistics with `{collect_command(exp)}`")
+        expected = sums.get(name)
+        if expected is not None:
+            from ..io import verify_checksum
+
+            verify_checksum(file, expected, collect_command(exp))
+    return meta
 
 
 def statistics_ready(exp: Experiment, out: str | Path | None = None) -> bool:
-    """True when ``out`` holds every artefact of this experiment (an older pass may lack some)."""
+    """Whether the statistics of ``exp`` exist, belong to it and are intact (checksums)."""
     try:
-        load_metadata(exp, out)
-    except (MissingArtefactError, ArtefactMismatchError, FileNotFoundError):
+        check_statistics(exp, out)
+    except (MissingArtefactError, ArtefactMismatchError, CorruptArtefactError, FileNotFoundError):
         return False
-    out = Path(out) if out is not None else stats_dir(exp.name)
-    return all((out / name).is_file() for name in ARTEFACT_FILES)
+    return True

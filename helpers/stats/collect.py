@@ -45,6 +45,7 @@ from ..experiment import Experiment
 from ..io import atomic_path, stats_dir
 from ..subject.capture import capture_residuals
 from ..subject.corpus import TokenBatch, iter_token_batches, load_corpus
+from .activity import describe_activity, relative_floors
 from .accumulators import (ActivationHistogram, CoactivationGraph, FeatureStats, NonFiniteError, PairStats,
                            SparseActs, TopExamples)
 from .artefacts import METADATA, STAT_FIELDS, write_artefacts
@@ -179,7 +180,8 @@ def _nonfinite_message(site: str, index: int) -> str:
 
 
 @torch.no_grad()
-def encode_batch(subject, saes: dict[str, Any], exp: Experiment, batch: TokenBatch, index: int):
+def encode_batch(subject, saes: dict[str, Any], exp: Experiment, batch: TokenBatch, index: int,
+                 floors: torch.Tensor | None = None):
     """``({site: SparseActs}, doc_ids, positions)`` of the counted tokens of one batch.
 
     On a GPU the NaN/inf check is left in ``SparseActs.finite`` (see ``PassState.check_finite``)
@@ -192,6 +194,9 @@ def encode_batch(subject, saes: dict[str, Any], exp: Experiment, batch: TokenBat
     for site in exp.sites:
         x = acts[site][mask]
         f = saes[site].encode(x.to(saes[site].W_enc.dtype))
+        if floors is not None:  # relative activity: only above a share of the feature's maximum
+            i = exp.sites.index(site)
+            f = torch.where(f > floors[i], f, torch.zeros_like(f))
         try:
             out[site] = SparseActs.from_dense(f, max_active=_topk_bound(saes[site]), check_finite=not defer)
         except NonFiniteError:
@@ -242,13 +247,15 @@ def run_pass(
     progress: bool = True,
     subject=None,
     saes: dict[str, Any] | None = None,
+    maxima_from: str | Path | None = None,
 ) -> PassResult:
     """Run the statistics pass and write the artefacts into ``out`` (default ``artefacts/<preset>``)."""
     from ..subject.models import load_subject, resolve_device
     from ..subject.saes import load_saes
 
-    out = Path(out) if out is not None else stats_dir(exp.name)
+    out = Path(out) if out is not None else stats_dir(exp.stats_name)
     _check_out_dir(out, exp)
+    floors = relative_floors(exp, "cpu", maxima_from)  # before anything heavy: the maxima must exist
     device = resolve_device(exp.device)
     dist = Dist.from_env(device)
     if dist.world > 1 and device.type == "cuda":
@@ -266,6 +273,7 @@ def run_pass(
 
         max_tokens = count_tokens(docs, subject.tokenizer)
     precision, _ = plan_precision(exp, n_features, n_params, subject.device, dist.world, max_tokens)
+    floors = floors.to(subject.device) if floors is not None else None
 
     state = PassState(exp, n_features, subject.device, precision)
     ckpt = out / CHECKPOINT.format(rank=f".rank{dist.rank}" if dist.world > 1 else "")
@@ -310,7 +318,7 @@ def run_pass(
         mine = dist.rank < len(round_batches)
         if mine:
             index = state.batches + dist.rank
-            acts, doc, pos = encode_batch(subject, saes, exp, round_batches[dist.rank], index)
+            acts, doc, pos = encode_batch(subject, saes, exp, round_batches[dist.rank], index, floors)
             state.defer_finite_check(index, acts)
             lo_g, hi_g = start + int(offsets[dist.rank]), start + int(offsets[dist.rank + 1])
         cursor = start + (int(offsets[dist.rank]) if mine else 0)
@@ -345,7 +353,8 @@ def run_pass(
     result = PassResult(out, state.tokens, seconds, counted / max(seconds, 1e-9),
                         precision=precision.describe(subject.device))
     if dist.rank == 0:
-        result.files = write_artefacts(state, exp, out, seconds=seconds, world=dist.world)
+        result.files = write_artefacts(state, exp, out, seconds=seconds, world=dist.world,
+                                       activity=describe_activity(exp, maxima_from))
     dist.barrier()  # every rank keeps its checkpoint until the artefacts are written
     ckpt.unlink(missing_ok=True)
     return result

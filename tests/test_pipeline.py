@@ -1,0 +1,62 @@
+"""`prepare` (what `make book` runs) rebuilds a corrupted or stale artefact instead of failing later."""
+
+import shutil
+
+import pytest
+
+import helpers.evolution.partners as partners_mod
+import helpers.stats as stats_mod
+import helpers.subject.saes as saes_mod
+from helpers.pipeline import prepare
+
+from .evolution.test_partners import smoke_run  # noqa: F401  (the fixture: a pass on the smoke subject)
+
+
+def test_prepare_reruns_what_is_broken(smoke_run, tmp_path, monkeypatch):  # noqa: F811
+    exp, out, saes, _ = smoke_run
+    root = tmp_path / "artefacts"
+    shutil.copytree(out, root / exp.stats_name)
+    monkeypatch.setenv("SAE_EVOLUTION_ARTEFACTS", str(root))
+    calls = []
+    monkeypatch.setattr(saes_mod, "train_saes", lambda exp, progress=True: saes_mod.TrainingResult(exp.name, {}, True))
+
+    def fake_pass(exp, progress=True, **kw):  # a rerun of the pass restores the good files
+        calls.append("collect")
+        shutil.rmtree(root / exp.stats_name)
+        shutil.copytree(out, root / exp.stats_name)
+        return stats_mod.PassResult(root / exp.stats_name, 1, 1.0, 1.0)
+
+    monkeypatch.setattr(stats_mod, "run_pass", fake_pass)
+    real_build = partners_mod.build_partners
+    monkeypatch.setattr(partners_mod, "build_partners",
+                        lambda exp, progress=True: calls.append("partners") or real_build(exp, saes=saes, progress=False))
+
+    lines = prepare(exp, progress=False)
+    assert calls == ["partners"] or calls == []  # intact statistics are reused
+    assert any("reused (already collected)" in line for line in lines)
+    calls.clear()
+    assert any("partner tables" in line and "reused" in line for line in prepare(exp, progress=False))
+    assert calls == []
+
+    data = (root / exp.stats_name / "pair_coactivation.npz").read_bytes()
+    (root / exp.stats_name / "pair_coactivation.npz").write_bytes(data[:100])  # truncated
+    prepare(exp, progress=False)
+    assert calls[0] == "collect"  # the broken statistics were collected again
+    assert stats_mod.statistics_ready(exp)
+
+
+def test_prepare_runs_the_plain_pass_first_for_relative_activity(monkeypatch, tmp_path):
+    monkeypatch.setenv("SAE_EVOLUTION_ARTEFACTS", str(tmp_path))
+    monkeypatch.setattr(saes_mod, "train_saes", lambda exp, progress=True: saes_mod.TrainingResult(exp.name, {}, True))
+    order = []
+
+    def fake_pass(exp, progress=True, **kw):
+        order.append(exp.relative_threshold)
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(stats_mod, "run_pass", fake_pass)
+    from helpers.experiment import PRESETS
+
+    with pytest.raises(RuntimeError, match="stop here"):
+        prepare(PRESETS["smoke"].replace(relative_threshold=0.2), progress=False)
+    assert order == [0.0]  # the maxima come from the plain pass, which runs first
