@@ -100,8 +100,9 @@ def partner_tables(exp: Experiment, k: int = 5, out: str | Path | None = None) -
         except (MissingArtefactError, FileNotFoundError):
             res = None
         if res is not None:
-            # keep the pages small: k per measure with 2 measures, 3 with more
-            keep = k if len(res["measures"]) <= 2 else min(k, 3)
+            # keep the pages small (offline data <= 60 MB): k per measure with 2 measures, else
+            # about 12 listed pairs in all (2 per measure with the 6 measures of partners.npz)
+            keep = k if len(res["measures"]) <= 2 else max(1, min(k, 12 // len(res["measures"])))
             for d in ("down", "up"):
                 for n in ("index", "values", "count"):
                     res[f"{d}_{n}"] = np.asarray(res[f"{d}_{n}"])[:, :, :, :keep]

@@ -197,7 +197,7 @@ def site_payload(exp: Experiment, data: dict, s: int) -> dict:
     for direction, pair, ok_dir in (("down", s, s < P), ("up", s - 1, s >= 1)):
         if ok_dir:
             out[direction] = {"index": part[f"{direction}_index"][pair].transpose(1, 0, 2).tolist(),
-                              "values": _round(part[f"{direction}_values"][pair].transpose(1, 0, 2, 3), 3),
+                              "values": _round(part[f"{direction}_values"][pair].transpose(1, 0, 2, 3), 2),
                               "count": part[f"{direction}_count"][pair].transpose(1, 0, 2).tolist()}
     return out
 

@@ -154,7 +154,7 @@ def test_histograms_partners_and_neighbours(built):
     np.testing.assert_array_equal(up[:, 0], tables["up_index"][0, 0])
     f = int(np.nanargmax(np.nanmax(r, 1)))
     assert down[f, 0, 0] == int(np.nanargmax(r[f]))
-    np.testing.assert_allclose(payload["down"]["values"][f][0][0][0], np.nanmax(r[f]), rtol=1e-3)
+    np.testing.assert_allclose(payload["down"]["values"][f][0][0][0], np.nanmax(r[f]), rtol=1e-2)  # 2 digits
     # decoder neighbours: never the feature itself, cosines descending
     dec = np.asarray(payload["decoder"]["index"])
     assert (dec != np.arange(EXP.sae_width)[:, None]).all()
