@@ -90,24 +90,19 @@ def table_partners(exp: Experiment, k: int = 5, out: str | Path | None = None) -
 
 def partner_tables(exp: Experiment, k: int = 5, out: str | Path | None = None) -> dict[str, np.ndarray]:
     """``partners.npz`` when the pass's follow-up wrote it, else :func:`table_partners`."""
+    from ..evolution.partners import load_partners
+
     try:
-        from ..evolution import load_partners  # type: ignore[attr-defined]
-    except ImportError:
-        load_partners = None
-    if load_partners is not None and out is None:
-        try:
-            res = dict(load_partners(exp))
-        except (MissingArtefactError, FileNotFoundError):
-            res = None
-        if res is not None:
-            # keep the pages small (offline data <= 60 MB): k per measure with 2 measures, else
-            # about 12 listed pairs in all (2 per measure with the 6 measures of partners.npz)
-            keep = k if len(res["measures"]) <= 2 else max(1, min(k, 12 // len(res["measures"])))
-            for d in ("down", "up"):
-                for n in ("index", "values", "count"):
-                    res[f"{d}_{n}"] = np.asarray(res[f"{d}_{n}"])[:, :, :, :keep]
-            return res
-    return table_partners(exp, k, out)
+        res = dict(load_partners(exp, out))
+    except MissingArtefactError:
+        return table_partners(exp, k, out)
+    # keep the pages small (offline data <= 60 MB): k per measure with 2 measures, else
+    # about 12 listed pairs in all (2 per measure with the 6 measures of partners.npz)
+    keep = k if len(res["measures"]) <= 2 else max(1, min(k, 12 // len(res["measures"])))
+    for d in ("down", "up"):
+        for n in ("index", "values", "count"):
+            res[f"{d}_{n}"] = np.asarray(res[f"{d}_{n}"])[:, :, :, :keep]
+    return res
 
 
 def graph_neighbours(graph: dict, shape: tuple[int, int], k: int = 5) -> tuple[np.ndarray, np.ndarray]:

@@ -234,3 +234,16 @@ def test_cli_without_statistics_is_one_line(artefacts_tmp, capsys):
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "helpers collect --experiment smoke" in err
     assert not (artefacts_tmp / "site").exists()
+
+
+def test_partners_npz_is_used_when_present(built):
+    from helpers.evolution.partners import build_partners
+    from helpers.explore.pages import partner_tables
+
+    stats = built["tmp"] / "stats"
+    assert [str(m) for m in partner_tables(EXP, 5, stats)["measures"]] == ["pearson", "jaccard"]
+    copy = built["tmp"] / "with-partners"
+    shutil.copytree(stats, copy)
+    build_partners(EXP, out=copy, saes=built["saes"], progress=False)
+    tables = partner_tables(EXP, 5, copy)
+    assert len(tables["measures"]) == 6 and tables["down_index"].shape[-1] == 2
