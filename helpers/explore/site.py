@@ -115,7 +115,7 @@ def build_data(exp: Experiment, subject=None, saes=None, out_stats: str | Path |
     saes = saes or load_saes(exp, device=subject.device)
     S, F = len(exp.sites), exp.sae_width
     docs = load_corpus(exp.corpus, exp.max_documents)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     partners = pages.partner_tables(exp, k_partners, out_stats)
     ex = ctx.flatten_examples(top)
     layout = ctx.stream_layout(exp, docs, subject.tokenizer, subject.special_tokens)
@@ -132,20 +132,21 @@ def build_data(exp: Experiment, subject=None, saes=None, out_stats: str | Path |
     pf = sel[ex.site, ex.feature]
     recoloured = (ex.kind == 0) & (ex.rank < recolour_examples)
     pf[~recoloured] = -1  # the highest examples only (keeps the data small)
-    t_prep = time.perf_counter() - t0
+    t_prep, c_prep = time.perf_counter() - t0, time.process_time() - c0
     t1 = time.perf_counter()
     ex = ctx.example_contexts(exp, subject, saes, ex, pf, offsets, labels, context, heldout_every, docs, progress)
     t_rerun = time.perf_counter() - t1
-    t2 = time.perf_counter()
+    t2, c2 = time.perf_counter(), time.process_time()
     precision, recall = ctx.label_scores(ex.heldout)
     dec_idx, dec_cos = pages.decoder_neighbours(saes, exp.sites, k_partners)
     g_idx, g_cnt = pages.graph_neighbours(summ["graph"], (S, F), k_partners)
     effect = pages.effect_tokens(subject, saes, exp.sites)
     t_build = t_prep + time.perf_counter() - t2
+    cpu_build = c_prep + time.process_time() - c2
     return {"summary": summ, "partners": partners, "examples": ex, "labels": labels, "precision": precision,
             "recall": recall, "decoder": (dec_idx, dec_cos), "graph": (g_idx, g_cnt), "effect": effect,
             "docs": docs, "doc_tokens": layout[0], "subject": subject, "recolour": recolour,
-            "recolour_partners": sel, "recolour_examples": recolour_examples, "seconds_rerun": t_rerun, "seconds_build": t_build, "context": context, "heldout_every": heldout_every}
+            "recolour_partners": sel, "recolour_examples": recolour_examples, "seconds_rerun": t_rerun, "seconds_build": t_build, "cpu_build": cpu_build, "context": context, "heldout_every": heldout_every}
 
 
 def site_payload(exp: Experiment, data: dict, s: int) -> dict:
