@@ -1,5 +1,7 @@
 """Open the built book in headless Chromium the way a reader would, and fail on
-a broken image, an empty figure or an error output.
+a broken image, an empty figure, an error output, a request that leaves the
+disk (any URL outside ``file://``, from Chrome's network log), or a slider that
+does not change its figure when moved (with no kernel).
 
     python book/check_pages.py book/_build/html
 
@@ -8,6 +10,9 @@ Needs Debian's ``chromium`` and ``chromium-driver`` (``.ci/run`` installs them).
 
 from __future__ import annotations
 
+import base64
+import io
+import json
 import sys
 from pathlib import Path
 
@@ -31,13 +36,90 @@ JS_ERRORS = ("return Array.from(document.querySelectorAll('.output.traceback, .o
              ".map(e => e.innerText.slice(0, 300));")
 
 
-def blank(png: Path) -> bool:
-    """True when an image has (almost) no variation: an empty figure."""
+# URL schemes that never leave the machine: inline data, blobs, blank frames
+LOCAL_SCHEMES = ("file:", "data:", "blob:", "about:")
+BOOK_DIR = Path(__file__).resolve().parent
+# the sliders on a page (helpers.notebook.widgets.StaticSlider): the option shown and its image
+JS_SLIDERS = """
+return Array.from(document.querySelectorAll('.sae-slider')).map(s => {
+  const shown = Array.from(s.querySelectorAll('img.sae-slider-frame')).filter(i => i.style.display !== 'none');
+  const r = s.querySelector('input[type=range]');
+  return {id: s.id, value: r.value, max: r.max, label: s.querySelector('output').textContent,
+          shown: shown.map(i => i.src)};
+});
+"""
+
+
+def blank(png) -> bool:
+    """True when an image (a path, or PNG bytes) has (almost) no variation: an empty figure."""
     import numpy as np
     from PIL import Image
 
-    pixels = np.asarray(Image.open(png).convert("L"), dtype=float)
+    source = io.BytesIO(png) if isinstance(png, bytes) else png
+    pixels = np.asarray(Image.open(source).convert("L"), dtype=float)
     return pixels.std() < 2.0
+
+
+def image_bytes(src: str):
+    """The bytes of an image shown from disk or inline (None for anything else)."""
+    if src.startswith("file://"):
+        path = Path(src[len("file://"):])
+        return path.read_bytes() if path.is_file() else None
+    if src.startswith("data:image/png;base64,"):
+        return base64.b64decode(src.split(",", 1)[1])
+    return None
+
+
+def remote_requests(driver) -> list[str]:
+    """URLs the page asked for since the last call that are not on the disk (Chrome's performance log)."""
+    urls = []
+    for entry in driver.get_log("performance"):
+        message = json.loads(entry["message"])["message"]
+        if message.get("method") == "Network.requestWillBeSent":
+            url = message["params"]["request"]["url"]
+            if not url.startswith(LOCAL_SCHEMES):
+                urls.append(url)
+    return sorted(set(urls))
+
+
+def page_has_slider(page: Path) -> bool:
+    """True when the notebook behind a page calls ``slider(``: its page must show a working one."""
+    source = BOOK_DIR / "notebooks" / (page.stem + ".md")
+    return source.is_file() and "slider(" in source.read_text()
+
+
+def check_sliders(driver, name, expect: bool) -> tuple[list[str], int]:
+    """Move every slider of the open page one step with the keyboard, as a reader would, and check
+    that the figure shown and the value label change (no kernel, no network). Returns problems, count."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    problems = []
+    before = driver.execute_script(JS_SLIDERS)
+    if expect and not before:
+        problems.append(f"{name}: its notebook has a slider but the page shows none")
+    for s in before:
+        if len(s["shown"]) != 1:
+            problems.append(f"{name}: slider {s['id']} shows {len(s['shown'])} figures, not 1")
+            continue
+        if int(s["max"]) < 1:
+            continue  # a single option: nothing to move
+        key = Keys.ARROW_LEFT if s["value"] == s["max"] else Keys.ARROW_RIGHT
+        control = driver.find_element(By.CSS_SELECTOR, f"#{s['id']} input[type=range]")
+        driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", control)
+        control.send_keys(key)
+        after = next(a for a in driver.execute_script(JS_SLIDERS) if a["id"] == s["id"])
+        if after["value"] == s["value"]:
+            problems.append(f"{name}: slider {s['id']} did not move")
+        elif len(after["shown"]) != 1 or after["shown"] == s["shown"]:
+            problems.append(f"{name}: moving slider {s['id']} did not change its figure")
+        elif after["label"] == s["label"]:
+            problems.append(f"{name}: moving slider {s['id']} did not change its value label")
+        else:
+            png = image_bytes(after["shown"][0])
+            if png is not None and blank(png):
+                problems.append(f"{name}: slider {s['id']} shows an empty figure at {after['label']}")
+    return problems, len(before)
 
 
 def check(html_root: Path) -> list[str]:
@@ -48,14 +130,19 @@ def check(html_root: Path) -> list[str]:
     opts.binary_location = "/usr/bin/chromium"
     for flag in CHROME_FLAGS:
         opts.add_argument(flag)
+    opts.set_capability("goog:loggingPrefs", {"performance": "ALL"})  # every request, for remote_requests
     driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
     driver.set_script_timeout(60)
     problems: list[str] = []
+    sliders = 0
+    name = "(start)"
     pages = sorted((html_root / "notebooks").glob("*.html"))
     if not pages:
         return [f"no notebook pages under {html_root / 'notebooks'}"]
     try:
         for page in [html_root / "index.html", *pages]:
+            # anything logged since the previous page's check was still that page's doing
+            problems += [f"{name}: request outside file:// {url}" for url in remote_requests(driver)]
             driver.get(page.resolve().as_uri())
             name = page.relative_to(html_root)
             broken = set(driver.execute_async_script(JS_BROKEN))
@@ -69,12 +156,20 @@ def check(html_root: Path) -> list[str]:
             if page != html_root / "index.html" and not figures:
                 problems.append(f"{name}: no figure")
             for src in figures:
-                path = Path(src[len("file://"):]) if src.startswith("file://") else None
-                if path is not None and path.is_file() and blank(path):
-                    problems.append(f"{name}: empty figure {src}")
-            print(f"{name}: {len(figures)} figure(s) checked")
+                png = image_bytes(src)
+                if png is not None and blank(png):
+                    problems.append(f"{name}: empty figure {src[:80]}")
+            found, n_sliders = check_sliders(driver, name, page_has_slider(page))
+            problems += found
+            sliders += n_sliders
+            remote = remote_requests(driver)
+            problems += [f"{name}: request outside file:// {url}" for url in remote]
+            print(f"{name}: {len(figures)} figure(s), {n_sliders} slider(s) moved, "
+                  f"{len(remote)} request(s) outside file://")
+        problems += [f"{name}: request outside file:// {url}" for url in remote_requests(driver)]
     finally:
         driver.quit()
+    print(f"{len(pages) + 1} pages, {sliders} sliders moved")
     return problems
 
 

@@ -1,4 +1,4 @@
-"""Command line: ``python -m helpers {info,train-saes,collect,partners,prepare,explorer} --experiment PRESET``.
+"""Command line: ``python -m helpers {info,train-saes,collect,partners,gates,matching,prepare,explorer} --experiment PRESET``.
 
 Errors the helpers raise on purpose are printed as one line (``error: ...``)
 with exit status 2, not as a traceback.
@@ -71,6 +71,16 @@ def build_parser() -> argparse.ArgumentParser:
     _experiment_arg(par)
     par.add_argument("--k", type=int, default=16, help="partners per feature, measure and direction (default 16)")
     par.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    mat = sub.add_parser("matching", help="which matching method is causal: ablate each method's top-1 partner")
+    _experiment_arg(mat)
+    mat.add_argument("--downstream", type=int, default=None,
+                     help="downstream features evaluated per pair (default: 512, or all alive where fewer)")
+    mat.add_argument("--quiet", action="store_true", help="no progress bar")
+    gat = sub.add_parser("gates", help="verify AND/OR gate candidates and count upstream explanations (one pass)")
+    _experiment_arg(gat)
+    gat.add_argument("--masks", action="store_true", help="also store the firing-mask counts (large)")
+    gat.add_argument("--quiet", action="store_true", help="no progress bar")
 
     exp_p = sub.add_parser("explorer", help="write the static feature explorer (every feature's page) for the book")
     _experiment_arg(exp_p)
@@ -146,6 +156,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             file = build_partners(exp, k=args.k, progress=not args.quiet)
             print(f"partner tables: {file} ({file.stat().st_size / 2**20:.1f} MiB)")
+        elif args.command == "matching":
+            from .evolution.matching_artefact import build_matching
+
+            file = build_matching(exp, n_downstream=args.downstream, progress=not args.quiet)
+            print(f"matching methods: {file} ({file.stat().st_size / 2**10:.0f} KiB)")
+        elif args.command == "gates":
+            from .evolution.gate_artefact import build_gates, format_gates
+
+            print(format_gates(exp, build_gates(exp, progress=not args.quiet, keep_masks=args.masks)))
         elif args.command == "explorer":
             from .explore import build_explorer
 

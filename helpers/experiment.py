@@ -142,6 +142,17 @@ class Experiment:
     #: the reference study's "relative activation": a feature counts as active only above
     #: ``relative_threshold x`` its maximum (taken from the plain pass, run first); 0: above 0
     relative_threshold: float = 0.0
+    # --- boolean combinations and upstream explanations (helpers.evolution.gate_artefact) ---
+    #: AND candidate: exactly two upstream features at necessity >= this; OR: at sufficiency >= this
+    gate_threshold: float = 0.999
+    #: features (downstream b and upstream a) that fired fewer times are not considered
+    gate_min_fires: int = 5
+    #: a verified candidate survives when the IoU of b with a1 AND/OR a2 is >= this
+    gate_min_iou: float = 0.9
+    #: candidate upstream set of every downstream feature: its top-N upstream features by necessity
+    upstream_candidates: int = 16
+    #: an upstream explanation covers at least this share of the feature's firings
+    upstream_coverage: float = 0.9
     description: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
@@ -225,6 +236,16 @@ class Experiment:
             raise ConfigError(
                 f"relative_threshold={self.relative_threshold!r} must be in [0, 1): a share of each "
                 "feature's maximum (the reference study used 0.2); 0 counts every activation > 0"
+            )
+        for name in ("gate_threshold", "gate_min_iou", "upstream_coverage"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+                raise ConfigError(f"{name}={value!r} is outside its range [0, 1]")
+        if self.gate_min_fires < 1:
+            raise ConfigError(f"gate_min_fires={self.gate_min_fires} must be >= 1 (tokens)")
+        if not 1 <= self.upstream_candidates <= 32:
+            raise ConfigError(
+                f"upstream_candidates={self.upstream_candidates} must be in 1..32 (one bit per candidate)"
             )
         _check_thresholds("dead_thresholds", self.dead_thresholds)
         _check_thresholds("coactivation_thresholds", self.coactivation_thresholds)

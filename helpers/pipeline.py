@@ -11,7 +11,8 @@ log = logging.getLogger(__name__)
 
 def prepare(exp: Experiment, progress: bool = True) -> list[str]:
     """Train the SAEs if the preset trains its own, run the statistics pass if needed (or if an
-    artefact is missing or corrupted), then derive the partner tables if needed.
+    artefact is missing or corrupted), then derive the partner tables, verify the gate candidates
+    (one focused pass) and run the matching-method ablations if needed.
 
     Returns one line per step saying what was done or reused.
     """
@@ -38,6 +39,20 @@ def prepare(exp: Experiment, progress: bool = True) -> list[str]:
     else:
         file = build_partners(exp, progress=progress)
         done.append(f"partner tables for preset {exp.name!r} written to {file}")
+    from .evolution.gate_artefact import build_gates, gates_ready
+
+    if gates_ready(exp):
+        done.append(f"gate verification for preset {exp.name!r} reused")
+    else:
+        file = build_gates(exp, progress=progress)
+        done.append(f"gate verification for preset {exp.name!r} written to {file}")
+    from .evolution.matching_artefact import build_matching, matching_ready
+
+    if matching_ready(exp):
+        done.append(f"matching methods for preset {exp.name!r} reused")
+    else:
+        file = build_matching(exp, progress=progress)
+        done.append(f"matching methods for preset {exp.name!r} written to {file}")
     for line in done:
         log.info(line)
     return done

@@ -43,26 +43,31 @@ def describe(exp: Experiment, count_tokens: bool = True) -> dict[str, Any]:
     return info
 
 
-def format_info(info: dict[str, Any]) -> str:
+def info_rows(info: dict[str, Any]) -> list[tuple[str, str]]:
+    """The experiment's description (from :func:`describe`) as (field, value) pairs, in reading order."""
     m, s, c = info["model"], info["saes"], info["corpus"]
-    lines = [
-        f"experiment   {info['preset']}: {info['description']}",
-        f"model        {m['name']} ({m['source']}), {m['family']}, {m['n_layers']} layers, d_model {m['d_model']}",
-        f"sites        {len(info['sites'])}: {', '.join(info['sites'])}",
-        f"SAEs         {s['source']}" + (f" {s['release']}" if s.get("release") else "")
-        + f", {s['width']} features" + (f", TopK k={s['k']}" if s.get("k") else "")
-        + ("" if "trained" not in s else (", trained" if s["trained"] else ", not trained yet")),
-        f"corpus       {c['name']}"
-        + (f", {c['documents']} documents" if "documents" in c else "")
-        + (f", {c['tokens']:,} tokens" if "tokens" in c else "")
-        + (f" (first {c['max_documents']} documents)" if c.get("max_documents") else ""),
-        f"tokens       {'whole corpus' if info['token_budget'] is None else format(info['token_budget'], ',')}"
-        f", context {info['context_length']}",
-        f"artefacts    SAEs: {info['artefacts']['saes']}",
-        f"             statistics: {info['artefacts']['statistics']}",
+    return [
+        ("experiment", f"{info['preset']}: {info['description']}"),
+        ("model", f"{m['name']} ({m['source']}), {m['family']}, {m['n_layers']} layers, d_model {m['d_model']}"),
+        ("sites", f"{len(info['sites'])}: {', '.join(info['sites'])}"),
+        ("SAEs", f"{s['source']}" + (f" {s['release']}" if s.get("release") else "")
+         + f", {s['width']} features" + (f", TopK k={s['k']}" if s.get("k") else "")
+         + ("" if "trained" not in s else (", trained" if s["trained"] else ", not trained yet"))),
+        ("corpus", f"{c['name']}"
+         + (f", {c['documents']} documents" if "documents" in c else "")
+         + (f", {c['tokens']:,} tokens" if "tokens" in c else "")
+         + (f" (first {c['max_documents']} documents)" if c.get("max_documents") else "")),
+        ("tokens", f"{'whole corpus' if info['token_budget'] is None else format(info['token_budget'], ',')}"
+                   f", context {info['context_length']}"),
+        ("artefacts", f"SAEs: {info['artefacts']['saes']}"),
+        ("", f"statistics: {info['artefacts']['statistics']}"),
     ]
-    if s.get("quality"):
-        lines.append(format_quality(s["quality"]))
+
+
+def format_info(info: dict[str, Any]) -> str:
+    lines = [f"{field:<12} {value}" for field, value in info_rows(info)]
+    if info["saes"].get("quality"):
+        lines.append(format_quality(info["saes"]["quality"]))
     return "\n".join(lines)
 
 

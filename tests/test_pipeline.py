@@ -4,6 +4,8 @@ import shutil
 
 import pytest
 
+import helpers.evolution.gate_artefact as gates_mod
+import helpers.evolution.matching_artefact as matching_mod
 import helpers.evolution.partners as partners_mod
 import helpers.stats as stats_mod
 import helpers.subject.saes as saes_mod
@@ -13,7 +15,10 @@ from .evolution.test_partners import smoke_run  # noqa: F401  (the fixture: a pa
 
 
 def test_prepare_reruns_what_is_broken(smoke_run, tmp_path, monkeypatch):  # noqa: F811
+    from helpers.subject.models import load_subject
+
     exp, out, saes, _ = smoke_run
+    subject = load_subject(exp)
     root = tmp_path / "artefacts"
     shutil.copytree(out, root / exp.stats_name)
     monkeypatch.setenv("SAE_EVOLUTION_ARTEFACTS", str(root))
@@ -31,11 +36,21 @@ def test_prepare_reruns_what_is_broken(smoke_run, tmp_path, monkeypatch):  # noq
     monkeypatch.setattr(partners_mod, "build_partners",
                         lambda exp, progress=True: calls.append("partners") or real_build(exp, saes=saes, progress=False))
 
+    real_gates = gates_mod.build_gates
+    monkeypatch.setattr(gates_mod, "build_gates", lambda exp, progress=True: calls.append("gates")
+                        or real_gates(exp, subject=subject, saes=saes, progress=False))
+    real_matching = matching_mod.build_matching
+    monkeypatch.setattr(matching_mod, "build_matching", lambda exp, progress=True: calls.append("matching")
+                        or real_matching(exp, n_downstream=4, saes=saes, progress=False))
+
     lines = prepare(exp, progress=False)
-    assert calls == ["partners"] or calls == []  # intact statistics are reused
+    assert calls[:3] == ["partners", "gates", "matching"]  # intact statistics reused, what derives from them made
     assert any("reused (already collected)" in line for line in lines)
     calls.clear()
-    assert any("partner tables" in line and "reused" in line for line in prepare(exp, progress=False))
+    lines = prepare(exp, progress=False)
+    assert any("partner tables" in line and "reused" in line for line in lines)
+    assert any("matching methods" in line and "reused" in line for line in lines)
+    assert any("gate verification" in line and "reused" in line for line in lines)
     assert calls == []
 
     data = (root / exp.stats_name / "pair_coactivation.npz").read_bytes()

@@ -1,12 +1,21 @@
 """How features evolve across layers: measures between the features of adjacent sites,
-decoder-direction cosine, the co-activation graph, and derived views for the notebooks."""
+decoder-direction cosine, the co-activation graph, which matching method is causal, and
+derived views for the notebooks."""
 
 from .analysis import fraction_above, naive_cooccurrence, spearman, strongest_pairs
 from .decoder import decoder_directions, neuronpedia_url, top_cosine_matches
+from .gate_artefact import build_gates, explanation_sizes, gate_rows, gate_summary, gates_ready, load_gates
+from .gates import pair_gate_candidates, survives, truth_table_scores
 from .graph import build_graph, communities, degree_frequency, export_graphml, neighbourhood
+from .matching import METHODS, matched_partners, method_agreement, random_partners, success, success_table
+from .matching_artefact import build_matching, compute_matching, load_matching, matching_ready
+from .upstream import explanation, greedy_cover, upstream_candidates
 
 __all__ = [
-    "build_graph", "communities", "decoder_directions", "degree_frequency", "export_graphml",
-    "fraction_above", "naive_cooccurrence", "neighbourhood", "neuronpedia_url", "spearman",
-    "strongest_pairs", "top_cosine_matches",
+    "METHODS", "build_gates", "build_graph", "build_matching", "communities", "compute_matching",
+    "decoder_directions", "degree_frequency", "explanation", "explanation_sizes", "export_graphml",
+    "fraction_above", "gate_rows", "gate_summary", "gates_ready", "greedy_cover", "load_gates", "load_matching",
+    "matched_partners", "matching_ready", "method_agreement", "naive_cooccurrence", "neighbourhood",
+    "neuronpedia_url", "pair_gate_candidates", "random_partners", "spearman", "strongest_pairs", "success",
+    "success_table", "survives", "top_cosine_matches", "truth_table_scores", "upstream_candidates",
 ]

@@ -18,8 +18,12 @@ def examples(
     kind: str = "hi",
     n: int = 5,
     context_tokens: int = 12,
+    source_text: bool = False,
 ) -> list[dict[str, Any]]:
-    """The feature's top (``kind="hi"``) or lowest non-zero (``"lo"``) examples with context."""
+    """The feature's top (``kind="hi"``) or lowest non-zero (``"lo"``) examples with context.
+
+    ``source_text=True``: context as written in the document (see :func:`token_context`), for display.
+    """
     from ..subject.corpus import token_context
 
     if kind not in ("hi", "lo"):
@@ -32,7 +36,7 @@ def examples(
     for v, d, p in zip(values[:n], docs[:n], pos[:n]):
         if d < 0:
             break
-        left, token, right = token_context(tokenizer, by_id[int(d)], int(p), context_tokens)
+        left, token, right = token_context(tokenizer, by_id[int(d)], int(p), context_tokens, source_text)
         rows.append({"activation": float(v), "document": by_id[int(d)].title,
                      "left": left, "token": token, "right": right})
     return rows

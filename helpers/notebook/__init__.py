@@ -1,4 +1,5 @@
-"""What the notebooks draw: figures (:mod:`.plots`) and threshold sliders (:mod:`.widgets`)."""
+"""What the notebooks draw: figures (:mod:`.plots`), threshold sliders that move without a kernel
+(:mod:`.widgets`) and HTML tables and highlighted contexts (:mod:`.tables`)."""
 
 from .plots import (
     plot_coactivation_curves,
@@ -10,9 +11,11 @@ from .plots import (
     plot_scatter,
     plot_value_histograms,
 )
-from .widgets import slider
+from .tables import Html, examples_table, highlight, html_table
+from .widgets import StaticSlider, slider
 
 __all__ = [
     "plot_coactivation_curves", "plot_dead_curves", "plot_fraction_above", "plot_max_histogram",
     "plot_neighbourhood", "plot_sae_quality", "plot_scatter", "plot_value_histograms", "slider",
+    "StaticSlider", "Html", "html_table", "highlight", "examples_table",
 ]

@@ -157,6 +157,11 @@ def load_artefact(exp: Experiment, name: str, out: str | Path | None = None,
         return _derive(exp, name, out, keys)
     meta = read_metadata(exp, out)
     file = out / f"{name}.npz"
+    if not file.is_file():
+        raise MissingArtefactError(
+            f"{file} is missing (written by an older statistics pass?): rebuild the statistics with "
+            f"`{collect_command(exp)}`"
+        )
     return load_npz(file, meta.get("sha256", {}).get(file.name), collect_command(exp), keys)
 
 

@@ -251,20 +251,31 @@ def count_tokens(documents: Iterable[Document], tokenizer) -> int:
 
 
 def token_context(
-    tokenizer, document: Document, position: int, n_tokens: int = 20
+    tokenizer, document: Document, position: int, n_tokens: int = 20, source_text: bool = False
 ) -> tuple[str, str, str]:
     """``(left, token, right)`` text around token ``position`` of ``document``.
 
-    About ``n_tokens`` tokens on each side (roughly 40 words in all for 20).
+    About ``n_tokens`` tokens on each side (roughly 40 words in all for 20). By default each
+    part is the tokenizer's decoding of its tokens; with ``source_text=True`` (and a fast
+    tokenizer, which gives character offsets) the parts are slices of the document's own text,
+    so ``left + token + right`` reads as written (spaces and case kept; a WordPiece
+    continuation is not marked ``##``).
     """
-    ids = tokenizer(document.text, add_special_tokens=False)["input_ids"]
+    enc = tokenizer(document.text, add_special_tokens=False, return_offsets_mapping=source_text)
+    ids = enc["input_ids"]
     if not 0 <= position < len(ids):
         raise ConfigError(
             f"position {position} is outside document {document.doc_id} ({len(ids)} tokens)"
         )
-    left = tokenizer.decode(ids[max(0, position - n_tokens) : position])
+    lo, hi = max(0, position - n_tokens), min(len(ids), position + 1 + n_tokens)
+    offsets = enc.get("offset_mapping") if source_text else None
+    if offsets:
+        text = document.text
+        start, end = offsets[position]
+        return text[offsets[lo][0]:start], text[start:end], text[end:offsets[hi - 1][1]]
+    left = tokenizer.decode(ids[lo:position])
     token = tokenizer.decode(ids[position : position + 1])
-    right = tokenizer.decode(ids[position + 1 : position + 1 + n_tokens])
+    right = tokenizer.decode(ids[position + 1 : hi])
     return left, token, right
 
 

