@@ -1,4 +1,4 @@
-"""Command line: ``python -m helpers {info,train-saes,collect,partners,gates,matching,prepare} --experiment PRESET|FILE``,
+"""Command line: ``python -m helpers {info,train-saes,collect,partners,gates,matching,prepare,explorer} --experiment PRESET|FILE``,
 ``--release NAME [--layers A:B] [--width N]`` instead of a preset, and ``releases [--model TEXT]``.
 
 Errors the helpers raise on purpose are printed as one line (``error: ...``)
@@ -97,6 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
     _experiment_arg(gat)
     gat.add_argument("--masks", action="store_true", help="also store the firing-mask counts (large)")
     gat.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    exp_p = sub.add_parser("explorer", help="write the static feature explorer (every feature's page) for the book")
+    _experiment_arg(exp_p)
+    exp_p.add_argument("--out", default=None, help="output folder (default: book/_explorer, copied into the book)")
+    exp_p.add_argument("--force", action="store_true", help="rebuild even if the statistics are unchanged")
+    exp_p.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
 
@@ -156,7 +162,7 @@ def build_experiment(args: argparse.Namespace):
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # long-running commands say what they do (memory bill, SAE quality) unless --quiet
-    chatty = args.verbose or (args.command in ("collect", "prepare", "train-saes") and not args.quiet)
+    chatty = args.verbose or (args.command in ("collect", "prepare", "train-saes", "explorer") and not args.quiet)
     logging.basicConfig(level=logging.INFO if chatty else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("httpx", "urllib3", "filelock", "torch", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -215,6 +221,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .evolution.gate_artefact import build_gates, format_gates
 
             print(format_gates(exp, build_gates(exp, progress=not args.quiet, keep_masks=args.masks)))
+        elif args.command == "explorer":
+            from .explore import build_explorer
+
+            print(build_explorer(exp, out=args.out, force=args.force, progress=not args.quiet).describe())
     except SaeEvolutionError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -198,7 +198,7 @@ def test_missing_histograms_name_the_command_that_rebuilds_them(minilm, tmp_path
     assert statistics_ready(exp, tmp_path)
     (tmp_path / "histograms.npz").unlink()  # as an older pass left it
     assert not statistics_ready(exp, tmp_path)  # so `prepare` collects again
-    with pytest.raises(MissingArtefactError, match=r"histograms.npz is missing .*helpers collect --experiment smoke"):
+    with pytest.raises(MissingArtefactError, match=r"histograms.npz is missing.*helpers collect --experiment smoke"):
         load_artefact(exp, "histograms", tmp_path)
 
 

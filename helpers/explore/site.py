@@ -1,0 +1,263 @@
+"""Write the static feature explorer: ``explorer.html`` and its data as script-tag chunks.
+
+Layout of the output folder (``book/_explorer/`` by default; the book copies it next to its
+pages through Sphinx's ``html_extra_path``)::
+
+    explorer.html                  the page (routed by hash: #site=hidden.3&feature=117)
+    explorer/explorer.js, .css     written by this project, nothing from the network
+    explorer/data/meta.js          sites, token strings, document titles, bin edges, measures
+    explorer/data/corpus.js        every document's token ids (3 characters each)
+    explorer/data/site-<site>.js   every feature of one site (loaded on demand)
+    explorer/build.json            what was built from what (reused when unchanged)
+
+Each data file is a ``<script>`` that calls ``EXPLORER.register(...)``, so the page works from
+``file://`` (no ``fetch``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..experiment import Experiment
+from ..io import REPO_ROOT, atomic_dir, atomic_write_text, stats_dir
+from . import contexts as ctx
+from . import pages
+
+log = logging.getLogger(__name__)
+
+ASSETS = Path(__file__).parent / "assets"
+DEFAULT_OUT = REPO_ROOT / "book" / "_explorer"
+ID_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+FORMAT = 1
+
+
+@dataclass
+class ExplorerResult:
+    out: Path
+    features: int
+    seconds_rerun: float = 0.0
+    seconds_build: float = 0.0
+    tokens_rerun: int = 0
+    batches_rerun: int = 0
+    bytes: dict[str, int] = field(default_factory=dict)
+    reused: bool = False
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(self.bytes.values())
+
+    def describe(self) -> str:
+        if self.reused:
+            return f"feature explorer reused ({self.out / 'explorer.html'})"
+        return (f"feature explorer: {self.features:,} features in {self.out / 'explorer.html'}, "
+                f"{self.total_bytes / 1e6:.1f} MB; example contexts re-run {self.tokens_rerun:,} tokens "
+                f"in {self.seconds_rerun:.1f} s, pages built in {self.seconds_build:.1f} s "
+                f"({self.features / max(self.seconds_build, 1e-9) * 60:,.0f} features/min)")
+
+
+def encode_ids(ids: np.ndarray) -> str:
+    """Token ids as 3 characters each (base 64, most significant first)."""
+    ids = np.asarray(ids, dtype=np.int64)
+    lut = np.frombuffer(ID_CHARS.encode(), np.uint8)
+    digits = np.stack([(ids >> 12) & 63, (ids >> 6) & 63, ids & 63], 1)
+    return lut[digits.ravel()].tobytes().decode("ascii")
+
+
+def _stamp(exp: Experiment, out_stats: Path) -> str:
+    meta = (out_stats / "metadata.json").read_bytes()
+    partners = out_stats / "partners.npz"  # written after the pass by the partner tables, when they exist
+    if partners.is_file():
+        meta += f"{partners.stat().st_size}:{partners.stat().st_mtime_ns}".encode()
+    code = b"".join(p.read_bytes() for p in sorted(Path(__file__).parent.glob("*.py")))
+    code += b"".join(p.read_bytes() for p in sorted(ASSETS.iterdir()))
+    return hashlib.sha256(meta + code + exp.to_json().encode()).hexdigest()[:16]
+
+
+def _js(kind: str, name: str, payload) -> str:
+    body = json.dumps(payload, separators=(",", ":"), allow_nan=True)
+    return f"EXPLORER.register({json.dumps(kind)},{json.dumps(name)},{body});\n"
+
+
+def _round(a: np.ndarray, digits: int = 4) -> list:
+    """Floats with ``digits`` significant digits (keeps the data small); NaN stays NaN."""
+    a = np.asarray(a, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mag = np.where((a != 0) & np.isfinite(a), np.floor(np.log10(np.abs(a))), 0)
+    scale = 10.0 ** (digits - 1 - mag)
+    return (np.round(a * scale) / scale).tolist()
+
+
+def build_data(exp: Experiment, subject=None, saes=None, out_stats: str | Path | None = None,
+               k_partners: int = 5, recolour: int = 2, recolour_examples: int = 10, context: int = ctx.CONTEXT,
+               heldout_every: int = 5, progress: bool = False) -> dict:
+    """Everything the pages show, for all features (see :mod:`.pages` and :mod:`.contexts`).
+
+    ``recolour``: partners per direction (the strongest by the first measure) whose activations
+    are stored on the contexts of the ``recolour_examples`` highest examples, for "recolour by
+    partner" (10 of 20 keep the offline preset's data under 60 MB).
+    """
+    from ..stats import load_artefact
+    from ..subject.corpus import load_corpus
+    from ..subject.models import load_subject
+    from ..subject.saes import load_saes
+
+    summ = pages.summary(exp, out_stats)
+    top = load_artefact(exp, "top_examples", out_stats)
+    subject = subject or load_subject(exp)
+    saes = saes or load_saes(exp, device=subject.device)
+    S, F = len(exp.sites), exp.sae_width
+    docs = load_corpus(exp.corpus, exp.max_documents)
+    t0, c0 = time.perf_counter(), time.process_time()
+    partners = pages.partner_tables(exp, k_partners, out_stats)
+    ex = ctx.flatten_examples(top)
+    layout = ctx.stream_layout(exp, docs, subject.tokenizer, subject.special_tokens)
+    ctx.locate(exp, ex, *layout)
+    labels = ctx.token_labels(ex, layout[0], (S, F), heldout_every)
+    # partners whose activations colour the same contexts: R per direction, by the first measure
+    sel = np.full((S, F, 2 * recolour), -1, np.int64)
+    offsets = (-1,) * recolour + (1,) * recolour
+    for s in range(S):
+        if s >= 1:
+            sel[s, :, :recolour] = partners["up_index"][s - 1, 0][:, :recolour]
+        if s < len(exp.site_pairs):
+            sel[s, :, recolour:] = partners["down_index"][s, 0][:, :recolour]
+    pf = sel[ex.site, ex.feature]
+    recoloured = (ex.kind == 0) & (ex.rank < recolour_examples)
+    pf[~recoloured] = -1  # the highest examples only (keeps the data small)
+    t_prep, c_prep = time.perf_counter() - t0, time.process_time() - c0
+    t1 = time.perf_counter()
+    ex = ctx.example_contexts(exp, subject, saes, ex, pf, offsets, labels, context, heldout_every, docs, progress)
+    t_rerun = time.perf_counter() - t1
+    t2, c2 = time.perf_counter(), time.process_time()
+    precision, recall = ctx.label_scores(ex.heldout)
+    dec_idx, dec_cos = pages.decoder_neighbours(saes, exp.sites, k_partners)
+    g_idx, g_cnt = pages.graph_neighbours(summ["graph"], (S, F), k_partners)
+    effect = pages.effect_tokens(subject, saes, exp.sites)
+    t_build = t_prep + time.perf_counter() - t2
+    cpu_build = c_prep + time.process_time() - c2
+    return {"summary": summ, "partners": partners, "examples": ex, "labels": labels, "precision": precision,
+            "recall": recall, "decoder": (dec_idx, dec_cos), "graph": (g_idx, g_cnt), "effect": effect,
+            "docs": docs, "doc_tokens": layout[0], "subject": subject, "recolour": recolour,
+            "recolour_partners": sel, "recolour_examples": recolour_examples, "seconds_rerun": t_rerun, "seconds_build": t_build, "cpu_build": cpu_build, "context": context, "heldout_every": heldout_every}
+
+
+def site_payload(exp: Experiment, data: dict, s: int) -> dict:
+    """One site's features as columns (lists over features), ready for JSON."""
+    summ, ex, part = data["summary"], data["examples"], data["partners"]
+    F = exp.sae_width
+    P = len(exp.site_pairs)
+    hist = summ["hist"][s].astype(np.int64)
+    nz = hist > 0
+    first = np.where(nz.any(1), nz.argmax(1), 0)
+    last = np.where(nz.any(1), hist.shape[1] - 1 - nz[:, ::-1].argmax(1), -1)
+    # histograms: [first bin, counts up to the last non-empty bin]; ragged, so one list per feature
+    hist_rows = [[int(a)] + row[a : b + 1] for a, b, row in zip(first.tolist(), last.tolist(), hist.tolist())]
+    mine = np.flatnonzero(ex.site == s)
+    starts = np.searchsorted(ex.feature[mine], np.arange(F + 1))
+    ok = ex.ok[mine]
+    left = (ok[:, : data["context"]]).sum(1)
+    length = ok.sum(1)
+    scale = summ["max"][s][ex.feature[mine]][:, None]
+    colours = pages.level_string(pages.levels(ex.acts[mine], scale)[ok])
+    # partner colours: highest examples only, each partner slot over the same contexts
+    hi = (ex.kind[mine] == 0) & (ex.rank[mine] < data["recolour_examples"])
+    sites_of = np.array([s + o for o in ex.partner_offset])
+    pscale = np.zeros(ex.partner_feature[mine].shape, np.float32)
+    for r, other in enumerate(sites_of):
+        if 0 <= other < len(exp.sites):
+            pf = ex.partner_feature[mine, r]
+            pscale[:, r] = np.where(pf >= 0, summ["max"][other][np.clip(pf, 0, None)], 0)
+    pl = pages.levels(ex.partner_acts[mine], pscale[:, :, None])  # [E, R, W]
+    pcol = pages.level_string(pl[hi][np.broadcast_to(ok[hi][:, None, :], pl[hi].shape)])
+    recolour_partners = data["recolour_partners"][s]
+    out = {
+        "site": exp.sites[s], "index": s, "n_features": F,
+        "fired": summ["fired"][s].tolist(), "max": _round(summ["max"][s]), "mean": _round(summ["mean"][s]),
+        "hist": hist_rows,
+        "label": data["labels"][s].tolist(),
+        "label_precision": _round(data["precision"][s], 3), "label_recall": _round(data["recall"][s], 3),
+        "examples": {
+            "start": starts.tolist(), "kind": ex.kind[mine].tolist(), "doc": ex.doc[mine].tolist(),
+            "pos": ex.pos[mine].tolist(), "value": _round(ex.value[mine]), "left": left.tolist(),
+            "length": length.tolist(), "levels": colours,
+        },
+        "recolour": {"partners": recolour_partners.tolist(), "offsets": list(ex.partner_offset), "levels": pcol,
+                     "examples": data["recolour_examples"]},
+        "decoder": {"index": data["decoder"][0][s].tolist(), "cosine": _round(data["decoder"][1][s], 3)},
+        "graph": {"index": data["graph"][0][s].tolist(), "count": data["graph"][1][s].tolist()},
+        "effect": {k: (v[s].tolist() if "value" not in k else _round(v[s], 3)) for k, v in data["effect"].items()},
+    }
+    for direction, pair, ok_dir in (("down", s, s < P), ("up", s - 1, s >= 1)):
+        if ok_dir:
+            out[direction] = {"index": part[f"{direction}_index"][pair].transpose(1, 0, 2).tolist(),
+                              "values": _round(part[f"{direction}_values"][pair].transpose(1, 0, 2, 3), 2),
+                              "count": part[f"{direction}_count"][pair].transpose(1, 0, 2).tolist()}
+    return out
+
+
+def meta_payload(exp: Experiment, data: dict) -> dict:
+    from ..evolution.decoder import neuronpedia_url
+
+    subject = data["subject"]
+    np_url = neuronpedia_url(exp.name, exp.sites[0], 0)
+    return {
+        "format": FORMAT, "preset": exp.name, "description": exp.description, "sites": list(exp.sites),
+        "n_features": exp.sae_width, "n_tokens": int(data["summary"]["n_tokens"]),
+        "edges": _round(data["summary"]["edges"], 4), "measures": [str(m) for m in data["partners"]["measures"]],
+        "causal": bool(subject.spec.causal), "context": data["context"],
+        "tokens": pages.token_strings(subject.tokenizer, subject.spec.family),
+        "titles": {str(d.doc_id): d.title for d in data["docs"]},
+        "neuronpedia": np_url.rsplit("/", 2)[0] if np_url else None,
+        "heldout_tokens": int(data["examples"].heldout.get("tokens", 0)),
+        "heldout_every": data["heldout_every"],
+    }
+
+
+def write_site(exp: Experiment, data: dict, out: Path) -> dict[str, int]:
+    """Write ``explorer.html``, its assets and data files into ``out`` (atomically, as a folder)."""
+    with atomic_dir(out) as tmp:
+        (tmp / "explorer" / "data").mkdir(parents=True)
+        shutil.copy(ASSETS / "explorer.html", tmp / "explorer.html")
+        for name in ("explorer.js", "explorer.css"):
+            shutil.copy(ASSETS / name, tmp / "explorer" / name)
+        d = tmp / "explorer" / "data"
+        (d / "meta.js").write_text(_js("meta", exp.name, meta_payload(exp, data)))
+        corpus = {str(k): encode_ids(v) for k, v in data["doc_tokens"].items()}
+        (d / "corpus.js").write_text(_js("corpus", exp.name, corpus))
+        for s, site in enumerate(exp.sites):
+            (d / f"site-{site}.js").write_text(_js("site", site, site_payload(exp, data, s)))
+        sizes = {str(p.relative_to(tmp)): p.stat().st_size for p in tmp.rglob("*") if p.is_file()}
+    return sizes
+
+
+def build_explorer(exp: Experiment, out: str | Path | None = None, subject=None, saes=None,
+                   out_stats: str | Path | None = None, force: bool = False, progress: bool = False,
+                   **options) -> ExplorerResult:
+    """Build the explorer for ``exp`` into ``out`` (default ``book/_explorer``); reuse it when the
+    statistics and this code are unchanged."""
+    out = Path(out) if out is not None else DEFAULT_OUT
+    stats = Path(out_stats) if out_stats is not None else stats_dir(exp.stats_name)
+    pages.summary(exp, stats)  # clear errors first: no statistics, another experiment, no histograms
+    stamp = _stamp(exp, stats)
+    build = out / "explorer" / "build.json"
+    if not force and build.is_file() and json.loads(build.read_text()).get("stamp") == stamp:
+        return ExplorerResult(out, len(exp.sites) * exp.sae_width, reused=True)
+    data = build_data(exp, subject, saes, stats, progress=progress, **options)
+    t0 = time.perf_counter()
+    sizes = write_site(exp, data, out)
+    seconds_build = data["seconds_build"] + time.perf_counter() - t0
+    ex = data["examples"]
+    res = ExplorerResult(out, len(exp.sites) * exp.sae_width, data["seconds_rerun"], seconds_build,
+                         ex.tokens_run, ex.batches_run, sizes)
+    atomic_write_text(build, json.dumps({"stamp": stamp, "preset": exp.name, "features": res.features,
+                                         "seconds_rerun": res.seconds_rerun, "seconds_build": seconds_build,
+                                         "tokens_rerun": res.tokens_rerun, "bytes": res.total_bytes}, indent=2))
+    return res

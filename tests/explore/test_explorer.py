@@ -1,0 +1,249 @@
+"""The feature explorer's data equal a brute force from the model (smoke subject, random TopK SAEs)."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from helpers.errors import ArtefactMismatchError, ConfigError, MissingArtefactError
+from helpers.experiment import PRESETS
+from helpers.explore import build_explorer, feature_anchor, feature_link
+from helpers.explore.pages import decode_levels, levels, table_partners, top_rows
+from helpers.explore.site import build_data, write_site
+from helpers.stats import load_artefact, run_pass
+from helpers.subject.capture import capture_residuals
+from helpers.subject.corpus import iter_token_batches, load_corpus
+
+from ..stats.test_collect import random_topk_saes
+
+EXP = PRESETS["smoke"].replace(token_budget=900, step_tokens=300, batch_size=8, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    from helpers.subject.models import load_subject
+
+    tmp = tmp_path_factory.mktemp("explorer")
+    subject = load_subject(EXP)
+    saes = random_topk_saes(EXP.sites)
+    run_pass(EXP, out=tmp / "stats", progress=False, subject=subject, saes=saes)
+    data = build_data(EXP, subject, saes, tmp / "stats", heldout_every=3)
+    write_site(EXP, data, tmp / "site")
+    return {"tmp": tmp, "subject": subject, "saes": saes, "data": data, "dense": dense_by_batch(subject, saes)}
+
+
+def dense_by_batch(subject, saes):
+    """Dense SAE codes of every counted token, batched exactly as the pass, with provenance."""
+    docs = load_corpus(EXP.corpus, EXP.max_documents)
+    X, doc, pos, ids, batch = {s: [] for s in EXP.sites}, [], [], [], []
+    for b, tb in enumerate(iter_token_batches(docs, subject.tokenizer, subject.special_tokens, EXP.context_length,
+                                              EXP.batch_size, EXP.token_budget)):
+        acts = capture_residuals(subject, tb.input_ids, tb.attention_mask, EXP.sites)
+        with torch.no_grad():
+            for s in EXP.sites:
+                X[s].append(saes[s].encode(acts[s][tb.token_mask]).numpy())
+        doc.append(tb.doc_ids[tb.token_mask].numpy())
+        pos.append(tb.positions[tb.token_mask].numpy())
+        ids.append(tb.input_ids[tb.token_mask].numpy())
+        batch.append(np.full(int(tb.token_mask.sum()), b))
+    return ({s: np.concatenate(v) for s, v in X.items()}, np.concatenate(doc), np.concatenate(pos),
+            np.concatenate(ids), np.concatenate(batch))
+
+
+def read_chunk(path):
+    text = path.read_text()
+    assert text.startswith("EXPLORER.register(") and text.endswith(");\n")
+    body = text[len("EXPLORER.register("):-3]
+    kind_end = body.index(",", body.index(",") + 1)
+    return json.loads(body[kind_end + 1:])
+
+
+def test_example_windows_and_colours_equal_the_model(built):
+    X, doc, pos, ids, _ = built["dense"]
+    ex = built["data"]["examples"]
+    mx = load_artefact(EXP, "max_activations", built["tmp"] / "stats")["max"]
+    where = {(int(d), int(p)): i for i, (d, p) in enumerate(zip(doc, pos))}
+    rng = np.random.default_rng(0)
+    checked = 0
+    for s_i, site in enumerate(EXP.sites):
+        payload = read_chunk(built["tmp"] / "site" / "explorer" / "data" / f"site-{site}.js")
+        e = payload["examples"]
+        all_levels = decode_levels(e["levels"])
+        offsets = np.concatenate([[0], np.cumsum(e["length"])])
+        for f in rng.choice(EXP.sae_width, 12, replace=False):
+            rows = range(e["start"][f], e["start"][f + 1])
+            top = load_artefact(EXP, "top_examples", built["tmp"] / "stats")
+            assert len(rows) == (top["hi_doc"][s_i, f] >= 0).sum() + (top["lo_doc"][s_i, f] >= 0).sum()
+            for j in rows:
+                centre = where[(e["doc"][j], e["pos"][j])]
+                lo = centre - e["left"][j]
+                window = np.arange(lo, lo + e["length"][j])
+                # the window is the example's row: consecutive positions of one document
+                assert (doc[window] == e["doc"][j]).all()
+                assert (pos[window] == e["pos"][j] - e["left"][j] + np.arange(e["length"][j])).all()
+                assert e["left"][j] == min(12, e["pos"][j] - pos[lo]) or e["left"][j] == 12
+                want = levels(X[site][window, f], np.float32(mx[s_i, f]))
+                got = all_levels[offsets[j]:offsets[j + 1]]
+                np.testing.assert_array_equal(got, want)
+                assert X[site][centre, f] > 0
+                np.testing.assert_allclose(e["value"][j], X[site][centre, f], rtol=1e-3)
+                checked += 1
+        # raw activations (before quantisation) equal the model's, exactly
+        mine = np.flatnonzero(ex.site == s_i)[:200]
+        for r in mine:
+            centre = where[(int(ex.doc[r]), int(ex.pos[r]))]
+            ok = ex.ok[r]
+            idx = centre + np.arange(-12, 13)[ok]
+            np.testing.assert_array_equal(ex.acts[r][ok], X[site][idx, ex.feature[r]])
+            np.testing.assert_array_equal(ex.ids[r][ok], ids[idx])
+            for slot, off in enumerate(ex.partner_offset):
+                pf = ex.partner_feature[r, slot]
+                if pf >= 0 and 0 <= s_i + off < len(EXP.sites):
+                    np.testing.assert_array_equal(ex.partner_acts[r, slot][ok], X[EXP.sites[s_i + off]][idx, pf])
+    assert checked > 100
+
+
+def test_recolour_levels_are_the_partners_activations(built):
+    X, doc, pos, _, _ = built["dense"]
+    mx = load_artefact(EXP, "max_activations", built["tmp"] / "stats")["max"]
+    where = {(int(d), int(p)): i for i, (d, p) in enumerate(zip(doc, pos))}
+    s_i, site = 2, EXP.sites[2]
+    payload = read_chunk(built["tmp"] / "site" / "explorer" / "data" / f"site-{site}.js")
+    e, rc = payload["examples"], payload["recolour"]
+    plev = decode_levels(rc["levels"])
+    R = len(rc["offsets"])
+    off = 0
+    for f in range(EXP.sae_width):
+        for j in range(e["start"][f], e["start"][f + 1]):
+            if e["kind"][j] != 0 or j - e["start"][f] >= rc["examples"]:
+                continue
+            n = e["length"][j]
+            lo = where[(e["doc"][j], e["pos"][j])] - e["left"][j]
+            for slot in range(R):
+                p = rc["partners"][f][slot]
+                other = s_i + rc["offsets"][slot]
+                if p >= 0:
+                    want = levels(X[EXP.sites[other]][lo:lo + n, p], np.float32(mx[other, p]))
+                    np.testing.assert_array_equal(plev[off + slot * n: off + (slot + 1) * n], want)
+            off += R * n
+    assert off == plev.size
+
+
+def test_histograms_partners_and_neighbours(built):
+    X = built["dense"][0]
+    payload = read_chunk(built["tmp"] / "site" / "explorer" / "data" / "site-hidden.1.js")
+    edges = np.asarray(load_artefact(EXP, "histograms", built["tmp"] / "stats")["edges"])
+    x = X["hidden.1"]
+    for f in range(0, EXP.sae_width, 17):
+        v = x[:, f][x[:, f] > 0].astype(np.float32)
+        want = np.bincount(np.searchsorted(edges, v, side="right"), minlength=len(edges) + 1)
+        row = payload["hist"][f]
+        got = np.zeros_like(want)
+        if len(row) > 1:
+            got[row[0]: row[0] + len(row) - 1] = row[1:]
+        np.testing.assert_array_equal(got, want)
+        assert payload["fired"][f] == v.size
+    # partners straight from the pass's tables: top Pearson of row / column
+    r = load_artefact(EXP, "correlation", built["tmp"] / "stats")["r_1"]
+    tables = table_partners(EXP, 5, built["tmp"] / "stats")
+    down = np.asarray(payload["down"]["index"])  # [F, M, k] for pair 1 -> 2
+    up = np.asarray(payload["up"]["index"])  # pair 0 -> 1
+    np.testing.assert_array_equal(down[:, 0], top_rows(r, 5))
+    np.testing.assert_array_equal(up[:, 0], tables["up_index"][0, 0])
+    f = int(np.nanargmax(np.nanmax(r, 1)))
+    assert down[f, 0, 0] == int(np.nanargmax(r[f]))
+    np.testing.assert_allclose(payload["down"]["values"][f][0][0][0], np.nanmax(r[f]), rtol=1e-2)  # 2 digits
+    # decoder neighbours: never the feature itself, cosines descending
+    dec = np.asarray(payload["decoder"]["index"])
+    assert (dec != np.arange(EXP.sae_width)[:, None]).all()
+    assert (np.diff(np.asarray(payload["decoder"]["cosine"]), axis=1) <= 1e-3).all()
+
+
+def test_token_label_scores_on_held_out_batches(built):
+    X, doc, pos, ids, batch = built["dense"]
+    data = built["data"]
+    held = batch % 3 == 2
+    for s_i, site in enumerate(EXP.sites):
+        lab = data["labels"][s_i]
+        fires = X[site][held] > 0
+        present = ids[held][:, None] == lab[None, :]
+        tp = (fires & present).sum(0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            np.testing.assert_allclose(data["precision"][s_i], np.where(present.sum(0) > 0, tp / present.sum(0), np.nan),
+                                       equal_nan=True)
+            np.testing.assert_allclose(data["recall"][s_i], np.where(fires.sum(0) > 0, tp / fires.sum(0), np.nan),
+                                       equal_nan=True)
+    # the label is a token of the feature's highest examples outside the held-out batches
+    ex = data["examples"]
+    s_i, f = 0, int(np.flatnonzero(data["labels"][0] >= 0)[0])
+    rows = (ex.site == s_i) & (ex.feature == f) & (ex.kind == 0) & (ex.batch % 3 != 2)
+    centre = ex.ids[rows][:, 12]
+    values, counts = np.unique(centre, return_counts=True)
+    assert data["labels"][0, f] in values[counts == counts.max()]
+
+
+def test_effect_is_nearest_input_embeddings(built):
+    subject, saes = built["subject"], built["saes"]
+    E = subject.hf_model.get_input_embeddings().weight.detach()
+    d = saes["hidden.3"].W_dec.detach()[7]
+    cos = torch.nn.functional.cosine_similarity(E, d.unsqueeze(0), dim=1)
+    best = built["data"]["effect"]["boosted"][3, 7]
+    value = built["data"]["effect"]["boosted_value"][3, 7]
+    np.testing.assert_allclose(value, cos[best].numpy(), rtol=1e-4, atol=1e-5)
+    assert value[0] >= cos[1000:2000].max().item() - 1e-5  # [unusedN] and special tokens are left out
+
+
+def test_links_and_bad_input(built):
+    assert feature_link(EXP, "hidden.3", 117) == "../explorer.html#site=hidden.3&feature=117"
+    assert 'href="../explorer.html#site=hidden.3&amp;feature=7"' in feature_anchor(EXP, "hidden.3", 7)
+    with pytest.raises(ConfigError, match="no site 'hidden.9'.*choose among"):
+        feature_link(EXP, "hidden.9", 1)
+    with pytest.raises(ConfigError, match="no feature 256 at 'hidden.1': features are 0..255"):
+        feature_link(EXP, "hidden.1", 256)
+    stats = built["tmp"] / "stats"
+    with pytest.raises(ArtefactMismatchError, match="step_tokens: 300 on disk, 100 asked for"):
+        build_explorer(EXP.replace(step_tokens=100), out=built["tmp"] / "other", subject=built["subject"],
+                       saes=built["saes"], out_stats=stats)
+    old = built["tmp"] / "old"
+    shutil.copytree(stats, old)
+    (old / "histograms.npz").unlink()
+    with pytest.raises(MissingArtefactError, match="histograms.npz is missing.*helpers collect --experiment smoke"):
+        build_explorer(EXP, out=built["tmp"] / "other", subject=built["subject"], saes=built["saes"], out_stats=old)
+    assert not (built["tmp"] / "other").exists()
+
+
+def test_written_site_is_self_contained(built):
+    site = built["tmp"] / "site"
+    html = (site / "explorer.html").read_text()
+    js = (site / "explorer" / "explorer.js").read_text()
+    for text in (html, js, (site / "explorer" / "explorer.css").read_text()):
+        assert "http://" not in text.replace("http://www.w3.org", "") and "https://" not in text
+        assert "fetch(" not in text
+    for site_name in EXP.sites:
+        assert (site / "explorer" / "data" / f"site-{site_name}.js").is_file()
+    meta = read_chunk(site / "explorer" / "data" / "meta.js")
+    assert meta["sites"] == list(EXP.sites) and meta["neuronpedia"] is None and meta["causal"] is False
+
+
+def test_cli_without_statistics_is_one_line(artefacts_tmp, capsys):
+    from helpers.cli import main
+
+    assert main(["explorer", "--experiment", "smoke", "--out", str(artefacts_tmp / "site"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "helpers collect --experiment smoke" in err
+    assert not (artefacts_tmp / "site").exists()
+
+
+def test_partners_npz_is_used_when_present(built):
+    from helpers.evolution.partners import build_partners
+    from helpers.explore.pages import partner_tables
+
+    stats = built["tmp"] / "stats"
+    assert [str(m) for m in partner_tables(EXP, 5, stats)["measures"]] == ["pearson", "jaccard"]
+    copy = built["tmp"] / "with-partners"
+    shutil.copytree(stats, copy)
+    build_partners(EXP, out=copy, saes=built["saes"], progress=False)
+    tables = partner_tables(EXP, 5, copy)
+    assert len(tables["measures"]) == 6 and tables["down_index"].shape[-1] == 2
