@@ -71,6 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
     _experiment_arg(par)
     par.add_argument("--k", type=int, default=16, help="partners per feature, measure and direction (default 16)")
     par.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    bro = sub.add_parser("browser", help="write the static cross-layer browser (with curated prompt graphs and searches)")
+    _experiment_arg(bro)
+    bro.add_argument("--out", default=None, help="output folder (default: book/_browser, copied into the book)")
+    bro.add_argument("--k-edges", type=int, default=None, help="partners per feature, measure and direction (default 8)")
     return parser
 
 
@@ -140,6 +145,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             file = build_partners(exp, k=args.k, progress=not args.quiet)
             print(f"partner tables: {file} ({file.stat().st_size / 2**20:.1f} MiB)")
+        elif args.command == "browser":
+            from .explore.browser_site import build_browser
+
+            print(build_browser(exp, out=args.out, k_edges=args.k_edges).describe())
     except SaeEvolutionError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
