@@ -74,11 +74,20 @@ def browser_graph(partners: dict, fired: np.ndarray, k_edges: int = DEFAULT_K_ED
     community = -np.ones(len(layer), np.int64)
     found = []
     if graph.number_of_edges():
-        for c, members in enumerate(m for m in layer_communities(graph, seed=seed) if len(m) > 1):
-            ids = [index[graph.nodes[n]["layer"], graph.nodes[n]["feature"]] for n in members]
+        for members in layer_communities(graph, seed=seed):
+            # the browser draws features that fired: a never-fired partner is left out
+            ids = [int(index[graph.nodes[n]["layer"], graph.nodes[n]["feature"]]) for n in members]
+            ids = [i for i in ids if i >= 0]
+            if len(ids) < 2:
+                continue
+            c = len(found)
             community[ids] = c
             span = np.bincount(layer[ids], minlength=S)
             found.append({"id": c, "size": len(ids), "sites": int((span > 0).sum()), "per_site": span.tolist()})
+        order = sorted(range(len(found)), key=lambda c: -found[c]["size"])  # largest first after the filter
+        remap = np.array(order).argsort()
+        community = np.where(community >= 0, remap[np.maximum(community, 0)], -1)
+        found = [dict(found[c], id=i) for i, c in enumerate(order)]
     return {
         "preset": preset, "sites": sites, "measures": measures,
         "ranges": {m: list(MEASURE_RANGES[m]) for m in measures}, "k_edges": k_edges,
@@ -139,14 +148,15 @@ def synthetic_graph(n_nodes: int = 2000, n_edges: int = 20000, n_sites: int = 7,
                     measures: Sequence[str] = MEASURES) -> dict[str, Any]:
     """A random graph in the page's format, for measuring the page (2,000 nodes, 20,000 edges)."""
     rng = np.random.default_rng(seed)
-    per = n_nodes // n_sites
-    layer = np.repeat(np.arange(n_sites), per)
-    feat = np.tile(np.arange(per), n_sites)
-    starts = np.arange(n_sites) * per
-    src_layer = rng.integers(0, n_sites - 1, n_edges)
-    a = starts[src_layer] + rng.integers(0, per, n_edges)
-    b = starts[src_layer + 1] + rng.integers(0, per, n_edges)
-    pairs = sorted(set(zip(a.tolist(), b.tolist())))
+    layer = np.sort(np.arange(n_nodes) % n_sites)
+    sizes = np.bincount(layer, minlength=n_sites)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    feat = np.arange(n_nodes) - starts[layer]
+    draw = 2 * n_edges  # some draws repeat a pair: draw more, keep the first n_edges distinct
+    src_layer = rng.integers(0, n_sites - 1, draw)
+    a = starts[src_layer] + (rng.random(draw) * sizes[src_layer]).astype(np.int64)
+    b = starts[src_layer + 1] + (rng.random(draw) * sizes[src_layer + 1]).astype(np.int64)
+    pairs = sorted(list(dict.fromkeys(zip(a.tolist(), b.tolist())))[:n_edges])
     E = len(pairs)
     values = {m: _round(rng.uniform(*MEASURE_RANGES[m], E)) for m in measures}
     n_comm = 40

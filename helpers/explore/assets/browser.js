@@ -338,5 +338,6 @@ var BROWSER = (function () {
   function screenPosition(n) { var g = canvasGeometry(), r = g.c.getBoundingClientRect(); return [r.left + px(n, g), r.top + py(n, g)]; }
   function nodeAt(site, f) { return ids[site + ":" + f]; }
   return { register: register, start: start, set: set, info: info, screenPosition: screenPosition, nodeAt: nodeAt,
-           visibleNodes: function () { return vis.nodes.slice(); } };
+           visibleNodes: function () { return vis.nodes.slice(); },
+           site: function (n) { return siteOf(n); }, feature: function (n) { return feature[n]; } };
 })();
