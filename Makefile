@@ -43,12 +43,13 @@ artefacts: $(STAMP)
 	$(PY) -m helpers prepare --experiment $(EXPERIMENT)
 
 book: artefacts
+	$(PY) -m helpers browser --experiment $(EXPERIMENT)
 	rm -rf book/_build/.jupyter_cache
 	$(VENV)/bin/jupyter-book build --all book $(BOOK_FLAGS)
 	@echo "book: $(CURDIR)/book/_build/html/index.html"
 
 clean-book:
-	rm -rf book/_build
+	rm -rf book/_build book/_browser
 
 clean: clean-book
 	rm -rf $(VENV)

@@ -29,7 +29,8 @@ import torch
 from ..errors import ConfigError
 
 __all__ = [
-    "PromptActivations", "SearchResult", "prompt_activations", "search", "search_prompts", "prompt_graph",
+    "PromptActivations", "SearchResult", "prompt_activations", "prompt_continuity", "prompt_graph", "search",
+    "search_prompts", "token_subgraph",
 ]
 
 
@@ -243,3 +244,35 @@ def prompt_graph(acts: PromptActivations, index: int, partners: dict, measure: s
                               "value": round(v, 4), "tokens": both.tolist()})
     return {"prompt": acts.prompts[index], "tokens": acts.tokens[index], "sites": list(sites),
             "measure": measure, "threshold": float(threshold), "nodes": nodes, "edges": edges}
+
+
+def token_subgraph(graph: dict, token: int) -> dict[str, Any]:
+    """The part of a prompt graph active on one token (negative: counted from the end)."""
+    n_tok = len(graph["tokens"])
+    if not -n_tok <= token < n_tok:
+        raise ConfigError(f"token {token} out of range: the prompt has {n_tok} tokens")
+    t = token % n_tok
+    nodes = [dict(n, activation=n["acts"][t]) for n in graph["nodes"] if n["acts"][t] > 0]
+    edges = [e for e in graph["edges"] if t in e["tokens"]]
+    return {**graph, "token": t, "nodes": nodes, "edges": edges}
+
+
+def prompt_continuity(graph: dict) -> np.ndarray:
+    """``[T, S-1]``: per token, the share of the features active at site L that are linked (an
+    edge of the graph active on that token) to a feature active at site L+1; NaN where none is active."""
+    sites = graph["sites"]
+    T, P = len(graph["tokens"]), len(sites) - 1
+    active = np.zeros((T, P), np.int64)
+    linked = np.zeros((T, P), np.int64)
+    layer_of = {n["id"]: n["layer"] for n in graph["nodes"]}
+    for n in graph["nodes"]:
+        if n["layer"] < P:
+            active[:, n["layer"]] += np.asarray(n["acts"]) > 0
+    seen: dict[tuple[int, str], None] = {}
+    for e in graph["edges"]:
+        for t in e["tokens"]:
+            seen[(t, e["source"])] = None
+    for t, src in seen:
+        linked[t, layer_of[src]] += 1
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(active > 0, linked / np.maximum(active, 1), np.nan)

@@ -168,3 +168,33 @@ def test_prompt_graph_nodes_and_edges(setup):
         prompt_graph(acts, 0, partners, "spearman", 0.3)
     with pytest.raises(ConfigError, match="outside its range"):
         prompt_graph(acts, 0, partners, "jaccard", 1.5)
+
+
+def test_token_subgraph_and_continuity():
+    from helpers.explore.search import prompt_continuity, token_subgraph
+
+    g = {"sites": ["a", "b", "c"], "tokens": ["x", "y"],
+         "nodes": [{"id": "a:1", "layer": 0, "acts": [1.0, 0.0]}, {"id": "a:2", "layer": 0, "acts": [1.0, 1.0]},
+                   {"id": "b:3", "layer": 1, "acts": [0.5, 2.0]}, {"id": "c:4", "layer": 2, "acts": [0.0, 1.0]}],
+         "edges": [{"source": "a:1", "target": "b:3", "value": 0.5, "tokens": [0]},
+                   {"source": "b:3", "target": "c:4", "value": 0.2, "tokens": [1]}]}
+    sub = token_subgraph(g, -1)
+    assert sub["token"] == 1 and [n["id"] for n in sub["nodes"]] == ["a:2", "b:3", "c:4"]
+    assert [e["source"] for e in sub["edges"]] == ["b:3"] and sub["nodes"][1]["activation"] == 2.0
+    share = prompt_continuity(g)
+    # token x: a has 2 active, 1 linked; b has 1 active, 0 linked. token y: a 1 active, 0 linked; b 1, 1
+    np.testing.assert_array_equal(share, [[0.5, 0.0], [0.0, 1.0]])
+    with pytest.raises(ConfigError, match="out of range"):
+        token_subgraph(g, 2)
+
+
+def test_search_table_links_to_the_explorer():
+    from helpers.explore.search import SearchResult
+    from helpers.notebook.search_view import search_table
+
+    row = {"site": "hidden.3", "layer": 3, "feature": 17, "margin": 1.5, "lowest_positive": 2.0,
+           "highest_negative": 0.5}
+    html = search_table(SearchResult(["p"], ["n"], 0.0, [row], []))
+    assert 'href="../explorer.html#site=hidden.3&amp;feature=17"' in html and "+1.500" in html
+    empty = search_table(SearchResult(["p"], ["n"], 0.0, [], [row]))
+    assert "no feature fires" in empty and "closest candidates" in empty
