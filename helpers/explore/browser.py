@@ -21,8 +21,8 @@ from ..errors import ConfigError
 from ..evolution.communities import node_id
 from ..evolution.measures import MEASURES, MEASURE_RANGES, check_measure, check_threshold
 
-__all__ = ["DEFAULT_K_EDGES", "browser_graph", "browser_prompt", "browser_search", "synthetic_graph",
-           "filter_edges"]
+__all__ = ["DEFAULT_K_EDGES", "add_labels", "browser_graph", "browser_prompt", "browser_search", "feature_labels",
+           "filter_edges", "synthetic_graph"]
 
 DEFAULT_K_EDGES = 8
 
@@ -98,6 +98,39 @@ def browser_graph(partners: dict, fired: np.ndarray, k_edges: int = DEFAULT_K_ED
                   "values": {m: _round(values[:, i]) for i, m in enumerate(measures)}},
         "communities": found,
     }
+
+
+def feature_labels(top: dict, documents, tokenizer, n: int = 2) -> list[list[str]]:
+    """``[S][F]`` short labels: the most frequent tokens of each feature's highest examples (the
+    label of :func:`.examples.top_tokens`), with every document tokenized once."""
+    from collections import Counter
+
+    from ..subject.corpus import tokenize_documents
+
+    doc_ids = {d.doc_id: ids for d, ids in tokenize_documents(list(documents), tokenizer)}
+    cache: dict[int, str] = {}
+
+    def word(t: int) -> str:
+        if t not in cache:
+            cache[t] = tokenizer.decode([t]).strip()
+        return cache[t]
+
+    docs, pos = top["hi_doc"], top["hi_pos"]
+    out = []
+    for s in range(docs.shape[0]):
+        row = []
+        for f in range(docs.shape[1]):
+            words = [word(doc_ids[int(d)][int(p)]) for d, p in zip(docs[s, f], pos[s, f])
+                     if d >= 0 and int(d) in doc_ids and 0 <= p < len(doc_ids[int(d)])]
+            row.append(", ".join(w for w, _ in Counter(words).most_common(n)))
+        out.append(row)
+    return out
+
+
+def add_labels(graph: dict, labels: list[list[str]]) -> dict:
+    """``graph`` with ``nodes.label`` from ``[S][F]`` labels (see :func:`feature_labels`)."""
+    graph["nodes"]["label"] = [labels[la][f] for la, f in zip(graph["nodes"]["layer"], graph["nodes"]["feature"])]
+    return graph
 
 
 def filter_edges(graph: dict, measure: str, threshold: float) -> np.ndarray:

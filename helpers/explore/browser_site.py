@@ -94,7 +94,8 @@ def build_browser(exp, out: str | Path | None = None, subject=None, saes=None, k
     from ..stats.artefacts import load_artefact
     from ..subject.models import load_subject
     from ..subject.saes import load_saes
-    from .browser import DEFAULT_K_EDGES, browser_graph
+    from ..subject.corpus import load_corpus
+    from .browser import DEFAULT_K_EDGES, add_labels, browser_graph, feature_labels
 
     t0 = time.perf_counter()
     out = Path(out) if out is not None else DEFAULT_OUT
@@ -103,6 +104,8 @@ def build_browser(exp, out: str | Path | None = None, subject=None, saes=None, k
     graph = browser_graph(partners, fired, k_edges or DEFAULT_K_EDGES, community_measure, community_threshold,
                           seed=exp.seed, preset=exp.name)
     subject = subject if subject is not None else load_subject(exp)
+    top = load_artefact(exp, "top_examples", keys=("hi_doc", "hi_pos"))
+    add_labels(graph, feature_labels(top, load_corpus(exp.corpus, exp.max_documents), subject.tokenizer))
     saes = saes if saes is not None else load_saes(exp, device=subject.device)
     _, _, prompts, searches = precompute(exp, subject, saes, partners, graph)
     sizes = write_browser(out, graph, prompts, searches)

@@ -89,3 +89,26 @@ def test_page_in_headless_chromium_2000_nodes_20000_edges(tmp_path):
     full = times["redraw"][-1.0]
     assert full["edges"] == 20000 and full["nodes"] == 2000
     assert full["ms"] < check_browser.MAX_REDRAW_MS and times["hover_ms"] < check_browser.MAX_REDRAW_MS
+
+
+def test_feature_labels_equal_top_tokens(wiki_docs, tiny_tokenizer):
+    from helpers.explore.browser import add_labels, feature_labels
+    from helpers.explore.examples import top_tokens
+
+    rng = np.random.default_rng(1)
+    docs = wiki_docs[:10]
+    lengths = [len(tiny_tokenizer(d.text, add_special_tokens=False)["input_ids"]) for d in docs]
+    S, F, k = 2, 12, 6
+    doc = rng.integers(0, len(docs), (S, F, k))
+    pos = np.array([[[rng.integers(0, lengths[d]) for d in row] for row in site] for site in doc])
+    doc = np.array([[[docs[d].doc_id for d in row] for row in site] for site in doc])
+    doc[0, 3, 2:] = -1  # fewer examples than k
+    doc[1, 5] = -1  # never fired
+    top = {"hi_doc": doc, "hi_pos": pos, "hi_values": np.ones((S, F, k), np.float32)}
+    labels = feature_labels(top, docs, tiny_tokenizer)
+    for s in range(S):
+        for f in range(F):
+            want = top_tokens(top, s, f, docs, tiny_tokenizer, n=2)
+            assert labels[s][f] == ("" if want == "(never fired)" else want)
+    graph = {"nodes": {"layer": [0, 1], "feature": [3, 7]}}
+    assert add_labels(graph, labels)["nodes"]["label"] == [labels[0][3], labels[1][7]]

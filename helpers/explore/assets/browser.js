@@ -25,6 +25,7 @@ var BROWSER = (function () {
   function siteOf(i) { return G.sites[layer[i]]; }
   function link(i) { return "explorer.html#site=" + encodeURIComponent(siteOf(i)) + "&feature=" + feature[i]; }
   function label(i) { return siteOf(i) + " #" + feature[i]; }
+  function words(i) { return G.nodes.label ? G.nodes.label[i] : ""; }
 
   function index() {
     N = G.nodes.layer.length; E = G.edges.a.length;
@@ -278,15 +279,17 @@ var BROWSER = (function () {
     }
     var h = el("h3"); h.appendChild(el("span", { "class": "swatch", style: "background:" + colour(comm[n]) }));
     h.appendChild(el("a", { href: link(n) }, label(n))); p.appendChild(h);
+    if (words(n)) p.appendChild(el("p", {}, "top tokens: " + words(n)));
     p.appendChild(el("p", {}, "community " + (comm[n] < 0 ? "none" : comm[n]) + ", fires on " + (100 * freq[n]).toPrecision(3) + "% of tokens"));
     var table = el("table"), v2 = evals[st.measure];
     vis.edges.forEach(function (e) {
       if (ea[e] !== n && eb[e] !== n) return;
       var m = ea[e] === n ? eb[e] : ea[e], tr = el("tr"), td = el("td");
       td.appendChild(el("a", { href: link(m) }, (layer[m] < layer[n] ? "\u2191 " : "\u2193 ") + label(m)));
-      tr.appendChild(td); tr.appendChild(el("td", {}, st.measure + " " + v2[e].toFixed(3))); table.appendChild(tr);
+      tr.appendChild(td); tr.appendChild(el("td", {}, words(m)));
+      tr.appendChild(el("td", {}, v2[e].toFixed(3))); table.appendChild(tr);
     });
-    p.appendChild(el("p", {}, "neighbours shown:")); p.appendChild(table);
+    p.appendChild(el("p", {}, "neighbours shown (" + st.measure + "):")); p.appendChild(table);
   }
 
   function start() {
