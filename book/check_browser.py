@@ -1,7 +1,8 @@
 """Open the cross-layer browser in headless Chromium the way a reader would and check it:
 
 - the edge count changes with the threshold and with the measure (through the page's controls);
-- a community and a prompt graph open from the page's menu;
+- a community and a prompt graph open from the page's menu, and a feature's k-hop neighbourhood
+  from its inputs;
 - clicking a node opens ``explorer.html#site=...&feature=...``;
 - no request leaves ``file://`` (Chrome's performance log);
 - it stays responsive: the milliseconds of a redraw (new threshold) and of a hover.
@@ -105,6 +106,28 @@ def check_controls(drv, page: Path) -> list[str]:
             problems.append(f"choosing {choice} from the menu showed {info['nodes']} features in view {info['view']}")
         if kind == "prompt:" and not drv.find_element("id", "token").is_displayed():
             problems.append("a prompt graph shows no token menu")
+    # a feature's neighbourhood: pick a feature with an edge, type it in, press "show"
+    open_page(drv, page, "#view=all&measure=pearson&threshold=0.1")
+    seed = drv.execute_script("var n = BROWSER.visibleNodes()[0]; return n === undefined ? null : [BROWSER.site(n), BROWSER.feature(n), n]")
+    if seed is None:
+        return problems + ["no feature with an edge at pearson >= 0.1 to start a neighbourhood from"]
+    Select(drv.find_element("id", "view")).select_by_value("hood")
+    Select(drv.find_element("id", "hood-site")).select_by_value(seed[0])
+    for name, value in (("hood-feature", seed[1]), ("hood-k", 1)):
+        box = drv.find_element("id", name)
+        box.clear()
+        box.send_keys(str(value))
+    drv.find_element("id", "hood-go").click()
+    one = drv.execute_script("return [BROWSER.info(), BROWSER.visibleNodes()]")
+    box = drv.find_element("id", "hood-k")
+    box.clear()
+    box.send_keys("3")
+    drv.find_element("id", "hood-go").click()
+    three = drv.execute_script("return BROWSER.info()")
+    if one[0]["view"] != "hood" or seed[2] not in one[1] or one[0]["nodes"] < 2:
+        problems.append(f"the 1-hop neighbourhood of {seed[0]} #{seed[1]} showed {one[0]['nodes']} feature(s)")
+    if three["nodes"] < one[0]["nodes"]:
+        problems.append(f"3 hops showed fewer features ({three['nodes']}) than 1 hop ({one[0]['nodes']})")
     return problems
 
 
