@@ -44,12 +44,13 @@ artefacts: $(STAMP)
 
 book: artefacts
 	$(PY) -m helpers explorer --experiment $(EXPERIMENT) --quiet
+	$(PY) -m helpers browser --experiment $(EXPERIMENT)
 	rm -rf book/_build/.jupyter_cache
 	$(VENV)/bin/jupyter-book build --all book $(BOOK_FLAGS)
 	@echo "book: $(CURDIR)/book/_build/html/index.html"
 
 clean-book:
-	rm -rf book/_build book/_explorer
+	rm -rf book/_build book/_explorer book/_browser
 
 clean: clean-book
 	rm -rf $(VENV)

@@ -1,4 +1,4 @@
-"""Command line: ``python -m helpers {info,train-saes,collect,partners,gates,matching,prepare,explorer} --experiment PRESET|FILE``,
+"""Command line: ``python -m helpers {info,train-saes,collect,partners,gates,matching,prepare,explorer,browser} --experiment PRESET|FILE``,
 ``--release NAME [--layers A:B] [--width N]`` instead of a preset, and ``releases [--model TEXT]``.
 
 Errors the helpers raise on purpose are printed as one line (``error: ...``)
@@ -103,6 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
     exp_p.add_argument("--out", default=None, help="output folder (default: book/_explorer, copied into the book)")
     exp_p.add_argument("--force", action="store_true", help="rebuild even if the statistics are unchanged")
     exp_p.add_argument("--quiet", action="store_true", help="no progress bar")
+    bro = sub.add_parser("browser", help="write the static cross-layer browser (with curated prompt graphs and searches)")
+    _experiment_arg(bro)
+    bro.add_argument("--out", default=None, help="output folder (default: book/_browser, copied into the book)")
+    bro.add_argument("--k-edges", type=int, default=None, help="partners per feature, measure and direction (default 8)")
     return parser
 
 
@@ -225,6 +229,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .explore import build_explorer
 
             print(build_explorer(exp, out=args.out, force=args.force, progress=not args.quiet).describe())
+        elif args.command == "browser":
+            from .explore.browser_site import build_browser
+
+            print(build_browser(exp, out=args.out, k_edges=args.k_edges).describe())
     except SaeEvolutionError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

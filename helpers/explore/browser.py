@@ -1,0 +1,205 @@
+"""The cross-layer browser's data: features as nodes (sites as rows), edges between adjacent
+sites with every measure, communities, precomputed prompt graphs and searches.
+
+Edges are each feature's top-``k_edges`` partners up and down under each measure (from the
+partner tables, :mod:`helpers.evolution.partners`), with the values of every measure and a
+bitmask of the measures under which the pair is listed. The page filters them client-side:
+an edge shows for measure ``m`` at threshold ``t`` when bit ``m`` is set and its value is
+``>= t``, the rule of :func:`helpers.evolution.communities.cross_layer_graph`.
+
+Everything here is plain data (lists and numbers, JSON-ready); :mod:`.browser_site` writes
+the page.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..errors import ConfigError
+from ..evolution.communities import node_id
+from ..evolution.measures import MEASURES, MEASURE_RANGES, check_measure, check_threshold
+
+__all__ = ["DEFAULT_K_EDGES", "add_labels", "browser_graph", "browser_prompt", "browser_search", "feature_labels",
+           "filter_edges", "synthetic_graph"]
+
+DEFAULT_K_EDGES = 8
+
+
+def _round(a, digits: int = 3) -> list:
+    return [None if not np.isfinite(v) else round(float(v), digits) for v in np.asarray(a, dtype=np.float64)]
+
+
+def browser_graph(partners: dict, fired: np.ndarray, k_edges: int = DEFAULT_K_EDGES,
+                  community_measure: str = "pearson", community_threshold: float = 0.1, seed: int = 0,
+                  preset: str = "") -> dict[str, Any]:
+    """Nodes (every feature that fired), edges (top-``k_edges`` partners under each measure, all
+    measure values) and Louvain communities of the graph at ``community_measure >=
+    community_threshold`` (ids 0, 1, ... largest first; -1 outside any community of 2+)."""
+    from ..evolution.communities import cross_layer_graph, layer_communities
+
+    check_threshold(community_measure, community_threshold)
+    k_all = int(partners["down_index"].shape[-1])
+    if not 1 <= k_edges <= k_all:
+        raise ConfigError(f"k_edges={k_edges} must be between 1 and the k={k_all} of the partner tables")
+    sites = [str(s) for s in partners["sites"]]
+    measures = [str(m) for m in partners["measures"]]
+    S, F = fired.shape
+    n_tokens = max(int(partners.get("n_tokens", 1)), 1)
+    alive = fired > 0
+    index = -np.ones((S, F), np.int64)
+    layer, feat = np.nonzero(alive)
+    index[layer, feat] = np.arange(len(layer))
+    edges: dict[tuple[int, int], list] = {}
+    for p in range(S - 1):
+        for m in range(len(measures)):
+            for direction in ("down", "up"):
+                idx = partners[f"{direction}_index"][p, m, :, :k_edges]
+                vals = partners[f"{direction}_values"][p, m, :, :k_edges]  # [F, k, M]
+                src_layer, dst_layer = (p, p + 1) if direction == "down" else (p + 1, p)
+                f, slot = np.nonzero((idx >= 0) & alive[src_layer][:, None])
+                g = idx[f, slot]
+                keep = alive[dst_layer][g]
+                f, slot, g = f[keep], slot[keep], g[keep]
+                a, b = (index[p, f], index[p + 1, g]) if direction == "down" else (index[p, g], index[p + 1, f])
+                for x, y, v in zip(a.tolist(), b.tolist(), vals[f, slot]):
+                    e = edges.get((x, y))
+                    if e is None:
+                        edges[(x, y)] = e = [0, v]
+                    e[0] |= 1 << m
+    keys = sorted(edges)
+    values = np.array([edges[k][1] for k in keys], np.float64).reshape(len(keys), len(measures))
+    graph = cross_layer_graph(partners, fired, community_measure, community_threshold)
+    community = -np.ones(len(layer), np.int64)
+    found = []
+    if graph.number_of_edges():
+        for members in layer_communities(graph, seed=seed):
+            # the browser draws features that fired: a never-fired partner is left out
+            ids = [int(index[graph.nodes[n]["layer"], graph.nodes[n]["feature"]]) for n in members]
+            ids = [i for i in ids if i >= 0]
+            if len(ids) < 2:
+                continue
+            c = len(found)
+            community[ids] = c
+            span = np.bincount(layer[ids], minlength=S)
+            found.append({"id": c, "size": len(ids), "sites": int((span > 0).sum()), "per_site": span.tolist()})
+        order = sorted(range(len(found)), key=lambda c: -found[c]["size"])  # largest first after the filter
+        remap = np.array(order).argsort()
+        community = np.where(community >= 0, remap[np.maximum(community, 0)], -1)
+        found = [dict(found[c], id=i) for i, c in enumerate(order)]
+    return {
+        "preset": preset, "sites": sites, "measures": measures,
+        "ranges": {m: list(MEASURE_RANGES[m]) for m in measures}, "k_edges": k_edges,
+        "community_rule": {"measure": community_measure, "threshold": float(community_threshold)},
+        "nodes": {"layer": layer.tolist(), "feature": feat.tolist(),
+                  "frequency": _round(fired[layer, feat] / n_tokens, 6), "community": community.tolist()},
+        "edges": {"a": [k[0] for k in keys], "b": [k[1] for k in keys], "mask": [edges[k][0] for k in keys],
+                  "values": {m: _round(values[:, i]) for i, m in enumerate(measures)}},
+        "communities": found,
+    }
+
+
+def feature_labels(top: dict, documents, tokenizer, n: int = 2) -> list[list[str]]:
+    """``[S][F]`` short labels: the most frequent tokens of each feature's highest examples (the
+    label of :func:`.examples.top_tokens`), with every document tokenized once."""
+    from collections import Counter
+
+    from ..subject.corpus import tokenize_documents
+
+    doc_ids = {d.doc_id: ids for d, ids in tokenize_documents(list(documents), tokenizer)}
+    cache: dict[int, str] = {}
+
+    def word(t: int) -> str:
+        if t not in cache:
+            cache[t] = tokenizer.decode([t]).strip()
+        return cache[t]
+
+    docs, pos = top["hi_doc"], top["hi_pos"]
+    out = []
+    for s in range(docs.shape[0]):
+        row = []
+        for f in range(docs.shape[1]):
+            words = [word(doc_ids[int(d)][int(p)]) for d, p in zip(docs[s, f], pos[s, f])
+                     if d >= 0 and int(d) in doc_ids and 0 <= p < len(doc_ids[int(d)])]
+            row.append(", ".join(w for w, _ in Counter(words).most_common(n)))
+        out.append(row)
+    return out
+
+
+def add_labels(graph: dict, labels: list[list[str]]) -> dict:
+    """``graph`` with ``nodes.label`` from ``[S][F]`` labels (see :func:`feature_labels`)."""
+    graph["nodes"]["label"] = [labels[la][f] for la, f in zip(graph["nodes"]["layer"], graph["nodes"]["feature"])]
+    return graph
+
+
+def filter_edges(graph: dict, measure: str, threshold: float) -> np.ndarray:
+    """Indices of the edges the page shows for ``measure`` at ``threshold`` (the page's rule)."""
+    check_threshold(measure, threshold)
+    m = graph["measures"].index(check_measure(measure))
+    mask = np.array(graph["edges"]["mask"], np.int64)
+    vals = np.array([np.nan if v is None else v for v in graph["edges"]["values"][measure]], np.float64)
+    with np.errstate(invalid="ignore"):
+        return np.flatnonzero(((mask >> m) & 1).astype(bool) & (vals >= threshold))
+
+
+def _node_lookup(graph: dict) -> dict[str, int]:
+    sites = graph["sites"]
+    return {node_id(sites[la], f): i for i, (la, f) in enumerate(zip(graph["nodes"]["layer"], graph["nodes"]["feature"]))}
+
+
+def browser_prompt(graph: dict, prompt_graph: dict, name: str | None = None) -> dict[str, Any]:
+    """A prompt graph (:func:`.search.prompt_graph`) as the page reads it: its tokens and, per
+    node of the browser graph, the activation on each token. Features that never fired in the
+    corpus (not browser nodes) are counted in ``missing``."""
+    lookup = _node_lookup(graph)
+    nodes, acts, missing = [], [], 0
+    for n in prompt_graph["nodes"]:
+        i = lookup.get(n["id"])
+        if i is None:
+            missing += 1
+            continue
+        nodes.append(i)
+        acts.append(n["acts"])
+    return {"name": name or prompt_graph["prompt"][:60], "prompt": prompt_graph["prompt"],
+            "tokens": prompt_graph["tokens"], "nodes": nodes, "acts": acts, "missing": missing}
+
+
+def browser_search(graph: dict, result, name: str | None = None, limit: int = 200) -> dict[str, Any]:
+    """A search result (:class:`.search.SearchResult`) as the page reads it: matched nodes with
+    their margins, best first (at most ``limit``), or the closest candidates when none matched."""
+    lookup = _node_lookup(graph)
+    rows = result.rows if result.found else result.candidates
+    keep = [r for r in rows if node_id(r["site"], r["feature"]) in lookup][:limit]
+    return {"name": name or " & ".join(result.positives)[:60], "positives": result.positives,
+            "negatives": result.negatives, "threshold": result.threshold, "found": result.found,
+            "message": result.message(), "nodes": [lookup[node_id(r["site"], r["feature"])] for r in keep],
+            "margins": [round(r["margin"], 4) for r in keep]}
+
+
+def synthetic_graph(n_nodes: int = 2000, n_edges: int = 20000, n_sites: int = 7, seed: int = 0,
+                    measures: Sequence[str] = MEASURES) -> dict[str, Any]:
+    """A random graph in the page's format, for measuring the page (2,000 nodes, 20,000 edges)."""
+    rng = np.random.default_rng(seed)
+    layer = np.sort(np.arange(n_nodes) % n_sites)
+    sizes = np.bincount(layer, minlength=n_sites)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    feat = np.arange(n_nodes) - starts[layer]
+    draw = 2 * n_edges  # some draws repeat a pair: draw more, keep the first n_edges distinct
+    src_layer = rng.integers(0, n_sites - 1, draw)
+    a = starts[src_layer] + (rng.random(draw) * sizes[src_layer]).astype(np.int64)
+    b = starts[src_layer + 1] + (rng.random(draw) * sizes[src_layer + 1]).astype(np.int64)
+    pairs = sorted(list(dict.fromkeys(zip(a.tolist(), b.tolist())))[:n_edges])
+    E = len(pairs)
+    values = {m: _round(rng.uniform(*MEASURE_RANGES[m], E)) for m in measures}
+    n_comm = 40
+    return {
+        "preset": "synthetic", "sites": [f"site.{i}" for i in range(n_sites)], "measures": list(measures),
+        "ranges": {m: list(MEASURE_RANGES[m]) for m in measures}, "k_edges": 0,
+        "community_rule": {"measure": "pearson", "threshold": 0.1},
+        "nodes": {"layer": layer.tolist(), "feature": feat.tolist(), "frequency": [0.01] * len(layer),
+                  "community": rng.integers(-1, n_comm, len(layer)).tolist()},
+        "edges": {"a": [p[0] for p in pairs], "b": [p[1] for p in pairs],
+                  "mask": [(1 << len(measures)) - 1] * E, "values": values},
+        "communities": [{"id": c, "size": 0, "sites": n_sites, "per_site": []} for c in range(n_comm)],
+    }

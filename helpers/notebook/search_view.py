@@ -1,0 +1,128 @@
+"""What notebook 12 shows of a prompt search and a prompt graph: an HTML table with links to
+the feature explorer, a widget that runs a search in the kernel, and two figures."""
+
+from __future__ import annotations
+
+import html
+from typing import Any, Callable
+from urllib.parse import quote
+
+import numpy as np
+
+__all__ = ["browser_link", "explorer_link", "plot_prompt_continuity", "plot_token_graph", "search_table",
+           "search_widget"]
+
+
+def explorer_link(site: str, feature: int, base: str = "../explorer.html") -> str:
+    """The feature's page in the explorer, from a notebook page of the built book (the URL format
+    of ``helpers.explore.links.feature_link``)."""
+    return f"{base}#site={quote(site)}&feature={int(feature)}"
+
+
+def browser_link(view: str = "all", measure: str = "pearson", threshold: float = 0.1,
+                 base: str = "../browser.html") -> str:
+    """A view of the cross-layer browser: ``all``, ``community:<i>``, ``prompt:<i>``, ``search:<i>``."""
+    return f"{base}#view={quote(view)}&measure={measure}&threshold={threshold:g}"
+
+
+def search_table(result, n: int = 15, labels: Callable[[str, int], str] | None = None) -> str:
+    """The result's one-line summary, then its best ``n`` features (or the closest candidates)."""
+    rows = result.rows if result.found else result.candidates
+    head = "".join(f"<th>{h}</th>" for h in ("", "site", "feature", "margin", "lowest positive max",
+                                             "highest negative max") + (("top tokens",) if labels else ()))
+    body = []
+    for i, r in enumerate(rows[:n], 1):
+        link = f'<a href="{html.escape(explorer_link(r["site"], r["feature"]))}">#{r["feature"]}</a>'
+        cells = [str(i), html.escape(r["site"]), link, f"{r['margin']:+.3f}", f"{r['lowest_positive']:.3f}",
+                 f"{r['highest_negative']:.3f}"]
+        if labels:
+            cells.append(html.escape(labels(r["site"], r["feature"])))
+        body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    more = f"<p>... and {len(rows) - n} more</p>" if len(rows) > n else ""
+    notes = "".join(f"<p><em>{html.escape(x)}</em></p>" for x in result.notes)
+    return (f"<p><b>{html.escape(result.message())}</b></p>{notes}"
+            f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>{more}")
+
+
+def search_widget(run: Callable[[list[str], list[str], float], Any], positives=(), negatives=(), threshold=0.0):
+    """Text boxes (one prompt a line) and a button; ``run(positives, negatives, threshold)``
+    returns a SearchResult, shown as :func:`search_table` (a bad input shows its one line)."""
+    import ipywidgets as widgets
+    from IPython.display import HTML, display
+
+    from ..errors import ConfigError
+
+    pos = widgets.Textarea("\n".join(positives), description="all of", layout=widgets.Layout(width="95%", height="80px"))
+    neg = widgets.Textarea("\n".join(negatives), description="none of", layout=widgets.Layout(width="95%", height="60px"))
+    thr = widgets.FloatText(threshold, description="threshold")
+    button = widgets.Button(description="search")
+    out = widgets.Output()
+
+    def go(_):
+        with out:
+            out.clear_output()
+            lines = lambda w: [x for x in w.value.splitlines() if x.strip()]  # noqa: E731
+            try:
+                display(HTML(search_table(run(lines(pos), lines(neg), thr.value))))
+            except ConfigError as exc:
+                display(HTML(f"<p><b>error:</b> {html.escape(str(exc))}</p>"))
+
+    button.on_click(go)
+    return widgets.VBox([pos, neg, widgets.HBox([thr, button]), out])
+
+
+def plot_token_graph(sub: dict, title: str, labels: Callable[[str, int], str] | None = None, max_per_site: int = 16):
+    """One token's active features (sites as rows, the ``max_per_site`` most active of each site),
+    edges of the prompt graph between them; rows ordered by barycentre to keep lineages vertical."""
+    import matplotlib.pyplot as plt
+
+    sites = sub["sites"]
+    rows: dict[int, list[dict]] = {}
+    for n in sorted(sub["nodes"], key=lambda n: -n["activation"]):
+        if len(rows.setdefault(n["layer"], [])) < max_per_site:
+            rows[n["layer"]].append(n)
+    keep = {n["id"]: n for r in rows.values() for n in r}
+    edges = [e for e in sub["edges"] if e["source"] in keep and e["target"] in keep]
+    nb: dict[str, list[str]] = {}
+    for e in edges:
+        nb.setdefault(e["target"], []).append(e["source"])
+    pos: dict[str, tuple[float, float]] = {}
+    for layer in sorted(rows):
+        def centre(n):
+            above = [pos[m][0] for m in nb.get(n["id"], []) if m in pos]
+            return (np.mean(above) if above else 1e9, n["feature"])
+        members = sorted(rows[layer], key=centre)
+        for i, n in enumerate(members):
+            pos[n["id"]] = (i - (len(members) - 1) / 2, -layer)
+    fig, ax = plt.subplots(figsize=(11, 0.8 * len(sites) + 1.2))
+    for e in edges:
+        (x0, y0), (x1, y1) = pos[e["source"]], pos[e["target"]]
+        ax.plot([x0, x1], [y0, y1], color="0.4", lw=0.5 + 2.5 * max(e["value"], 0), alpha=0.6, zorder=1)
+    ids = list(keep)
+    xs, ys = zip(*(pos[i] for i in ids))
+    acts = np.array([keep[i]["activation"] for i in ids])
+    sc = ax.scatter(xs, ys, c=acts, cmap="magma_r", s=60, zorder=2, edgecolors="0.3", linewidths=0.4)
+    for i in ids:
+        n = keep[i]
+        text = f"{n['feature']}" + (f" {labels(n['site'], n['feature'])}" if labels else "")
+        ax.annotate(text, pos[i], fontsize=6, xytext=(0, 5), textcoords="offset points", ha="center", rotation=30)
+    ax.set_yticks([-i for i in range(len(sites))], sites)
+    ax.set_xticks([])
+    ax.set_title(title)
+    fig.colorbar(sc, ax=ax, label="activation on the token", fraction=0.03)
+    fig.tight_layout()
+    return fig
+
+
+def plot_prompt_continuity(share: np.ndarray, tokens: list[str], pairs: list[str], title: str):
+    """Heatmap ``[T, S-1]``: per token, the share of features at site L linked to one active at L+1."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(min(2 + 0.45 * len(tokens), 14), 0.45 * len(pairs) + 1.5))
+    im = ax.imshow(share.T, aspect="auto", cmap="viridis", vmin=0, vmax=1)
+    ax.set_xticks(range(len(tokens)), tokens, rotation=60, fontsize=8)
+    ax.set_yticks(range(len(pairs)), pairs, fontsize=8)
+    ax.set_title(title)
+    fig.colorbar(im, ax=ax, label="share linked to the next site")
+    fig.tight_layout()
+    return fig
