@@ -1,6 +1,7 @@
 """Gate candidates, their truth tables and the upstream explanations equal a numpy brute force
 from dense activations (smoke subject, tiny random TopK SAEs, batched exactly as the pass)."""
 
+import re
 import json
 from collections import Counter
 
@@ -267,7 +268,8 @@ def test_command_line_errors_are_one_line(capsys, artefacts_tmp):
     from helpers.cli import main
 
     assert main(["gates", "--experiment", "smoke", "--set", "gate_threshold=2"]) == 2
-    assert "error: gate_threshold=2 is outside its range [0, 1]" in capsys.readouterr().err
+    # (the experiment stores the float field as a float: 2 -> 2.0)
+    assert re.search(r"error: gate_threshold=2(\.0)? is outside its range \[0, 1\]", capsys.readouterr().err)
     assert main(["gates", "--experiment", "smoke", "--quiet"]) == 2  # no statistics yet
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: no statistics in") and "python -m helpers collect --experiment smoke" in err
