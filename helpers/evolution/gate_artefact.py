@@ -20,6 +20,7 @@ import numpy as np
 
 from ..errors import ArtefactMismatchError, ConfigError, CorruptArtefactError, MissingArtefactError
 from ..io import atomic_save_npz, atomic_write_json, load_npz, sha256_file, stats_dir
+from ..stats.artefacts import smallest_uint
 from .focused_pass import FocusPlan, run_focused_pass
 from .gates import KINDS, pair_gate_candidates, truth_table_scores
 from .measures import load_pair_inputs
@@ -117,8 +118,8 @@ def build_gates(exp, out=None, subject=None, saes: dict | None = None, progress:
         upstream_necessity=np.stack(necessity),
         cover_slot=np.stack([c["slot"] for c in covers]), cover_count=np.stack([c["covered"] for c in covers]),
         cover_fired=np.stack([c["fired"] for c in covers]),
-        **{f"mask_key_{p}": _smallest_uint(result["keys"][p]) for p in range(n_pairs) if keep_masks},
-        **{f"mask_count_{p}": _smallest_uint(result["counts"][p]) for p in range(n_pairs) if keep_masks},
+        **{f"mask_key_{p}": smallest_uint(result["keys"][p]) for p in range(n_pairs) if keep_masks},
+        **{f"mask_count_{p}": smallest_uint(result["counts"][p]) for p in range(n_pairs) if keep_masks},
     )
     atomic_write_json(out / GATES_META, {
         "experiment": exp.to_dict(),
@@ -131,15 +132,6 @@ def build_gates(exp, out=None, subject=None, saes: dict | None = None, progress:
     log.info("gate verification for %s: %d candidates, %d tokens in %.1f s -> %s",
              exp.name, len(table), result["n_tokens"], seconds, file)
     return file
-
-
-def _smallest_uint(values: np.ndarray) -> np.ndarray:
-    """Non-negative integers in the smallest unsigned type that holds them (exact)."""
-    top = int(values.max()) if values.size else 0
-    for dtype in (np.uint8, np.uint16, np.uint32, np.uint64):
-        if top <= np.iinfo(dtype).max:
-            return values.astype(dtype)
-    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def load_pair_fired(exp, out=None) -> np.ndarray:

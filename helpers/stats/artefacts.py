@@ -37,8 +37,8 @@ DERIVED = {"cooccurrence": "Jaccard index of every feature pair, from pair_coact
 METADATA = "metadata.json"
 
 
-def _compact_counts(count: np.ndarray) -> np.ndarray:
-    """The smallest unsigned integer type that holds every count exactly."""
+def smallest_uint(count: np.ndarray) -> np.ndarray:
+    """Non-negative integers (counts) in the smallest unsigned type that holds them exactly."""
     top = int(count.max()) if count.size else 0
     for dtype in (np.uint8, np.uint16, np.uint32, np.uint64):
         if top <= np.iinfo(dtype).max:
@@ -81,7 +81,7 @@ def write_artefacts(state: PassState, exp: Experiment, out: Path, seconds: float
         thresholds=np.array(exp.dead_thresholds), tokens=steps, fired=feats["fired"], sites=sites,
     )
     pair_res = state.results_of_pairs()
-    counts = {f"count_{i}": _compact_counts(r["count"]) for i, r in enumerate(pair_res)}
+    counts = {f"count_{i}": smallest_uint(r["count"]) for i, r in enumerate(pair_res)}
     atomic_save_npz(
         out / "pair_coactivation.npz",
         never_all=torch.stack(state.coact_all, -1).numpy(),  # [n_thr, P, n_steps]
@@ -100,7 +100,7 @@ def write_artefacts(state: PassState, exp: Experiment, out: Path, seconds: float
     atomic_save_npz(out / "coactivation_graph.npz", sites=sites, frequency=feats["fired"] / n,
                     fired=feats["fired"], **graph)
     hist = state.histograms.result()
-    atomic_save_npz(out / "histograms.npz", sites=sites, edges=hist["edges"], counts=_compact_counts(hist["counts"]))
+    atomic_save_npz(out / "histograms.npz", sites=sites, edges=hist["edges"], counts=smallest_uint(hist["counts"]))
     sizes = {name: (out / name).stat().st_size for name in ARTEFACT_FILES}
     exp.save(out)
     atomic_write_json(out / METADATA, {
