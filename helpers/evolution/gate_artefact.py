@@ -77,7 +77,7 @@ def build_gates(exp, out=None, subject=None, saes: dict | None = None, progress:
     from ..subject.models import load_subject, resolve_device
     from ..subject.saes import load_saes
 
-    out = Path(out) if out is not None else stats_dir(exp.name)
+    out = Path(out) if out is not None else stats_dir(exp.stats_name)
     stats = load_metadata(exp, out)  # refuses another experiment's statistics
     f = int(stats["n_features"])
     if not 1 <= exp.upstream_candidates <= f:
@@ -142,27 +142,11 @@ def load_pair_fired(exp, out=None) -> np.ndarray:
 
 def read_gates_meta(exp, out=None) -> dict[str, Any]:
     """``gates.json``, refused when missing or made for another experiment or other statistics."""
-    from ..experiment import Experiment
-    from ..stats.artefacts import STAT_FIELDS, load_metadata
+    from ..stats.artefacts import STAT_FIELDS, read_derived_meta
 
-    out = Path(out) if out is not None else stats_dir(exp.name)
-    meta_file = out / GATES_META
-    if not meta_file.is_file():
-        raise MissingArtefactError(f"no gate verification in {out}: run `{gates_command(exp)}`")
-    try:
-        meta = json.loads(meta_file.read_text())
-        saved = Experiment.from_dict(meta["experiment"])
-    except (ValueError, KeyError) as err:
-        raise CorruptArtefactError(f"{meta_file} is unreadable ({err}): rerun `{gates_command(exp)}`") from None
-    diff = saved.differences(exp, STAT_FIELDS + GATE_FIELDS)
-    if diff:
-        raise ArtefactMismatchError(f"the gate verification in {out} belongs to another experiment "
-                                    f"({'; '.join(diff)}): rerun `{gates_command(exp)}`")
-    stats = load_metadata(exp, out)
-    if stats.get("sha256") and meta.get("statistics_sha256") != stats.get("sha256"):
-        raise ArtefactMismatchError(f"the gate verification in {out} was made from earlier statistics: "
-                                    f"rerun `{gates_command(exp)}`")
-    return meta
+    out = Path(out) if out is not None else stats_dir(exp.stats_name)
+    return read_derived_meta(exp, out, GATES_META, "gate verification results", gates_command(exp),
+                             fields=STAT_FIELDS + GATE_FIELDS)
 
 
 def load_gates(exp, out=None, masks: bool = False) -> dict[str, Any]:
@@ -172,7 +156,7 @@ def load_gates(exp, out=None, masks: bool = False) -> dict[str, Any]:
     loaded only with ``masks=True``, as int64, and exist only if the file was built with them
     (``python -m helpers gates --masks``); the covers derived from them always are.
     """
-    out = Path(out) if out is not None else stats_dir(exp.name)
+    out = Path(out) if out is not None else stats_dir(exp.stats_name)
     meta = read_gates_meta(exp, out)
     if masks and not meta.get("masks"):
         raise ConfigError(f"{out / GATES_FILE} holds no firing-mask counts: rebuild it with "

@@ -277,19 +277,12 @@ def build_matching(exp, n_downstream: int | None = None, methods: Sequence[str] 
 def load_matching(exp, out=None) -> dict[str, Any]:
     """The matching artefact of ``exp`` (checksum verified), refused if it was made for another
     experiment or from other partner tables than those on disk now; ``meta`` holds its json."""
-    from ..experiment import Experiment
-    from ..stats.artefacts import STAT_FIELDS
+    from ..stats.artefacts import read_derived_meta
     from .partners import PARTNERS_META
 
     out = _stats_out(exp, out)
-    meta_file = out / MATCHING_META
-    if not meta_file.is_file():
-        raise MissingArtefactError(f"no matching results in {out}: run `{matching_command(exp)}`")
-    meta = json.loads(meta_file.read_text())
-    diff = Experiment.from_dict(meta["experiment"]).differences(exp, STAT_FIELDS)
-    if diff:
-        raise ArtefactMismatchError(f"the matching results in {out} belong to another experiment "
-                                    f"({'; '.join(diff)}): rerun `{matching_command(exp)}`")
+    # made from the partner tables (checked below), which are checked against the statistics
+    meta = read_derived_meta(exp, out, MATCHING_META, "matching results", matching_command(exp), statistics=False)
     partners_file = out / PARTNERS_META
     if not partners_file.is_file() or json.loads(partners_file.read_text()).get("sha256") != meta["partners_sha256"]:
         raise ArtefactMismatchError(f"the matching results in {out} were made from other partner tables: "

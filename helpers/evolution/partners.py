@@ -157,22 +157,10 @@ def partners_ready(exp, k: int = DEFAULT_K, out=None) -> bool:
 def load_partners(exp, out=None, k: int | None = None) -> dict[str, Any]:
     """The partner tables of ``exp`` (checksum verified), refused if they were made for another
     experiment or from other statistics than those on disk now."""
-    from ..experiment import Experiment
-    from ..stats.artefacts import STAT_FIELDS, load_metadata
+    from ..stats.artefacts import read_derived_meta
 
     out = Path(out) if out is not None else stats_dir(exp.stats_name)
-    meta_file = out / PARTNERS_META
-    if not meta_file.is_file():
-        raise MissingArtefactError(f"no partner tables in {out}: run `{partners_command(exp)}`")
-    meta = json.loads(meta_file.read_text())
-    diff = Experiment.from_dict(meta["experiment"]).differences(exp, STAT_FIELDS)
-    if diff:
-        raise ArtefactMismatchError(f"the partner tables in {out} belong to another experiment "
-                                    f"({'; '.join(diff)}): rerun `{partners_command(exp)}`")
-    stats = load_metadata(exp, out)
-    if stats.get("sha256") and meta.get("statistics_sha256") != stats.get("sha256"):
-        raise ArtefactMismatchError(f"the partner tables in {out} were made from earlier statistics: "
-                                    f"rerun `{partners_command(exp)}`")
+    meta = read_derived_meta(exp, out, PARTNERS_META, "partner tables", partners_command(exp))
     if k is not None and meta["k"] < k:
         raise ConfigError(f"the partner tables hold k={meta['k']} partners, fewer than the {k} asked for: "
                           f"rerun `{partners_command(exp)} --k {k}`")

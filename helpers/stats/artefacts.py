@@ -146,6 +146,31 @@ def read_metadata(exp: Experiment, out: Path) -> dict[str, Any]:
     return data
 
 
+def read_derived_meta(exp: Experiment, out: Path, meta_name: str, what: str, command: str,
+                      fields: tuple[str, ...] = STAT_FIELDS, statistics: bool = True) -> dict[str, Any]:
+    """The json metadata of an artefact derived from the statistics (partner tables, gate
+    verification, matching results), refused when it is missing or unreadable, when it was written
+    for another experiment (``fields`` differ), or, with ``statistics``, when it was made from other
+    statistics than those in ``out`` now. Every error names ``command``, which rebuilds it."""
+    meta_file = out / meta_name
+    if not meta_file.is_file():
+        raise MissingArtefactError(f"no {what} in {out}: run `{command}`")
+    try:
+        meta = json.loads(meta_file.read_text())
+        saved = Experiment.from_dict(meta["experiment"])
+    except (ValueError, KeyError) as err:
+        raise CorruptArtefactError(f"{meta_file} is unreadable ({err}): rerun `{command}`") from None
+    diff = saved.differences(exp, fields)
+    if diff:
+        raise ArtefactMismatchError(f"the {what} in {out} belong to another experiment ({'; '.join(diff)}): "
+                                    f"rerun `{command}`")
+    if statistics:
+        stats = read_metadata(exp, out)
+        if stats.get("sha256") and meta.get("statistics_sha256") != stats.get("sha256"):
+            raise ArtefactMismatchError(f"the {what} in {out} were made from earlier statistics: rerun `{command}`")
+    return meta
+
+
 def load_artefact(exp: Experiment, name: str, out: str | Path | None = None,
                   keys: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
     """One statistics artefact (e.g. ``"dead_features"``), refused if made by another experiment,
