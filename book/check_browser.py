@@ -22,26 +22,17 @@ import tempfile
 import time
 from pathlib import Path
 
-CHROME_FLAGS = (
-    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--disable-dev-shm-usage", "--window-size=1400,900",
-)
+import check_pages
+from check_pages import chrome, remote_requests
+
+CHROME_FLAGS = check_pages.CHROME_FLAGS + ("--window-size=1400,900",)
 LOCAL_SCHEMES = ("file:", "data:", "about:", "blob:", "chrome:", "devtools:")
 #: a redraw of the whole view (filter, layout, draw) must take less than this, in ms
 MAX_REDRAW_MS = 1000
 
 
 def driver():
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = "/usr/bin/chromium"
-    for flag in CHROME_FLAGS:
-        opts.add_argument(flag)
-    opts.set_capability("goog:loggingPrefs", {"performance": "ALL"})
-    return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
+    return chrome(CHROME_FLAGS)
 
 
 def open_page(drv, page: Path, hash_: str = "") -> dict:
@@ -67,12 +58,7 @@ def _edge_count(drv) -> int:
 
 def external_requests(drv) -> list[str]:
     """URLs requested (since the last call) that are not local."""
-    urls = []
-    for entry in drv.get_log("performance"):
-        msg = json.loads(entry["message"])["message"]
-        if msg.get("method") == "Network.requestWillBeSent":
-            urls.append(msg["params"]["request"]["url"])
-    return [u for u in urls if not u.startswith(LOCAL_SCHEMES)]
+    return remote_requests(drv, LOCAL_SCHEMES)
 
 
 def check_controls(drv, page: Path) -> list[str]:

@@ -70,16 +70,29 @@ def image_bytes(src: str):
     return None
 
 
-def remote_requests(driver) -> list[str]:
+def remote_requests(driver, local: tuple[str, ...] = LOCAL_SCHEMES) -> list[str]:
     """URLs the page asked for since the last call that are not on the disk (Chrome's performance log)."""
     urls = []
     for entry in driver.get_log("performance"):
         message = json.loads(entry["message"])["message"]
         if message.get("method") == "Network.requestWillBeSent":
             url = message["params"]["request"]["url"]
-            if not url.startswith(LOCAL_SCHEMES):
+            if not url.startswith(local):
                 urls.append(url)
     return sorted(set(urls))
+
+
+def chrome(flags: tuple[str, ...] = CHROME_FLAGS):
+    """Headless Debian chromium through selenium, logging every request (for remote_requests)."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = "/usr/bin/chromium"
+    for flag in flags:
+        opts.add_argument(flag)
+    opts.set_capability("goog:loggingPrefs", {"performance": "ALL"})
+    return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
 
 
 def page_has_slider(page: Path) -> bool:
@@ -123,15 +136,7 @@ def check_sliders(driver, name, expect: bool) -> tuple[list[str], int]:
 
 
 def check(html_root: Path) -> list[str]:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = "/usr/bin/chromium"
-    for flag in CHROME_FLAGS:
-        opts.add_argument(flag)
-    opts.set_capability("goog:loggingPrefs", {"performance": "ALL"})  # every request, for remote_requests
-    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
+    driver = chrome()
     driver.set_script_timeout(60)
     problems: list[str] = []
     sliders = 0
@@ -191,18 +196,6 @@ return {
 """
 
 
-def _explorer_driver():
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = "/usr/bin/chromium"
-    for flag in CHROME_FLAGS:
-        opts.add_argument(flag)
-    opts.set_capability("goog:loggingPrefs", {"performance": "ALL"})
-    return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
-
-
 def _wait_render(driver, before: int, timeout: float = 10.0) -> dict:
     import time
 
@@ -239,7 +232,7 @@ def check_explorer(html_root: Path, site: str | None = None, feature: int | None
     meta = _json.loads(meta_js[meta_js.index("{"):meta_js.rindex("}") + 1])
     sites = meta["sites"]
     problems: list[str] = []
-    driver = _explorer_driver()
+    driver = chrome()
     try:
         if site is None:  # the first feature of the second site with a downstream partner and examples
             site = sites[1] if len(sites) > 2 else sites[0]
