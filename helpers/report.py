@@ -98,4 +98,7 @@ def format_pass(res) -> str:
     if res.precision:
         lines.append(f"  pair counts {res.precision['pair_counts']}, sums of products {res.precision['product_sums']}")
     lines += [f"  {name:<26} {size / 2**20:8.2f} MiB" for name, size in res.files.items()]
+    if getattr(res, "codes", None) is not None:
+        size = sum(p.stat().st_size for p in res.codes.iterdir())
+        lines.append(f"  {'codes/ (per-token codes)':<26} {size / 2**20:8.2f} MiB")
     return "\n".join(lines)

@@ -167,6 +167,16 @@ def _topk_firing(sae, x: torch.Tensor) -> SiteFiring:
     return SiteFiring(dense, tok, indices.flatten()[keep])
 
 
+def recorded_firing(acts) -> SiteFiring:
+    """The firing of one site from the statistics pass's recorded codes (a padded ``SparseActs``:
+    padding slots hold 0, so only slots with an activation > 0 fire)."""
+    tok, slot = torch.nonzero(acts.values > 0, as_tuple=True)
+    feat = acts.indices[tok, slot]
+    dense = torch.zeros(acts.n_tokens, acts.n_features, dtype=torch.bool, device=acts.values.device)
+    dense[tok, feat] = True
+    return SiteFiring(dense, tok, feat)
+
+
 def _dense_firing(sae, x: torch.Tensor) -> SiteFiring:
     dense = sae.encode(x) > 0
     active = torch.nonzero(dense.view(torch.uint8))
@@ -206,14 +216,29 @@ def fast_path(saes: dict, sites: tuple[str, ...]) -> dict[str, bool]:
     return {s: _is_plain_topk(saes[s]) for s in sites}
 
 
-def run_focused_pass(exp, plan: FocusPlan, subject, saes: dict, progress: bool = True) -> tuple[dict, float]:
-    """Run the focused pass of ``plan`` over the experiment's token stream: ``(result, seconds)``."""
+def run_focused_pass(exp, plan: FocusPlan, subject, saes: dict, progress: bool = True, codes=None,
+                     device: torch.device | str | None = None) -> tuple[dict, float]:
+    """Run the focused pass of ``plan`` over the experiment's token stream: ``(result, seconds)``.
+
+    ``codes`` (a :class:`~helpers.stats.codes.CodeCache`): read the firing from the codes the
+    statistics pass recorded, batch by batch, instead of running the model (``subject`` and
+    ``saes`` are then unused and may be ``None``).
+    """
     from ..subject.corpus import iter_token_batches, load_corpus
 
     sites = plan.needed_sites()
-    counts = FocusedCounts(plan, subject.device)
+    device = torch.device(device) if device is not None else (subject.device if subject is not None else "cpu")
+    counts = FocusedCounts(plan, device)
     t0 = time.perf_counter()
-    if sites:
+    if sites and codes is not None:
+        bar = tqdm(total=int(codes.token_start[-1]), unit="tok", desc=f"gate verification ({exp.name}, recorded codes)",
+                   disable=not progress)
+        for b in range(codes.n_batches):
+            acts = codes.batch(b, sites=sites)
+            counts.update({s: recorded_firing(a) for s, a in acts.items()})
+            bar.update(int(codes.batch_tokens[b]))
+        bar.close()
+    elif sites:
         docs = load_corpus(exp.corpus, exp.max_documents)
         stream = iter_token_batches(docs, subject.tokenizer, subject.special_tokens, exp.context_length,
                                     exp.batch_size, exp.token_budget)

@@ -84,9 +84,13 @@ def build_gates(exp, out=None, subject=None, saes: dict | None = None, progress:
         raise ConfigError(f"upstream_candidates={exp.upstream_candidates} must be between 1 and the "
                           f"number of features ({f})")
     plan, cands, necessity = plan_gates(exp, out)
-    subject = subject or load_subject(exp.replace(device=str(resolve_device(exp.device))))
-    saes = saes or load_saes(exp, device=subject.device)
-    result, seconds = run_focused_pass(exp, plan, subject, saes, progress=progress)
+    from ..stats.codes import open_codes
+
+    codes = open_codes(exp, out, plan.needed_sites()) if subject is None else None
+    if codes is None:  # no usable record of the pass's codes: run the model again
+        subject = subject or load_subject(exp.replace(device=str(resolve_device(exp.device))))
+        saes = saes or load_saes(exp, device=subject.device)
+    result, seconds = run_focused_pass(exp, plan, subject, saes, progress=progress, codes=codes)
     if result["n_tokens"] != int(stats["tokens"]):
         raise ConfigError(f"the focused pass read {result['n_tokens']} tokens, the statistics "
                           f"{stats['tokens']}: rebuild the statistics with `python -m helpers collect "
@@ -125,6 +129,7 @@ def build_gates(exp, out=None, subject=None, saes: dict | None = None, progress:
         "experiment": exp.to_dict(),
         "options": {name: getattr(exp, name) for name in GATE_FIELDS},
         "seconds": round(seconds, 2), "tokens": result["n_tokens"], "sites_encoded": list(plan.needed_sites()),
+        "firing_from": "the statistics pass's recorded codes" if codes is not None else "a model re-run",
         "candidates": int(len(table)), "consistent_with_statistics": consistent, "masks": keep_masks,
         "mask_entries": [int(len(result["keys"][p])) for p in range(n_pairs)],
         "statistics_sha256": stats.get("sha256", {}), "sha256": sha256_file(file), "bytes": file.stat().st_size,

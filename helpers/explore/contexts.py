@@ -11,9 +11,11 @@ Contexts stop at the edges of the example's row (the window the model saw).
 Every ``heldout_every``-th batch is also run in full: its tokens are held out for scoring
 the token labels (:func:`label_scores`), which are chosen from the examples of the other batches.
 
-Cost: one model forward pass and one encode per site for every batch run: on the offline
-preset almost every batch holds an example, so this is about one forward pass over the corpus
-(``bench/explorer.py`` reports it separately from building the pages).
+Cost: when the statistics pass recorded every token's codes (``codes/`` beside the statistics,
+:mod:`helpers.stats.codes`), the batches are read from that record: no model run, only the
+corpus's tokenization. Otherwise one model forward pass and one encode per site for every batch
+run: on the offline preset almost every batch holds an example, so this is about one forward pass
+over the corpus (``bench/explorer.py`` reports it separately from building the pages).
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ class Examples:
     partner_acts: np.ndarray | None = None
     batches_run: int = 0
     tokens_run: int = 0
+    from_codes: bool = False
     heldout: dict = field(default_factory=dict)
 
     @property
@@ -113,13 +116,15 @@ def _lookup(dense: torch.Tensor, tok: torch.Tensor, feat: torch.Tensor) -> torch
 def example_contexts(exp: Experiment, subject, saes: dict, examples: Examples,
                      partner_feature: np.ndarray | None = None, partner_offset: tuple[int, ...] = (),
                      labels: np.ndarray | None = None, context: int = CONTEXT, heldout_every: int = 5,
-                     docs=None, progress: bool = False) -> Examples:
+                     docs=None, progress: bool = False, codes=None) -> Examples:
     """Fill ``examples`` with context ids and activations (see :class:`Examples`).
 
     ``partner_feature`` ``[E, R]`` (-1: none) and ``partner_offset`` (site offset of each of the
     R partner slots, e.g. ``(-1, -1, 1, 1)``): partner activations on the same contexts.
     ``labels`` ``[S, F]`` (token ids, -1: none): counted on the held-out batches (see
     :func:`label_scores`).
+    ``codes`` (a :class:`~helpers.stats.codes.CodeCache`): read each batch's activations from the
+    codes the statistics pass recorded instead of running the model (the same numbers: the pass's).
     """
     from tqdm.auto import tqdm
 
@@ -139,6 +144,7 @@ def example_contexts(exp: Experiment, subject, saes: dict, examples: Examples,
     R = 0 if partner_feature is None else partner_feature.shape[1]
     ex.partner_feature, ex.partner_offset = partner_feature, tuple(partner_offset)
     ex.partner_acts = np.zeros((E, R, W), dtype=np.float32)
+    ex.from_codes = codes is not None
     S = len(exp.sites)
     F = exp.sae_width
     held = {"tp": np.zeros((S, F), np.int64), "fires": np.zeros((S, F), np.int64),
@@ -153,7 +159,15 @@ def example_contexts(exp: Experiment, subject, saes: dict, examples: Examples,
         is_held = heldout_every > 0 and b % heldout_every == heldout_every - 1
         if b not in wanted and not is_held:
             continue
-        acts, doc, pos = encode_batch(subject, saes, exp, batch, b)
+        if codes is not None:  # the pass's own codes of this batch: no model run
+            try:
+                acts = codes.batch(b, batch.n_tokens)
+            except ValueError as e:
+                raise ConfigError(f"the recorded SAE codes do not match the token stream ({e}): rerun "
+                                  f"`python -m helpers collect --experiment {exp.name}`") from None
+            doc, pos = batch.doc_ids[batch.token_mask], batch.positions[batch.token_mask]
+        else:
+            acts, doc, pos = encode_batch(subject, saes, exp, batch, b)
         ex.batches_run += 1
         ex.tokens_run += int(doc.numel())
         key = doc.long().cpu() * (1 << 32) + pos.long().cpu()  # increasing: the stream's order

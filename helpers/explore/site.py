@@ -49,6 +49,7 @@ class ExplorerResult:
     batches_rerun: int = 0
     bytes: dict[str, int] = field(default_factory=dict)
     reused: bool = False
+    from_codes: bool = False  # example contexts read from the pass's recorded codes (no model run)
 
     @property
     def total_bytes(self) -> int:
@@ -58,8 +59,9 @@ class ExplorerResult:
         if self.reused:
             return f"feature explorer reused ({self.out / 'explorer.html'})"
         return (f"feature explorer: {self.features:,} features in {self.out / 'explorer.html'}, "
-                f"{self.total_bytes / 1e6:.1f} MB; example contexts re-run {self.tokens_rerun:,} tokens "
-                f"in {self.seconds_rerun:.1f} s, pages built in {self.seconds_build:.1f} s "
+                f"{self.total_bytes / 1e6:.1f} MB; example contexts "
+                f"{'read from the recorded codes' if self.from_codes else 're-run'} for {self.tokens_rerun:,} "
+                f"tokens in {self.seconds_rerun:.1f} s, pages built in {self.seconds_build:.1f} s "
                 f"({self.features / max(self.seconds_build, 1e-9) * 60:,.0f} features/min)")
 
 
@@ -97,7 +99,7 @@ def _round(a: np.ndarray, digits: int = 4) -> list:
 
 def build_data(exp: Experiment, subject=None, saes=None, out_stats: str | Path | None = None,
                k_partners: int = 5, recolour: int = 2, recolour_examples: int = 10, context: int = ctx.CONTEXT,
-               heldout_every: int = 5, progress: bool = False) -> dict:
+               heldout_every: int = 5, progress: bool = False, use_codes: bool = True) -> dict:
     """Everything the pages show, for all features (see :mod:`.pages` and :mod:`.contexts`).
 
     ``recolour``: partners per direction (the strongest by the first measure) whose activations
@@ -134,7 +136,11 @@ def build_data(exp: Experiment, subject=None, saes=None, out_stats: str | Path |
     pf[~recoloured] = -1  # the highest examples only (keeps the data small)
     t_prep, c_prep = time.perf_counter() - t0, time.process_time() - c0
     t1 = time.perf_counter()
-    ex = ctx.example_contexts(exp, subject, saes, ex, pf, offsets, labels, context, heldout_every, docs, progress)
+    from ..stats.codes import open_codes
+
+    codes = open_codes(exp, out_stats) if use_codes else None
+    ex = ctx.example_contexts(exp, subject, saes, ex, pf, offsets, labels, context, heldout_every, docs, progress,
+                              codes=codes)
     t_rerun = time.perf_counter() - t1
     t2, c2 = time.perf_counter(), time.process_time()
     precision, recall = ctx.label_scores(ex.heldout)
@@ -256,7 +262,7 @@ def build_explorer(exp: Experiment, out: str | Path | None = None, subject=None,
     seconds_build = data["seconds_build"] + time.perf_counter() - t0
     ex = data["examples"]
     res = ExplorerResult(out, len(exp.sites) * exp.sae_width, data["seconds_rerun"], seconds_build,
-                         ex.tokens_run, ex.batches_run, sizes)
+                         ex.tokens_run, ex.batches_run, sizes, from_codes=ex.from_codes)
     atomic_write_text(build, json.dumps({"stamp": stamp, "preset": exp.name, "features": res.features,
                                          "seconds_rerun": res.seconds_rerun, "seconds_build": seconds_build,
                                          "tokens_rerun": res.tokens_rerun, "bytes": res.total_bytes}, indent=2))

@@ -57,6 +57,7 @@ from ..subject.corpus import TokenBatch, iter_token_batches, load_corpus
 from .activity import describe_activity, relative_floors
 from .accumulators import (ActivationHistogram, CoactivationGraph, FeatureStats, NonFiniteError, PairStats,
                            SparseActs, TopExamples)
+from .codes import CODES_DIR, CodeWriter, discard_codes
 from .artefacts import METADATA, STAT_FIELDS, write_artefacts
 from .distributed import Dist
 from .memory import Precision, choose_plan
@@ -287,6 +288,8 @@ class PassResult:
     tokens_per_second: float
     files: dict[str, int] = field(default_factory=dict)
     precision: dict[str, str] = field(default_factory=dict)
+    #: the per-token SAE codes recorded beside the statistics (None: not recorded)
+    codes: Path | None = None
 
 
 def _check_out_dir(out: Path, exp: Experiment) -> None:
@@ -312,11 +315,16 @@ def run_pass(
     saes: dict[str, Any] | None = None,
     maxima_from: str | Path | None = None,
     plan: str = "auto",
+    record_codes: bool | None = None,
 ) -> PassResult:
     """Run the statistics pass and write the artefacts into ``out`` (default ``artefacts/<preset>``).
 
     ``plan`` (under torchrun): ``"data"`` (data-parallel), ``"pairs"`` (pair-parallel) or
     ``"auto"`` (data-parallel when it fits each device, else pair-parallel).
+
+    ``record_codes``: also record every token's SAE codes beside the statistics (``codes/``, see
+    :mod:`.codes`) for the gate verification and the explorer; ``None`` (default): on a CPU, in
+    one process, when they fit :data:`~.codes.DEFAULT_MAX_BYTES`.
     """
     from ..subject.models import load_subject, resolve_device
     from ..subject.saes import load_saes
@@ -379,6 +387,14 @@ def run_pass(
     step = exp.step_tokens
     checkpoint_tokens = checkpoint_tokens or max(step, 50 * exp.batch_size * exp.context_length)
     last_ckpt = state.tokens
+    codes = None
+    if record_codes is None:
+        record_codes = subject.device.type == "cpu"
+    if record_codes and (dist.world > 1 or resume):
+        log.info("per-token SAE codes not recorded (%s): later steps re-run the model",
+                 "several processes" if dist.world > 1 else "a resumed pass")
+    elif record_codes:
+        codes = CodeWriter(out, exp.sites, n_features, expected_tokens=max_tokens)
     t0 = time.perf_counter()
     counted = 0
     bar = tqdm(total=max_tokens, initial=state.tokens, unit="tok", desc=f"statistics ({exp.name})",
@@ -394,6 +410,8 @@ def run_pass(
             index = state.batches + slot
             acts, doc, pos = encode_batch(subject, saes, exp, round_batches[slot], index, floors)
             state.defer_finite_check(index, acts)
+            if codes is not None:
+                codes.add(acts)
             lo_g, hi_g = start + int(offsets[slot]), start + int(offsets[slot + 1])
         cursor = start + (int(offsets[slot]) if mine else 0)
         end = start + int(offsets[-1])
@@ -429,6 +447,10 @@ def run_pass(
     if dist.rank == 0:
         result.files = write_artefacts(state, exp, out, seconds=seconds, world=dist.world, plan=mode,
                                        activity=describe_activity(exp, maxima_from))
+        if codes is not None and codes.finish() is not None:
+            result.codes = out / CODES_DIR
+        else:
+            discard_codes(out)  # an earlier pass's record no longer matches these statistics
     dist.barrier()  # every rank keeps its checkpoint until the artefacts are written
     ckpt.unlink(missing_ok=True)
     return result

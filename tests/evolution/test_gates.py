@@ -314,3 +314,21 @@ def test_topk_shortcut_fires_exactly_as_encode_and_other_saes_use_the_dense_enco
     out = firing(subject, saes, exp.sites[:2], batch, liar, check=True)
     assert liar == {exp.sites[0]: False, exp.sites[1]: False}
     assert all(torch.equal(out[s].dense, reference[s].dense) for s in exp.sites[:2])
+
+
+def test_gates_from_the_recorded_codes_equal_the_model_rerun(gate_run, tmp_path):
+    """Without a model, the verification reads the pass's recorded codes: the same gates.npz."""
+    import shutil
+
+    exp, out = gate_run[0], gate_run[1]
+    copy = tmp_path / "from-codes"
+    shutil.copytree(out, copy)
+    assert (copy / "codes" / "codes.json").is_file()
+    build_gates(exp, out=copy, progress=False, keep_masks=True)  # no subject, no SAEs: nothing loaded
+    meta = json.loads((copy / "gates.json").read_text())
+    assert meta["firing_from"] == "the statistics pass's recorded codes" and meta["consistent_with_statistics"]
+    assert json.loads((out / "gates.json").read_text())["firing_from"] == "a model re-run"
+    a, b = np.load(out / "gates.npz"), np.load(copy / "gates.npz")
+    assert a.files == b.files
+    for key in a.files:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)

@@ -247,3 +247,18 @@ def test_partners_npz_is_used_when_present(built):
     build_partners(EXP, out=copy, saes=built["saes"], progress=False)
     tables = partner_tables(EXP, 5, copy)
     assert len(tables["measures"]) == 6 and tables["down_index"].shape[-1] == 2
+
+
+def test_contexts_from_the_recorded_codes_equal_a_model_rerun(built):
+    """The explorer reads the pass's recorded codes (no model run); re-running the model gives the
+    same contexts, colours, recolourings and held-out counts."""
+    ex = built["data"]["examples"]
+    assert ex.from_codes and ex.tokens_run > 0
+    rerun = build_data(EXP, built["subject"], built["saes"], built["tmp"] / "stats", heldout_every=3,
+                       use_codes=False)["examples"]
+    assert not rerun.from_codes
+    for name in ("ids", "ok", "acts", "partner_acts", "partner_feature", "batch"):
+        np.testing.assert_array_equal(getattr(ex, name), getattr(rerun, name), err_msg=name)
+    assert ex.batches_run == rerun.batches_run and ex.tokens_run == rerun.tokens_run
+    for key in ("tp", "fires", "present", "tokens"):
+        np.testing.assert_array_equal(ex.heldout[key], rerun.heldout[key], err_msg=key)

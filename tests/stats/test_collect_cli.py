@@ -65,7 +65,9 @@ def same_statistics(a: Path, b: Path, exact_floats: bool, atol: float = 1e-7) ->
 
 
 def test_collect_writes_every_artefact(reference):
-    assert sorted(p.name for p in reference.iterdir()) == sorted([*ARTEFACT_FILES, "cfg.json", "metadata.json"])
+    # (codes/: every token's SAE codes, recorded for the later steps on a CPU in one process)
+    assert sorted(p.name for p in reference.iterdir()) == sorted([*ARTEFACT_FILES, "cfg.json", "metadata.json",
+                                                                   "codes"])
 
 
 def test_sigkill_then_resume_equals_uninterrupted(env, reference, tmp_path):
@@ -89,6 +91,8 @@ def test_sigkill_then_resume_equals_uninterrupted(env, reference, tmp_path):
     done = cli("collect", "--quiet", "--out", str(out), "--resume", env=env)
     assert done.returncode == 0, done.stderr
     assert not ckpt.exists()
+    # a resumed pass does not record codes, and removes what the killed run had begun
+    assert sorted(p.name for p in out.iterdir()) == sorted([*ARTEFACT_FILES, "cfg.json", "metadata.json"])
     same_statistics(reference, out, exact_floats=False)
 
 
