@@ -8,9 +8,10 @@ prints, measured in this one run:
 
 - pages built per minute (everything but the model re-run: partner tables, labels, neighbours,
   effects, histograms, writing the files), against the 100,000 features/minute target;
-- the re-run of the example windows (model + SAEs), in tokens per second, and what it costs on
-  the offline preset (about one forward pass over its 1.01M tokens, since almost every batch
-  holds an example);
+- the example contexts: read from the codes the statistics pass recorded (what ``make book``
+  does on a CPU), and, for comparison, re-run through the model and the SAEs (what happens
+  without the record), each in tokens per second with what it costs on the offline preset
+  (about all of its 1.01M tokens, since almost every batch holds an example);
 - the data size, split into a per-feature part and a per-example part, extrapolated to the
   offline preset (7 x 2048 features, up to 40 examples each, 1.01M tokens) against the 60 MB
   target, and to GPT-2 scale (12 x 24576 features, 17.5M tokens).
@@ -36,7 +37,7 @@ def main() -> None:
 
     from helpers.experiment import PRESETS
     from helpers.explore.site import site_payload, write_site, build_data
-    from helpers.stats import run_pass
+    from helpers.stats import load_artefact, run_pass
     from helpers.subject.models import load_subject
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -64,6 +65,14 @@ def main() -> None:
 
     build_partners(exp, out=tmp / "stats", saes=saes, progress=False)  # the 6-measure tables the book uses
     data = build_data(exp, subject, saes, tmp / "stats")
+    assert data["examples"].from_codes, "the statistics pass did not record the codes"
+    from helpers.explore import contexts as ctx
+
+    rerun = ctx.flatten_examples(load_artefact(exp, "top_examples", tmp / "stats"))
+    t = time.perf_counter()
+    rerun = ctx.example_contexts(exp, subject, saes, rerun, data["examples"].partner_feature,
+                                 data["examples"].partner_offset, data["labels"])
+    t_model = time.perf_counter() - t
     t, c = time.perf_counter(), time.process_time()
     sizes = write_site(exp, data, tmp / "site")
     t_write, c_write = time.perf_counter() - t, time.process_time() - c
@@ -87,16 +96,21 @@ def main() -> None:
     offline_tokens, gpt2_tokens = 1_010_000, 17_500_000
     offline = 7 * 2048 * (per_feature + 40 * per_example) + 3 * offline_tokens + meta
     gpt2 = 12 * 24576 * (per_feature * 1.3 + 40 * per_example) + 3 * gpt2_tokens + 2 * meta
-    rerun_rate = ex.tokens_run / max(data["seconds_rerun"], 1e-9)
+    codes_rate = ex.tokens_run / max(data["seconds_rerun"], 1e-9)
+    rerun_rate = rerun.tokens_run / max(t_model, 1e-9)
     print(f"subject MiniLM, {S} sites x {F} random TopK SAE features (k={args.k}), {args.tokens:,} tokens "
           f"(statistics pass {t_pass:.1f} s); load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     print(f"pages built (excluding the model re-run): {n_feat:,} features in {build:.2f} s = "
           f"{n_feat / build * 60:,.0f} features/min (target >= 100,000: {n_feat / build * 60 / 1e5:.2f}x); "
           f"CPU time of this process {cpu:.2f} s = {n_feat / cpu * 60:,.0f} features per CPU-minute "
           f"(what an unloaded machine gives with one core busy)")
-    print(f"model re-run of the example windows: {ex.batches_run} batches, {ex.tokens_run:,} tokens in "
-          f"{data['seconds_rerun']:.1f} s = {rerun_rate:,.0f} tokens/s; on the offline preset (~all of its "
-          f"{offline_tokens:,} tokens) about {offline_tokens / rerun_rate / 60:.1f} min")
+    print(f"example contexts from the recorded codes: {ex.batches_run} batches, {ex.tokens_run:,} tokens in "
+          f"{data['seconds_rerun']:.1f} s = {codes_rate:,.0f} tokens/s; on the offline preset (~all of its "
+          f"{offline_tokens:,} tokens) about {offline_tokens / codes_rate / 60:.1f} min")
+    print(f"the same contexts re-run through the model (no recorded codes): {rerun.tokens_run:,} tokens in "
+          f"{t_model:.1f} s = {rerun_rate:,.0f} tokens/s; on the offline preset about "
+          f"{offline_tokens / rerun_rate / 60:.1f} min ({rerun_rate and codes_rate / rerun_rate:.1f}x slower "
+          f"than the record)")
     print(f"data written: {sum(sizes.values()) / 1e6:.1f} MB for {ex.n:,} examples ({ex.n / n_feat:.1f} per feature), "
           f"{per_example:.0f} B per example, {per_feature:.0f} B per feature otherwise, corpus {corpus / 1e6:.2f} MB "
           f"for {n_tokens_run:,} corpus tokens, meta {meta / 1e6:.2f} MB")
