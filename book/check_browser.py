@@ -1,6 +1,10 @@
 """Open the cross-layer browser in headless Chromium the way a reader would and check it:
 
 - the edge count changes with the threshold and with the measure (through the page's controls);
+- the causal effect (``causal_drop``), where the matching pass measured it: picking it from the
+  menu shows exactly the measured edges above the threshold (counted here from the page's data),
+  a different count than Pearson's, and the side panel lists the drops and the methods that chose
+  each edge; where it was not measured, the menu does not offer it and the page says why;
 - a community and a prompt graph open from the page's menu, and a feature's k-hop neighbourhood
   from its inputs;
 - clicking a node opens ``explorer.html#site=...&feature=...``;
@@ -29,6 +33,7 @@ CHROME_FLAGS = check_pages.CHROME_FLAGS + ("--window-size=1400,900",)
 LOCAL_SCHEMES = ("file:", "data:", "about:", "blob:", "chrome:", "devtools:")
 #: a redraw of the whole view (filter, layout, draw) must take less than this, in ms
 MAX_REDRAW_MS = 1000
+CAUSAL = "causal_drop"
 
 
 def driver():
@@ -117,6 +122,73 @@ def check_controls(drv, page: Path) -> list[str]:
     return problems
 
 
+def read_graph(page: Path) -> dict:
+    """The graph data the page loads (``browser/data/graph.js``)."""
+    text = (page.parent / "browser" / "data" / "graph.js").read_text()
+    return json.loads(text[text.index(",") + 1:text.rindex(")")])
+
+
+def expected_edges(graph: dict, measure: str, threshold: float) -> int:
+    """Edges the page must show in view 'all' (the rule of helpers.explore.browser.filter_edges)."""
+    bit = 1 << graph["measures"].index(measure)
+    if measure == CAUSAL:  # stored for the measured edges only
+        mask = graph["edges"]["mask"]
+        return sum(1 for e, v in zip(graph["causal"]["edge"], graph["causal"]["drop"])
+                   if mask[e] & bit and v is not None and v >= threshold)
+    return sum(1 for m, v in zip(graph["edges"]["mask"], graph["edges"]["values"][measure])
+               if m & bit and v is not None and v >= threshold)
+
+
+def check_causal(drv, page: Path) -> tuple[list[str], dict]:
+    """The causal measure through the menu: exactly the measured edges above the threshold, a
+    count unlike Pearson's, drops and methods in the side panel; or, not measured, a note."""
+    from selenium.webdriver.support.ui import Select
+
+    graph = read_graph(page)
+    problems: list[str] = []
+    open_page(drv, page, "#view=all&measure=pearson&threshold=0.1")
+    pearson = _edge_count(drv)
+    menu = Select(drv.find_element("id", "measure"))
+    offered = [o.get_attribute("value") for o in menu.options]
+    if CAUSAL not in graph["measures"]:
+        note = drv.find_element("id", "measure-note")
+        if CAUSAL in offered:
+            problems.append("the menu offers the causal effect, which the data do not hold")
+        if "not measured" not in note.text or not note.get_attribute("title"):
+            problems.append(f"no note says why the causal effect is not offered ({note.text!r})")
+        return problems, {"offered": False, "note": graph.get("causal", {}).get("note", "")}
+    if CAUSAL not in offered:
+        return [f"the menu does not offer {CAUSAL} (offers {offered})"], {"offered": True}
+    menu.select_by_value(CAUSAL)
+    lo = graph["ranges"][CAUSAL][0]
+    counts = {}
+    for t in (lo, 0.0, 0.5, 0.9):
+        _set_threshold(drv, t)
+        info = drv.execute_script("return BROWSER.info()")
+        got, want = _edge_count(drv), expected_edges(graph, CAUSAL, t)
+        counts[t] = got
+        if info["measure"] != CAUSAL:
+            problems.append(f"choosing {CAUSAL} from the menu left the measure at {info['measure']}")
+        if got != want or info["measured_shown"] != got:
+            problems.append(f"{CAUSAL} >= {t}: the page shows {got} edges ({info['measured_shown']} measured), "
+                            f"the data hold {want} measured edges at or above it")
+    if counts[lo] == 0:
+        problems.append(f"{CAUSAL}: no measured edge shown even at the lowest threshold {lo}")
+    if counts[0.5] == pearson and counts[lo] == pearson:
+        problems.append(f"the edge count did not change from pearson ({pearson}) to {CAUSAL}")
+    if not counts[lo] >= counts[0.0] >= counts[0.5] >= counts[0.9]:
+        problems.append(f"{CAUSAL}: the edge count did not fall as the threshold rose {counts}")
+    # hover a feature with a measured edge: the panel shows its drops and who chose them
+    _set_threshold(drv, lo)
+    panel = drv.execute_script("""
+        var c = document.getElementById('graph'), n = BROWSER.visibleNodes()[0], p = BROWSER.screenPosition(n);
+        c.dispatchEvent(new MouseEvent('mousemove', {clientX: p[0], clientY: p[1], bubbles: true}));
+        return document.getElementById('panel').innerText;""")
+    if "chosen by" not in panel or "drop" not in panel:
+        problems.append(f"hovering a feature with a measured edge shows no drop in the panel ({panel[:120]!r})")
+    return problems, {"offered": True, "pearson_at_0.1": pearson, "causal_edges": counts}
+
+
 def check_click(drv, page: Path) -> list[str]:
     """Hovering a node fills the panel; clicking it opens its explorer page."""
     from selenium.webdriver.common.action_chains import ActionChains
@@ -171,7 +243,10 @@ def check(page: Path, click: bool = True) -> tuple[list[str], dict]:
     drv.set_script_timeout(60)
     try:
         problems = check_controls(drv, page)
+        found, causal = check_causal(drv, page)
+        problems += found
         times = timings(drv, page)
+        times["causal"] = causal
         slow = [t for t, r in times["redraw"].items() if r["ms"] > MAX_REDRAW_MS]
         if slow:
             problems.append(f"redraw slower than {MAX_REDRAW_MS} ms at thresholds {slow}: {times['redraw']}")

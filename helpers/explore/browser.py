@@ -7,6 +7,16 @@ bitmask of the measures under which the pair is listed. The page filters them cl
 an edge shows for measure ``m`` at threshold ``t`` when bit ``m`` is set and its value is
 ``>= t``, the rule of :func:`helpers.evolution.communities.cross_layer_graph`.
 
+The **causal effect** (``causal_drop``, :mod:`helpers.evolution.measured_edges`) is a measure
+of its own where the matching artefact exists: the edges measured by ablation (each matching
+method's top-1 upstream partner of ~512 sampled downstream features per pair), with their drop;
+an edge that is also a partner-table edge carries both, a measured edge outside the partner
+tables is added with the other measures undefined. Few edges are measured, so their values are
+stored sparsely: ``graph["causal"]`` holds ``edge`` (edge indices), ``drop`` and ``chosen_by``
+(bitmask over ``graph["causal"]["methods"]``); :func:`measure_values` gives any measure as one
+dense column. Without the artefact the measure is not offered and ``graph["causal"]["note"]``
+says why.
+
 Everything here is plain data (lists and numbers, JSON-ready); :mod:`.browser_site` writes
 the page.
 """
@@ -19,10 +29,11 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..evolution.communities import node_id
+from ..evolution.measured_edges import CAUSAL_LABEL, CAUSAL_MEASURE, MeasuredEdges
 from ..evolution.measures import MEASURES, MEASURE_RANGES, check_measure, check_threshold
 
-__all__ = ["DEFAULT_K_EDGES", "add_labels", "browser_graph", "browser_prompt", "browser_search", "feature_labels",
-           "filter_edges", "synthetic_graph"]
+__all__ = ["CAUSAL_MEASURE", "DEFAULT_K_EDGES", "add_labels", "browser_graph", "browser_prompt", "browser_search",
+           "check_graph_threshold", "feature_labels", "filter_edges", "measure_values", "synthetic_graph"]
 
 DEFAULT_K_EDGES = 8
 
@@ -31,12 +42,48 @@ def _round(a, digits: int = 3) -> list:
     return [None if not np.isfinite(v) else round(float(v), digits) for v in np.asarray(a, dtype=np.float64)]
 
 
+def causal_range(drop: np.ndarray) -> list[float]:
+    """The threshold range of the causal measure: [-1, 1], widened below to the lowest drop
+    measured (an ablation can more than double a feature: drop < -1)."""
+    lo = float(np.floor(np.nanmin(drop) * 10) / 10) if np.isfinite(drop).any() else -1.0
+    return [min(-1.0, lo), 1.0]
+
+
+def _merge_measured(a: np.ndarray, b: np.ndarray, mask: np.ndarray, values: np.ndarray, index: np.ndarray,
+                    n_nodes: int, measured: MeasuredEdges):
+    """The partner edges ``(a, b, mask, values)`` with the measured edges added (bit and column
+    ``M``, the last): ``(a, b, mask, values, chosen_by, n_not_drawn)``, sorted by (a, b)."""
+    M = values.shape[1]  # partner measures; the drop goes to column M
+    x, y = index[measured.pair, measured.a], index[measured.pair + 1, measured.b]
+    drawn = (x >= 0) & (y >= 0)  # both ends fired in the corpus (a cosine partner may never have)
+    x, y, drop, chosen = x[drawn], y[drawn], measured.drop[drawn], measured.chosen_by[drawn]
+    code = a * n_nodes + b
+    mcode = x * n_nodes + y
+    codes = np.union1d(code, mcode)
+    out_a, out_b = codes // n_nodes, codes % n_nodes
+    out_mask = np.zeros(len(codes), np.int64)
+    out_vals = np.full((len(codes), M + 1), np.nan)
+    at = np.searchsorted(codes, code)
+    out_mask[at] = mask
+    out_vals[at, :M] = values
+    at = np.searchsorted(codes, mcode)
+    out_mask[at] |= 1 << M
+    out_vals[at, M] = drop
+    out_chosen = np.zeros(len(codes), np.int64)
+    out_chosen[at] = chosen
+    return out_a, out_b, out_mask, out_vals, out_chosen, int((~drawn).sum())
+
+
 def browser_graph(partners: dict, fired: np.ndarray, k_edges: int = DEFAULT_K_EDGES,
                   community_measure: str = "pearson", community_threshold: float = 0.1, seed: int = 0,
-                  preset: str = "") -> dict[str, Any]:
+                  preset: str = "", measured: MeasuredEdges | None = None, measured_note: str = "") -> dict[str, Any]:
     """Nodes (every feature that fired), edges (top-``k_edges`` partners under each measure, all
     measure values) and Louvain communities of the graph at ``community_measure >=
-    community_threshold`` (ids 0, 1, ... largest first; -1 outside any community of 2+)."""
+    community_threshold`` (ids 0, 1, ... largest first; -1 outside any community of 2+).
+
+    ``measured`` (:func:`helpers.evolution.measured_edges.load_measured_edges`) adds the measure
+    ``causal_drop``: the measured edges whose two ends fired; ``measured_note`` is shown by the
+    page (why the measure is missing, or how it was measured)."""
     from ..evolution.communities import cross_layer_graph, layer_communities
 
     check_threshold(community_measure, community_threshold)
@@ -70,6 +117,33 @@ def browser_graph(partners: dict, fired: np.ndarray, k_edges: int = DEFAULT_K_ED
                     e[0] |= 1 << m
     keys = sorted(edges)
     values = np.array([edges[k][1] for k in keys], np.float64).reshape(len(keys), len(measures))
+    ea = np.array([k[0] for k in keys], np.int64)
+    eb = np.array([k[1] for k in keys], np.int64)
+    emask = np.array([edges[k][0] for k in keys], np.int64)
+    ranges = {m: list(MEASURE_RANGES[m]) for m in measures}
+    causal = {"measure": CAUSAL_MEASURE, "label": CAUSAL_LABEL, "offered": measured is not None,
+              "note": measured_note or ("" if measured is not None else "causal effect not measured"),
+              "methods": [], "measured": 0, "drawn": 0, "not_drawn": 0, "edge": [], "drop": [], "chosen_by": []}
+    dense = list(measures)  # the measures stored as one value per edge
+    if measured is not None:
+        if list(measured.sites) != sites:
+            raise ConfigError(f"the measured edges name the sites {measured.sites}, the partner tables {sites}: "
+                              "rebuild the matching results (`python -m helpers matching`)")
+        drawn = (index[measured.pair, measured.a] >= 0) & (index[measured.pair + 1, measured.b] >= 0)
+        if not drawn.any():  # nothing to draw: the measure is not offered, and the page says why
+            causal.update(offered=False, measured=len(measured), not_drawn=len(measured),
+                          note=f"causal effect not offered: none of the {len(measured)} measured edges joins two "
+                               "features that fired")
+            measured = None
+    if measured is not None:
+        ea, eb, emask, values, chosen, not_drawn = _merge_measured(ea, eb, emask, values, index, len(layer), measured)
+        ranges[CAUSAL_MEASURE] = causal_range(measured.drop)
+        at = np.flatnonzero((emask >> len(dense)) & 1)  # the measured edges, stored sparsely
+        causal.update(methods=list(measured.methods), measured=len(measured), drawn=len(measured) - not_drawn,
+                      not_drawn=not_drawn, edge=at.tolist(), drop=_round(values[at, -1]),
+                      chosen_by=chosen[at].tolist())
+        values = values[:, :-1]
+        measures = measures + [CAUSAL_MEASURE]
     graph = cross_layer_graph(partners, fired, community_measure, community_threshold)
     community = -np.ones(len(layer), np.int64)
     found = []
@@ -89,14 +163,14 @@ def browser_graph(partners: dict, fired: np.ndarray, k_edges: int = DEFAULT_K_ED
         community = np.where(community >= 0, remap[np.maximum(community, 0)], -1)
         found = [dict(found[c], id=i) for i, c in enumerate(order)]
     return {
-        "preset": preset, "sites": sites, "measures": measures,
-        "ranges": {m: list(MEASURE_RANGES[m]) for m in measures}, "k_edges": k_edges,
+        "preset": preset, "sites": sites, "measures": measures, "labels": {CAUSAL_MEASURE: CAUSAL_LABEL},
+        "ranges": ranges, "k_edges": k_edges,
         "community_rule": {"measure": community_measure, "threshold": float(community_threshold)},
         "nodes": {"layer": layer.tolist(), "feature": feat.tolist(),
                   "frequency": _round(fired[layer, feat] / n_tokens, 6), "community": community.tolist()},
-        "edges": {"a": [k[0] for k in keys], "b": [k[1] for k in keys], "mask": [edges[k][0] for k in keys],
-                  "values": {m: _round(values[:, i]) for i, m in enumerate(measures)}},
-        "communities": found,
+        "edges": {"a": ea.tolist(), "b": eb.tolist(), "mask": emask.tolist(),
+                  "values": {m: _round(values[:, i]) for i, m in enumerate(dense)}},
+        "communities": found, "causal": causal,
     }
 
 
@@ -133,12 +207,45 @@ def add_labels(graph: dict, labels: list[list[str]]) -> dict:
     return graph
 
 
+def check_graph_threshold(graph: dict, measure: str, threshold: float) -> float:
+    """``threshold`` if ``measure`` is offered by ``graph`` and the threshold lies in its range,
+    else a one-line ConfigError saying what to do."""
+    if measure == CAUSAL_MEASURE and measure not in graph["measures"]:
+        note = graph.get("causal", {}).get("note") or "no matching results"
+        raise ConfigError(f"the causal effect is not offered by this graph ({note})")
+    if measure in MEASURES:
+        check_measure(measure)
+        if measure in graph["measures"]:
+            return check_threshold(measure, threshold)
+    if measure not in graph["measures"]:
+        raise ConfigError(f"unknown measure {measure!r}: choose one of {list(graph['measures'])}")
+    lo, hi = graph["ranges"][measure]
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.floating, np.integer)) \
+            or not lo <= float(threshold) <= hi:
+        raise ConfigError(f"threshold {threshold!r} for {measure} is outside its range [{lo:g}, {hi:g}]: "
+                          "pick a value in it")
+    return float(threshold)
+
+
+def measure_values(graph: dict, measure: str) -> np.ndarray:
+    """``[E]`` float64: the value of ``measure`` on every edge of ``graph`` (NaN: undefined, or
+    for the causal measure not measured)."""
+    if measure == CAUSAL_MEASURE and measure in graph["measures"]:
+        out = np.full(len(graph["edges"]["a"]), np.nan)
+        c = graph["causal"]
+        out[np.asarray(c["edge"], np.int64)] = np.array([np.nan if v is None else v for v in c["drop"]], np.float64)
+        return out
+    if measure not in graph["edges"]["values"]:
+        check_graph_threshold(graph, measure, 0.0)  # the error that says why
+    return np.array([np.nan if v is None else v for v in graph["edges"]["values"][measure]], np.float64)
+
+
 def filter_edges(graph: dict, measure: str, threshold: float) -> np.ndarray:
     """Indices of the edges the page shows for ``measure`` at ``threshold`` (the page's rule)."""
-    check_threshold(measure, threshold)
-    m = graph["measures"].index(check_measure(measure))
+    check_graph_threshold(graph, measure, threshold)
+    m = graph["measures"].index(measure)
     mask = np.array(graph["edges"]["mask"], np.int64)
-    vals = np.array([np.nan if v is None else v for v in graph["edges"]["values"][measure]], np.float64)
+    vals = measure_values(graph, measure)
     with np.errstate(invalid="ignore"):
         return np.flatnonzero(((mask >> m) & 1).astype(bool) & (vals >= threshold))
 
@@ -178,8 +285,9 @@ def browser_search(graph: dict, result, name: str | None = None, limit: int = 20
 
 
 def synthetic_graph(n_nodes: int = 2000, n_edges: int = 20000, n_sites: int = 7, seed: int = 0,
-                    measures: Sequence[str] = MEASURES) -> dict[str, Any]:
-    """A random graph in the page's format, for measuring the page (2,000 nodes, 20,000 edges)."""
+                    measures: Sequence[str] = MEASURES, causal_share: float = 0.1) -> dict[str, Any]:
+    """A random graph in the page's format, for measuring the page (2,000 nodes, 20,000 edges);
+    a share ``causal_share`` of the edges carries a measured causal drop (0: not offered)."""
     rng = np.random.default_rng(seed)
     layer = np.sort(np.arange(n_nodes) % n_sites)
     sizes = np.bincount(layer, minlength=n_sites)
@@ -192,14 +300,27 @@ def synthetic_graph(n_nodes: int = 2000, n_edges: int = 20000, n_sites: int = 7,
     pairs = sorted(list(dict.fromkeys(zip(a.tolist(), b.tolist())))[:n_edges])
     E = len(pairs)
     values = {m: _round(rng.uniform(*MEASURE_RANGES[m], E)) for m in measures}
+    ranges = {m: list(MEASURE_RANGES[m]) for m in measures}
+    mask = np.full(E, (1 << len(measures)) - 1, np.int64)
+    measures = list(measures)
+    methods = ["cosine", "pearson", "jaccard", "necessity", "sufficiency", "random"]
+    hit = np.flatnonzero(rng.random(E) < causal_share)
+    if causal_share > 0:
+        mask[hit] |= 1 << len(measures)
+        measures.append(CAUSAL_MEASURE)
+        ranges[CAUSAL_MEASURE] = [-1.0, 1.0]
     n_comm = 40
     return {
-        "preset": "synthetic", "sites": [f"site.{i}" for i in range(n_sites)], "measures": list(measures),
-        "ranges": {m: list(MEASURE_RANGES[m]) for m in measures}, "k_edges": 0,
+        "preset": "synthetic", "sites": [f"site.{i}" for i in range(n_sites)], "measures": measures,
+        "labels": {CAUSAL_MEASURE: CAUSAL_LABEL}, "ranges": ranges, "k_edges": 0,
         "community_rule": {"measure": "pearson", "threshold": 0.1},
         "nodes": {"layer": layer.tolist(), "feature": feat.tolist(), "frequency": [0.01] * len(layer),
                   "community": rng.integers(-1, n_comm, len(layer)).tolist()},
-        "edges": {"a": [p[0] for p in pairs], "b": [p[1] for p in pairs],
-                  "mask": [(1 << len(measures)) - 1] * E, "values": values},
+        "edges": {"a": [p[0] for p in pairs], "b": [p[1] for p in pairs], "mask": mask.tolist(), "values": values},
         "communities": [{"id": c, "size": 0, "sites": n_sites, "per_site": []} for c in range(n_comm)],
+        "causal": {"measure": CAUSAL_MEASURE, "label": CAUSAL_LABEL, "offered": causal_share > 0,
+                   "note": "synthetic drops" if causal_share > 0 else "causal effect not measured (synthetic graph)",
+                   "methods": methods if causal_share > 0 else [], "measured": len(hit), "drawn": len(hit),
+                   "not_drawn": 0, "edge": hit.tolist(), "drop": _round(rng.uniform(-0.3, 1.0, len(hit))),
+                   "chosen_by": rng.integers(1, 1 << len(methods), len(hit)).tolist()},
     }

@@ -42,9 +42,13 @@ class BrowserResult:
     searches: int
     seconds: float
     bytes: dict[str, int] = field(default_factory=dict)
+    measured: int = 0  # measured (causal) edges drawn
+    causal_note: str = ""
 
     def describe(self) -> str:
-        return (f"cross-layer browser: {self.nodes:,} features, {self.edges:,} edges, {self.communities} "
+        causal = (f"{self.measured:,} of them with a measured causal effect" if self.measured
+                  else f"no causal measure ({self.causal_note})")
+        return (f"cross-layer browser: {self.nodes:,} features, {self.edges:,} edges ({causal}), {self.communities} "
                 f"communities, {self.prompts} prompt graphs, {self.searches} searches in "
                 f"{self.out / 'browser.html'} ({sum(self.bytes.values()) / 1e6:.1f} MB, {self.seconds:.1f} s)")
 
@@ -89,7 +93,9 @@ def precompute(exp, subject, saes, partners: dict, graph: dict, prompts=None, se
 def build_browser(exp, out: str | Path | None = None, subject=None, saes=None, k_edges: int | None = None,
                   community_measure: str = "pearson", community_threshold: float = 0.1) -> BrowserResult:
     """Build the browser of ``exp`` into ``out`` (default ``book/_browser``) from its partner
-    tables and statistics, with the curated prompt graphs and searches."""
+    tables and statistics, with the curated prompt graphs and searches, and the causal effects
+    measured by the matching pass where its artefact exists (else the page says why not)."""
+    from ..evolution.measured_edges import measured_edges_or_note
     from ..evolution.partners import load_partners
     from ..stats.artefacts import load_artefact
     from ..subject.models import load_subject
@@ -101,8 +107,11 @@ def build_browser(exp, out: str | Path | None = None, subject=None, saes=None, k
     out = Path(out) if out is not None else DEFAULT_OUT
     partners = load_partners(exp)
     fired = load_artefact(exp, "dead_features", keys=("fired",))["fired"]
+    measured, note = measured_edges_or_note(exp)
+    if measured is None:
+        log.warning("the browser offers no causal measure: %s", note)
     graph = browser_graph(partners, fired, k_edges or DEFAULT_K_EDGES, community_measure, community_threshold,
-                          seed=exp.seed, preset=exp.name)
+                          seed=exp.seed, preset=exp.name, measured=measured, measured_note=note)
     subject = subject if subject is not None else load_subject(exp)
     top = load_artefact(exp, "top_examples", keys=("hi_doc", "hi_pos"))
     add_labels(graph, feature_labels(top, load_corpus(exp.corpus, exp.max_documents), subject.tokenizer))
@@ -110,6 +119,7 @@ def build_browser(exp, out: str | Path | None = None, subject=None, saes=None, k
     _, _, prompts, searches = precompute(exp, subject, saes, partners, graph)
     sizes = write_browser(out, graph, prompts, searches)
     res = BrowserResult(out, len(graph["nodes"]["layer"]), len(graph["edges"]["a"]), len(graph["communities"]),
-                        len(prompts), len(searches), time.perf_counter() - t0, sizes)
+                        len(prompts), len(searches), time.perf_counter() - t0, sizes,
+                        graph["causal"]["drawn"], graph["causal"]["note"])
     log.info(res.describe())
     return res

@@ -105,6 +105,25 @@ def partner_tables(exp: Experiment, k: int = 5, out: str | Path | None = None) -
     return res
 
 
+def measured_columns(edges, s: int) -> dict[str, dict[str, np.ndarray]]:
+    """The measured (causal) edges touching site ``s``, as columns sorted by feature, then partner.
+
+    ``up``: edges into ``s`` (``feature`` = the downstream ``b`` at ``s``, ``partner`` = the ablated
+    ``a`` at ``s - 1``); ``down``: edges out of ``s`` (``feature`` = the ablated ``a``, ``partner``
+    = ``b`` at ``s + 1``). ``drop``, ``chosen_by`` (bitmask over ``edges.methods``) and
+    ``silent`` (``a`` never fired in ``b``'s windows: drop 0) per edge. ``edges``: a
+    :class:`helpers.evolution.measured_edges.MeasuredEdges`.
+    """
+    out = {}
+    for direction, sel, mine, other in (("up", edges.pair == s - 1, edges.b, edges.a),
+                                        ("down", edges.pair == s, edges.a, edges.b)):
+        f, g = mine[sel], other[sel]
+        order = np.lexsort((g, f))
+        out[direction] = {"feature": f[order], "partner": g[order], "drop": edges.drop[sel][order],
+                          "chosen_by": edges.chosen_by[sel][order], "silent": ~edges.upstream_fired[sel][order]}
+    return out
+
+
 def graph_neighbours(graph: dict, shape: tuple[int, int], k: int = 5) -> tuple[np.ndarray, np.ndarray]:
     """``(index, count)`` ``[S, F, k]``: each feature's strongest co-activation graph neighbours."""
     S, F = shape

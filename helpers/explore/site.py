@@ -10,6 +10,10 @@ pages through Sphinx's ``html_extra_path``)::
     explorer/data/site-<site>.js   every feature of one site (loaded on demand)
     explorer/build.json            what was built from what (reused when unchanged)
 
+The cross-layer panel shows, per partner row, the causal effect where the matching pass measured
+it (``matching.npz``, :mod:`helpers.evolution.measured_edges`), in either direction; without
+the matching artefact the page says it was not measured and why.
+
 Each data file is a ``<script>`` that calls ``EXPLORER.register(...)``, so the page works from
 ``file://`` (no ``fetch``).
 """
@@ -75,9 +79,11 @@ def encode_ids(ids: np.ndarray) -> str:
 
 def _stamp(exp: Experiment, out_stats: Path) -> str:
     meta = (out_stats / "metadata.json").read_bytes()
-    partners = out_stats / "partners.npz"  # written after the pass by the partner tables, when they exist
-    if partners.is_file():
-        meta += f"{partners.stat().st_size}:{partners.stat().st_mtime_ns}".encode()
+    # written after the pass (partner tables, matching results), when they exist
+    for name in ("partners.npz", "matching.npz"):
+        derived = out_stats / name
+        if derived.is_file():
+            meta += f"{name}:{derived.stat().st_size}:{derived.stat().st_mtime_ns}".encode()
     code = b"".join(p.read_bytes() for p in sorted(Path(__file__).parent.glob("*.py")))
     code += b"".join(p.read_bytes() for p in sorted(ASSETS.iterdir()))
     return hashlib.sha256(meta + code + exp.to_json().encode()).hexdigest()[:16]
@@ -106,6 +112,7 @@ def build_data(exp: Experiment, subject=None, saes=None, out_stats: str | Path |
     are stored on the contexts of the ``recolour_examples`` highest examples, for "recolour by
     partner" (10 of 20 keep the offline preset's data under 60 MB).
     """
+    from ..evolution.measured_edges import measured_edges_or_note
     from ..stats import load_artefact
     from ..subject.corpus import load_corpus
     from ..subject.models import load_subject
@@ -119,6 +126,7 @@ def build_data(exp: Experiment, subject=None, saes=None, out_stats: str | Path |
     docs = load_corpus(exp.corpus, exp.max_documents)
     t0, c0 = time.perf_counter(), time.process_time()
     partners = pages.partner_tables(exp, k_partners, out_stats)
+    measured, measured_note = measured_edges_or_note(exp, out_stats)
     ex = ctx.flatten_examples(top)
     layout = ctx.stream_layout(exp, docs, subject.tokenizer, subject.special_tokens)
     ctx.locate(exp, ex, *layout)
@@ -152,7 +160,9 @@ def build_data(exp: Experiment, subject=None, saes=None, out_stats: str | Path |
     return {"summary": summ, "partners": partners, "examples": ex, "labels": labels, "precision": precision,
             "recall": recall, "decoder": (dec_idx, dec_cos), "graph": (g_idx, g_cnt), "effect": effect,
             "docs": docs, "doc_tokens": layout[0], "subject": subject, "recolour": recolour,
-            "recolour_partners": sel, "recolour_examples": recolour_examples, "seconds_rerun": t_rerun, "seconds_build": t_build, "cpu_build": cpu_build, "context": context, "heldout_every": heldout_every}
+            "recolour_partners": sel, "recolour_examples": recolour_examples, "measured": measured,
+            "measured_note": measured_note, "seconds_rerun": t_rerun, "seconds_build": t_build, "cpu_build": cpu_build,
+            "context": context, "heldout_every": heldout_every}
 
 
 def site_payload(exp: Experiment, data: dict, s: int) -> dict:
@@ -206,6 +216,11 @@ def site_payload(exp: Experiment, data: dict, s: int) -> dict:
             out[direction] = {"index": part[f"{direction}_index"][pair].transpose(1, 0, 2).tolist(),
                               "values": _round(part[f"{direction}_values"][pair].transpose(1, 0, 2, 3), 2),
                               "count": part[f"{direction}_count"][pair].transpose(1, 0, 2).tolist()}
+    if data.get("measured") is not None:
+        cols = pages.measured_columns(data["measured"], s)
+        out["measured"] = {d: {"feature": c["feature"].tolist(), "partner": c["partner"].tolist(),
+                               "drop": _round(c["drop"], 3), "chosen_by": c["chosen_by"].tolist(),
+                               "silent": c["silent"].astype(int).tolist()} for d, c in cols.items()}
     return out
 
 
@@ -224,7 +239,18 @@ def meta_payload(exp: Experiment, data: dict) -> dict:
         "neuronpedia": np_url.rsplit("/", 2)[0] if np_url else None,
         "heldout_tokens": int(data["examples"].heldout.get("tokens", 0)),
         "heldout_every": data["heldout_every"],
+        "ablation": _ablation_meta(data),
     }
+
+
+def _ablation_meta(data: dict) -> dict:
+    """What the pages say about the causal effect: offered or not, why, by which methods."""
+    measured = data.get("measured")
+    if measured is None:
+        return {"offered": False, "note": data.get("measured_note") or "causal effect not measured",
+                "methods": [], "edges": 0}
+    return {"offered": True, "note": data.get("measured_note", ""), "methods": list(measured.methods),
+            "edges": len(measured)}
 
 
 def write_site(exp: Experiment, data: dict, out: Path) -> dict[str, int]:

@@ -9,8 +9,8 @@ from urllib.parse import quote
 
 import numpy as np
 
-__all__ = ["browser_link", "explorer_link", "plot_prompt_continuity", "plot_token_graph", "search_table",
-           "search_widget"]
+__all__ = ["browser_link", "explorer_link", "plot_drops", "plot_prompt_continuity", "plot_token_graph",
+           "search_table", "search_widget"]
 
 
 def explorer_link(site: str, feature: int, base: str = "../explorer.html") -> str:
@@ -71,9 +71,13 @@ def search_widget(run: Callable[[list[str], list[str], float], Any], positives=(
     return widgets.VBox([pos, neg, widgets.HBox([thr, button]), out])
 
 
-def plot_token_graph(sub: dict, title: str, labels: Callable[[str, int], str] | None = None, max_per_site: int = 16):
+def plot_token_graph(sub: dict, title: str, labels: Callable[[str, int], str] | None = None, max_per_site: int = 16,
+                     drops: dict[tuple[str, str], float] | None = None):
     """One token's active features (sites as rows, the ``max_per_site`` most active of each site),
-    edges of the prompt graph between them; rows ordered by barycentre to keep lineages vertical."""
+    edges of the prompt graph between them; rows ordered by barycentre to keep lineages vertical.
+
+    ``drops`` ``{(source id, target id): drop}``: the edges whose causal effect was measured,
+    drawn in red (wider for a larger drop) and labelled with the drop."""
     import matplotlib.pyplot as plt
 
     sites = sub["sites"]
@@ -95,9 +99,21 @@ def plot_token_graph(sub: dict, title: str, labels: Callable[[str, int], str] | 
         for i, n in enumerate(members):
             pos[n["id"]] = (i - (len(members) - 1) / 2, -layer)
     fig, ax = plt.subplots(figsize=(11, 0.8 * len(sites) + 1.2))
+    drops = drops or {}
+    n_measured = 0
     for e in edges:
         (x0, y0), (x1, y1) = pos[e["source"]], pos[e["target"]]
         ax.plot([x0, x1], [y0, y1], color="0.4", lw=0.5 + 2.5 * max(e["value"], 0), alpha=0.6, zorder=1)
+    for e in edges:
+        d = drops.get((e["source"], e["target"]))
+        if d is None:
+            continue
+        (x0, y0), (x1, y1) = pos[e["source"]], pos[e["target"]]
+        ax.plot([x0, x1], [y0, y1], color="tab:red", lw=1 + 3 * min(max(d, 0), 1), alpha=0.85, zorder=1.5,
+                label=None if n_measured else "causal drop measured (label: drop)")
+        ax.annotate(f"{d:.2f}", ((x0 + x1) / 2, (y0 + y1) / 2), fontsize=6, color="tab:red", ha="center",
+                    bbox=dict(boxstyle="round,pad=0.1", fc="white", ec="none", alpha=0.8), zorder=3)
+        n_measured += 1
     ids = list(keep)
     xs, ys = zip(*(pos[i] for i in ids))
     acts = np.array([keep[i]["activation"] for i in ids])
@@ -109,6 +125,8 @@ def plot_token_graph(sub: dict, title: str, labels: Callable[[str, int], str] | 
     ax.set_yticks([-i for i in range(len(sites))], sites)
     ax.set_xticks([])
     ax.set_title(title)
+    if n_measured:
+        ax.legend(loc="lower left", fontsize=7, framealpha=0.8)
     fig.colorbar(sc, ax=ax, label="activation on the token", fraction=0.03)
     fig.tight_layout()
     return fig
@@ -124,5 +142,29 @@ def plot_prompt_continuity(share: np.ndarray, tokens: list[str], pairs: list[str
     ax.set_yticks(range(len(pairs)), pairs, fontsize=8)
     ax.set_title(title)
     fig.colorbar(im, ax=ax, label="share linked to the next site")
+    fig.tight_layout()
+    return fig
+
+
+def plot_drops(groups: dict[str, np.ndarray], threshold: float, title: str, bins: int = 44):
+    """Histograms (counts on a log scale) of measured causal drops, one outline per group, with
+    the success threshold of notebook 11 marked."""
+    import matplotlib.pyplot as plt
+
+    values = [np.asarray(v, dtype=np.float64) for v in groups.values()]
+    lo = min([-0.1] + [float(v.min()) for v in values if v.size])
+    edges = np.linspace(np.floor(lo * 10) / 10, 1.0, bins + 1)
+    fig, ax = plt.subplots(figsize=(9, 3.6))
+    for (name, v), colour in zip(groups.items(), plt.rcParams["axes.prop_cycle"].by_key()["color"]):
+        if len(v):
+            ax.hist(v, bins=edges, histtype="step", lw=1.6, color=colour, label=f"{name} ({len(v):,})")
+    ax.axvline(threshold, color="0.3", ls="--", lw=1)
+    ax.annotate(f"drop = {threshold:g}", (threshold, 0), xycoords=("data", "axes fraction"), xytext=(4, 4),
+                textcoords="offset points", fontsize=8)
+    ax.set_yscale("log")
+    ax.set_xlabel("measured drop of the downstream feature when the upstream one is ablated")
+    ax.set_ylabel("edges")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
     fig.tight_layout()
     return fig

@@ -166,3 +166,96 @@ def test_cli_without_statistics_is_one_line(capsys, artefacts_tmp):
     assert main(["matching", "--experiment", "smoke", "--quiet"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1
+
+
+# ----------------------------------------------------------------------------- measured edges
+
+def tiny_matching():
+    """2 pairs, methods cosine/pearson + the control, 3 downstream slots each (hand-built)."""
+    nan = np.nan
+    return {
+        "methods": np.array(["cosine", "pearson", "random"]), "sites": np.array(["s.0", "s.1", "s.2"]),
+        "pairs": np.array(["s.0->s.1", "s.1->s.2"]),
+        "downstream": np.array([[5, 7, -1], [2, 3, 4]]),
+        "partner": np.array([[[1, 2, 9], [1, 3, 9], [4, 2, 9]],
+                             [[0, -1, 0], [0, 1, 0], [6, 1, 6]]]),
+        "drop": np.array([[[0.8, 0.1, nan], [0.8, 0.3, nan], [0.0, 0.1, nan]],
+                          [[-0.2, nan, 0.5], [-0.2, 0.9, 0.5], [0.0, 0.9, nan]]]),
+        "upstream_fired": np.array([[[1, 1, 0], [1, 1, 0], [0, 1, 0]], [[1, 0, 1], [1, 1, 1], [0, 1, 0]]], bool),
+        "n_firing": np.array([[4, 6, 0], [3, 2, 5]]),
+    }
+
+
+def test_measured_edges_are_distinct_and_skip_undefined():
+    from helpers.evolution.measured_edges import measured_edges
+
+    e = measured_edges(tiny_matching())
+    got = sorted(zip(e.site_a, e.a.tolist(), e.site_b, e.b.tolist(), e.drop.round(6).tolist(), e.chosen_names(),
+                     e.upstream_fired.tolist(), e.n_firing.tolist()))
+    assert got == [
+        ("s.0", 1, "s.1", 5, 0.8, "cosine+pearson", True, 4),  # two methods, one edge
+        ("s.0", 2, "s.1", 7, 0.1, "cosine+random", True, 6),
+        ("s.0", 3, "s.1", 7, 0.3, "pearson", True, 6),
+        ("s.0", 4, "s.1", 5, 0.0, "random", False, 4),  # silent partner: measured, drop 0
+        ("s.1", 0, "s.2", 2, -0.2, "cosine+pearson", True, 3),
+        ("s.1", 0, "s.2", 4, 0.5, "cosine+pearson", True, 5),  # random's NaN drop for #4 is left out
+        ("s.1", 1, "s.2", 3, 0.9, "pearson+random", True, 2),  # cosine's -1 partner is left out
+        ("s.1", 6, "s.2", 2, 0.0, "random", False, 3),
+    ]
+    assert e.choices == 13 and len(e) == 8 and e.n_methods().tolist() == [2, 2, 1, 1, 2, 2, 2, 1]
+    assert e.chosen_by_method("pearson").sum() == 5
+    # sorted by pair, a, b; the frame has one row per edge
+    assert list(zip(e.pair, e.a, e.b)) == sorted(zip(e.pair, e.a, e.b))
+    assert len(e.to_frame()) == 8
+    assert e.drop[e.lookup()[("s.1", 1, "s.2", 3)]] == pytest.approx(0.9) and ("s.1", 1, "s.2", 4) not in e.lookup()
+    no_control = measured_edges(tiny_matching(), include_control=False)
+    assert len(no_control) == 6 and "random" not in set("+".join(no_control.chosen_names()).split("+"))
+
+
+def test_measured_edges_disagreeing_duplicates_and_bad_input(caplog):
+    from helpers.evolution.measured_edges import describe, measured_edges
+
+    m = tiny_matching()
+    m["drop"][0, 1, 0] = 0.6  # pearson's copy of (s.0 #1 -> s.1 #5) disagrees with cosine's 0.8
+    with caplog.at_level("WARNING"):
+        e = measured_edges(m)
+    assert e.drop[(e.pair == 0) & (e.a == 1) & (e.b == 5)][0] == pytest.approx(0.7)
+    assert "different drops" in caplog.text
+    m["drop"][:] = np.nan
+    empty = measured_edges(m)
+    assert len(empty) == 0 and "no measured edge" in describe(empty)
+    del m["drop"]
+    with pytest.raises(ConfigError, match=r"lack \['drop'\].*python -m helpers matching") as err:
+        measured_edges(m)
+    assert "\n" not in str(err.value)
+    m = tiny_matching()
+    m["downstream"] = m["downstream"][:, :2]
+    with pytest.raises(ConfigError, match="inconsistent.*rebuild them"):
+        measured_edges(m)
+    with pytest.raises(ConfigError, match="unknown method 'necessity'"):
+        measured_edges(tiny_matching()).chosen_by_method("necessity")
+
+
+def test_measured_edges_of_the_artefact_equal_a_loop(matched, tmp_path):
+    from helpers.evolution.measured_edges import load_measured_edges, measured_edges_or_note
+
+    exp, out, _, _, _, data = matched
+    e = load_measured_edges(exp, out)
+    want: dict = {}
+    P, K, N = data["partner"].shape
+    for p in range(P):
+        for k in range(K):
+            for j in range(N):
+                a, b, d = int(data["partner"][p, k, j]), int(data["downstream"][p, j]), float(data["drop"][p, k, j])
+                if a >= 0 and b >= 0 and np.isfinite(d):
+                    want.setdefault((p, a, b), []).append((data["methods"][k], d))
+    assert set(zip(e.pair.tolist(), e.a.tolist(), e.b.tolist())) == set(want)
+    for i, key in enumerate(zip(e.pair.tolist(), e.a.tolist(), e.b.tolist())):
+        drops = [d for _, d in want[key]]
+        assert max(drops) - min(drops) == 0  # one measurement shared by the methods that chose it
+        assert e.drop[i] == pytest.approx(drops[0])
+        assert e.chosen_names()[i] == "+".join(m for m, _ in want[key])
+    edges, note = measured_edges_or_note(exp, out)
+    assert len(edges) == len(want) and f"{len(want):,} distinct edges" in note
+    none, note = measured_edges_or_note(exp, tmp_path)
+    assert none is None and "python -m helpers matching --experiment smoke" in note and "\n" not in note

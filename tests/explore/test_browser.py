@@ -9,7 +9,9 @@ import pytest
 
 from helpers.errors import ConfigError
 from helpers.evolution.communities import cross_layer_graph
-from helpers.explore.browser import browser_graph, browser_prompt, filter_edges, synthetic_graph
+from helpers.evolution.measured_edges import measured_edges
+from helpers.explore.browser import (CAUSAL_MEASURE, browser_graph, browser_prompt, filter_edges, measure_values,
+                                     synthetic_graph)
 
 from .test_search import fake_partners
 
@@ -71,6 +73,88 @@ def test_bad_input(data):
         browser_graph(partners, fired, k_edges=9)
 
 
+def tiny_measured(partners, fired, plain):
+    """Measured edges over the fake tables (s.1 -> s.2): one that is a listed partner edge, one
+    that is not, one from a feature that never fired, and a NaN (left out)."""
+    n = plain["nodes"]
+    listed_pairs = {(n["feature"][a], n["feature"][b]) for a, b in zip(plain["edges"]["a"], plain["edges"]["b"])
+                    if n["layer"][a] == 1}
+    listed = int(partners["up_index"][1, 0, 0, 0])  # the top pearson partner (s.1) of s.2 #0
+    assert fired[2, 0] > 0 and fired[1, listed] > 0 and (listed, 0) in listed_pairs
+    other, b_new = next((int(a), int(b)) for a in np.flatnonzero(fired[1] > 0) for b in np.flatnonzero(fired[2] > 0)
+                        if a != listed and b != 0 and (a, b) not in listed_pairs and (a, 0) not in listed_pairs)
+    dead = int(np.flatnonzero(fired[1] == 0)[0])
+    nan = np.nan
+    return {
+        "methods": np.array(["cosine", "pearson", "random"]), "sites": np.array(SITES),
+        "downstream": np.array([[-1, -1], [0, b_new], [-1, -1]]),
+        "partner": np.array([[[-1, -1]] * 3, [[listed, dead], [listed, other], [other, other]], [[-1, -1]] * 3]),
+        "drop": np.array([[[nan, nan]] * 3, [[0.7, 0.9], [0.7, -0.4], [0.05, nan]], [[nan, nan]] * 3]),
+    }, (listed, other, b_new)
+
+
+def test_causal_measure_shows_the_measured_edges_only(data):
+    partners, fired, plain = data
+    m, (listed, other, b_new) = tiny_measured(partners, fired, plain)
+    edges = measured_edges(m)
+    graph = browser_graph(partners, fired, k_edges=4, community_threshold=0.5, measured=edges, measured_note="tiny")
+    M = len(plain["measures"])
+    assert graph["measures"] == plain["measures"] + [CAUSAL_MEASURE]
+    assert graph["causal"]["offered"] and graph["causal"]["measured"] == 4 and graph["causal"]["not_drawn"] == 1
+    n, sites, e = graph["nodes"], graph["sites"], graph["edges"]
+    drop = measure_values(graph, CAUSAL_MEASURE)
+    assert CAUSAL_MEASURE not in e["values"] and len(graph["causal"]["edge"]) == 3  # stored sparsely
+
+    def named(i):
+        a, b = e["a"][i], e["b"][i]
+        return (sites[n["layer"][a]], n["feature"][a], sites[n["layer"][b]], n["feature"][b], round(drop[i], 3))
+
+    shown = sorted(named(i) for i in filter_edges(graph, CAUSAL_MEASURE, -1.0))
+    # the edge from the feature that never fired is not drawn; the NaN one is not measured
+    assert shown == sorted([("s.1", listed, "s.2", 0, 0.7), ("s.1", other, "s.2", 0, 0.05),
+                            ("s.1", other, "s.2", b_new, -0.4)])
+    assert [named(i)[:4] for i in filter_edges(graph, CAUSAL_MEASURE, 0.5)] == [("s.1", listed, "s.2", 0)]
+    # the other measures are unchanged; the listed edge keeps its values and gains the drop,
+    # the two unlisted ones are added with only the drop
+    for measure in plain["measures"]:
+        assert len(filter_edges(graph, measure, 0.2)) == len(filter_edges(plain, measure, 0.2))
+    listed_i, = filter_edges(graph, CAUSAL_MEASURE, 0.5)
+    assert e["mask"][listed_i] & ((1 << M) - 1) and e["values"]["pearson"][listed_i] is not None
+    new = [i for i in filter_edges(graph, CAUSAL_MEASURE, -1.0) if i != listed_i]
+    assert len(new) == 2 and all(e["mask"][i] == 1 << M for i in new)
+    assert all(e["values"][k][i] is None for k in plain["measures"] for i in new)
+    assert len(e["a"]) == len(plain["edges"]["a"]) + 2
+    assert list(zip(e["a"], e["b"])) == sorted(zip(e["a"], e["b"]))
+    c = graph["causal"]
+    assert sorted(c["edge"]) == sorted(filter_edges(graph, CAUSAL_MEASURE, -1.0).tolist())
+    chosen = {edges.methods[k] for k in range(3) if c["chosen_by"][c["edge"].index(listed_i)] >> k & 1}
+    assert chosen == {"cosine", "pearson"} and all(c["chosen_by"])
+    assert np.isnan(measure_values(plain, "pearson")).sum() == 0 and np.isnan(drop).sum() == len(e["a"]) - 3
+    assert graph["ranges"][CAUSAL_MEASURE] == [-1.0, 1.0]
+
+
+def test_causal_measure_absent_or_out_of_range(data):
+    partners, fired, plain = data
+    assert CAUSAL_MEASURE not in plain["measures"] and not plain["causal"]["offered"]
+    graph = browser_graph(partners, fired, k_edges=4, community_threshold=0.5,
+                          measured_note="causal effect not measured for smoke: no matching results in /x: run "
+                                        "`python -m helpers matching --experiment smoke`")
+    with pytest.raises(ConfigError, match=r"not offered.*python -m helpers matching --experiment smoke") as err:
+        filter_edges(graph, CAUSAL_MEASURE, 0.5)
+    assert "\n" not in str(err.value)
+    m, _ = tiny_measured(partners, fired, plain)
+    m["drop"][1, 1, 1] = -2.34  # an ablation that more than doubled b: the range widens to hold it
+    graph = browser_graph(partners, fired, k_edges=4, community_threshold=0.5, measured=measured_edges(m))
+    assert graph["ranges"][CAUSAL_MEASURE] == [-2.4, 1.0]
+    assert len(filter_edges(graph, CAUSAL_MEASURE, -2.4)) == 3
+    for bad in (1.5, -2.5, "0.5", True):
+        with pytest.raises(ConfigError, match=r"threshold .* for causal_drop is outside its range \[-2.4, 1\]"):
+            filter_edges(graph, CAUSAL_MEASURE, bad)
+    m["sites"] = np.array(["x.0", "x.1", "x.2", "x.3"])
+    with pytest.raises(ConfigError, match="measured edges name the sites.*helpers matching"):
+        browser_graph(partners, fired, k_edges=4, measured=measured_edges(m))
+
+
 def test_synthetic_graph_has_the_size_asked():
     g = synthetic_graph(2000, 20000)
     assert len(g["nodes"]["layer"]) == 2000 and len(g["edges"]["a"]) == 20000
@@ -89,6 +173,27 @@ def test_page_in_headless_chromium_2000_nodes_20000_edges(tmp_path):
     full = times["redraw"][-1.0]
     assert full["edges"] == 20000 and full["nodes"] == 2000
     assert full["ms"] < check_browser.MAX_REDRAW_MS and times["hover_ms"] < check_browser.MAX_REDRAW_MS
+    causal = times["causal"]["causal_edges"]  # about 10% of the edges carry a drop in [-0.3, 1]
+    assert times["causal"]["offered"] and 1500 < causal[-1.0] < 2500 and causal[0.9] < causal[0.0] < causal[-1.0]
+
+
+@pytest.mark.skipif(not (shutil.which("chromium") and shutil.which("chromedriver")),
+                    reason="needs Debian's chromium and chromium-driver")
+def test_page_without_causal_effect_says_so(tmp_path):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "book"))
+    import check_browser
+    from helpers.explore.browser_site import write_browser
+
+    graph = synthetic_graph(300, 1500, causal_share=0)
+    graph["causal"]["note"] = "causal effect not measured for smoke: run `python -m helpers matching`"
+    write_browser(tmp_path / "b", graph)
+    drv = check_browser.driver()
+    try:
+        problems, causal = check_browser.check_causal(drv, tmp_path / "b" / "browser.html")
+        title = drv.find_element("id", "measure-note").get_attribute("title")
+    finally:
+        drv.quit()
+    assert problems == [] and causal["offered"] is False and "helpers matching" in title
 
 
 def test_feature_labels_equal_top_tokens(wiki_docs, tiny_tokenizer):
@@ -112,3 +217,14 @@ def test_feature_labels_equal_top_tokens(wiki_docs, tiny_tokenizer):
             assert labels[s][f] == ("" if want == "(never fired)" else want)
     graph = {"nodes": {"layer": [0, 1], "feature": [3, 7]}}
     assert add_labels(graph, labels)["nodes"]["label"] == [labels[0][3], labels[1][7]]
+
+
+def test_causal_measure_not_offered_when_nothing_can_be_drawn(data):
+    partners, fired, plain = data
+    m, _ = tiny_measured(partners, fired, plain)
+    dead = int(np.flatnonzero(fired[1] == 0)[0])
+    m["partner"][m["partner"] >= 0] = dead  # every measured edge starts at a feature that never fired
+    graph = browser_graph(partners, fired, k_edges=4, community_threshold=0.5, measured=measured_edges(m))
+    assert CAUSAL_MEASURE not in graph["measures"] and not graph["causal"]["offered"]
+    assert "none of the 2 measured edges joins two features that fired" in graph["causal"]["note"]
+    assert graph["edges"]["a"] == plain["edges"]["a"]

@@ -262,3 +262,84 @@ def test_contexts_from_the_recorded_codes_equal_a_model_rerun(built):
     assert ex.batches_run == rerun.batches_run and ex.tokens_run == rerun.tokens_run
     for key in ("tp", "fires", "present", "tokens"):
         np.testing.assert_array_equal(ex.heldout[key], rerun.heldout[key], err_msg=key)
+
+
+def _mutual_and_unlisted(down, up_next, F):
+    """(a, b, b2): b is a listed downstream partner of a and a a listed upstream partner of b;
+    b2 is neither (a's measured edge outside the tables)."""
+    listed_down = [{g for row in down[f] for g in row if g >= 0} for f in range(F)]
+    listed_up = [{g for row in up_next[f] for g in row if g >= 0} for f in range(F)]
+    for a in range(F):
+        for b in sorted(listed_down[a]):
+            if a in listed_up[b]:
+                b2 = next(g for g in range(F) if g not in listed_down[a] and a not in listed_up[g])
+                return a, b, b2
+    raise AssertionError("no mutual partners in the tables")
+
+
+@pytest.mark.skipif(not (shutil.which("chromium") and shutil.which("chromedriver")),
+                    reason="needs Debian's chromium and chromium-driver")
+def test_partner_rows_show_the_measured_drop_both_ways(built, tmp_path):
+    import sys
+    from pathlib import Path
+
+    from helpers.evolution.measured_edges import describe, measured_edges
+    from helpers.explore.site import meta_payload, site_payload
+
+    data = dict(built["data"])  # no matching results in the fixture's statistics: the pages say so
+    meta = meta_payload(EXP, data)["ablation"]
+    assert not meta["offered"] and "python -m helpers matching --experiment smoke" in meta["note"]
+    assert "measured" not in site_payload(EXP, data, 1)
+    F, P = EXP.sae_width, len(EXP.site_pairs)
+    down1, up2 = site_payload(EXP, data, 1)["down"]["index"], site_payload(EXP, data, 2)["up"]["index"]
+    a, b, b2 = _mutual_and_unlisted(down1, up2, F)
+    partner = np.full((P, 3, 2), -1)
+    partner[1] = [[a, a], [a, -1], [-1, -1]]
+    drop = np.full((P, 3, 2), np.nan)
+    drop[1] = [[0.42, -0.13], [0.42, np.nan], [np.nan, np.nan]]
+    downstream = np.full((P, 2), -1)
+    downstream[1] = [b, b2]
+    edges = measured_edges({"methods": ["cosine", "pearson", "random"], "sites": list(EXP.sites),
+                            "downstream": downstream, "partner": partner, "drop": drop})
+    data.update(measured=edges, measured_note=describe(edges))
+    write_site(EXP, data, tmp_path / "site")
+    payload = read_chunk(tmp_path / "site" / "explorer" / "data" / "site-hidden.1.js")
+    rows = sorted([(b, 0.42, 3), (b2, -0.13, 1)])  # by partner; cosine+pearson = 3, cosine = 1
+    assert payload["measured"]["down"] == {"feature": [a, a], "partner": [r[0] for r in rows],
+                                           "drop": [r[1] for r in rows], "chosen_by": [r[2] for r in rows],
+                                           "silent": [0, 0]}
+    assert payload["measured"]["up"]["feature"] == []  # nothing measured into hidden.1
+    payload = read_chunk(tmp_path / "site" / "explorer" / "data" / "site-hidden.2.js")
+    assert payload["measured"]["up"]["feature"] == sorted([b, b2])
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "book"))
+    from check_pages import _wait_render, chrome, remote_requests
+
+    js = """
+      const line = document.getElementById('measured-line');
+      const row = (dir, g) => document.querySelector('#partners-' + dir + ' tr.partner[data-feature="' + g + '"] td.drop');
+      return {measured: line.dataset.measured, listed: line.dataset.listed, text: line.innerText,
+              down: row('down', arguments[0]) ? row('down', arguments[0]).innerText : null,
+              up: row('up', arguments[1]) ? row('up', arguments[1]).innerText : null,
+              dashes: document.querySelectorAll('td.drop:not(.measured)').length};"""
+    url = (tmp_path / "site" / "explorer.html").resolve().as_uri()
+    drv = chrome()
+    try:
+        seen = {}
+        for site, f in (("hidden.1", a), ("hidden.2", b), ("hidden.2", b2)):
+            drv.get("about:blank")
+            drv.get(f"{url}#site={site}&feature={f}")
+            _wait_render(drv, 0)
+            seen[(site, f)] = drv.execute_script(js, b, a)
+        problems = remote_requests(drv)
+    finally:
+        drv.quit()
+    on_a, on_b, on_b2 = seen[("hidden.1", a)], seen[("hidden.2", b)], seen[("hidden.2", b2)]
+    # a's page: the downstream partner b shows its drop; b2 (not a listed partner) is named in the line
+    assert on_a["down"] == "0.420" and (on_a["measured"], on_a["listed"]) == ("2", "1")
+    assert f"hidden.2 #{b2} -0.130" in on_a["text"] and on_a["dashes"] > 0
+    # b's page: the upstream partner a shows the same drop
+    assert on_b["up"] == "0.420" and (on_b["measured"], on_b["listed"]) == ("1", "1")
+    assert on_b2["up"] is None and (on_b2["measured"], on_b2["listed"]) == ("1", "0")
+    assert f"hidden.1 #{a} -0.130" in on_b2["text"] and "cosine" in on_b2["text"]
+    assert problems == []

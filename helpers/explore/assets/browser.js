@@ -5,10 +5,12 @@
 var BROWSER = (function () {
   "use strict";
   var G = null, P = { prompts: [], searches: [] };
-  var N = 0, E = 0, layer, feature, freq, comm, ea, eb, emask, evals = {}, ids = {};
+  var N = 0, E = 0, layer, feature, freq, comm, ea, eb, emask, echosen, evals = {}, ids = {};
+  var CAUSAL = "causal_drop";
   var st = { view: "all", measure: "pearson", threshold: 0.1, token: -1, hood: null };
   var vis = null, hovered = -1, lastMs = 0;
-  var DEFAULTS = { pearson: 0.1, jaccard: 0.1, sufficiency: 0.5, necessity: 0.5, mutual_info: 0.01, cosine: 0.3 };
+  var DEFAULTS = { pearson: 0.1, jaccard: 0.1, sufficiency: 0.5, necessity: 0.5, mutual_info: 0.01, cosine: 0.3,
+                   causal_drop: 0.5 };
   var PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf",
                  "#bcbd22", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd", "#e6550d"];
   var LEFT = 110, TOP = 24, RIGHT = 16, BOTTOM = 16;
@@ -26,6 +28,14 @@ var BROWSER = (function () {
   function link(i) { return "explorer.html#site=" + encodeURIComponent(siteOf(i)) + "&feature=" + feature[i]; }
   function label(i) { return siteOf(i) + " #" + feature[i]; }
   function words(i) { return G.nodes.label ? G.nodes.label[i] : ""; }
+  function measureName(m) { return (G.labels && G.labels[m]) || m; }
+  function hasCausal() { return G.measures.indexOf(CAUSAL) >= 0; }
+  function causalInfo() { return G.causal || { note: "causal effect not measured", methods: [] }; }
+  function chosenBy(e) {  // the matching methods that chose a measured edge
+    var ms = causalInfo().methods || [], out = [];
+    for (var k = 0; k < ms.length; k++) if (echosen[e] & (1 << k)) out.push(ms[k]);
+    return out.join(", ");
+  }
 
   function index() {
     N = G.nodes.layer.length; E = G.edges.a.length;
@@ -33,8 +43,14 @@ var BROWSER = (function () {
     freq = Float64Array.from(G.nodes.frequency.map(function (v) { return v === null ? 0 : v; }));
     comm = Int32Array.from(G.nodes.community);
     ea = Int32Array.from(G.edges.a); eb = Int32Array.from(G.edges.b); emask = Int32Array.from(G.edges.mask);
-    G.measures.forEach(function (m) {
-      evals[m] = Float32Array.from(G.edges.values[m].map(function (v) { return v === null ? NaN : v; }));
+    echosen = new Int32Array(E);
+    G.measures.forEach(function (m) {  // float64: the same comparison with the threshold as filter_edges
+      if (G.edges.values[m]) { evals[m] = Float64Array.from(G.edges.values[m].map(function (v) { return v === null ? NaN : v; })); return; }
+      evals[m] = new Float64Array(E).fill(NaN);  // the causal drops: stored for the measured edges only
+      var c = G.causal;
+      for (var j = 0; j < c.edge.length; j++) {
+        evals[m][c.edge[j]] = c.drop[j] === null ? NaN : c.drop[j]; echosen[c.edge[j]] = c.chosen_by[j];
+      }
     });
     for (var i = 0; i < N; i++) ids[G.sites[layer[i]] + ":" + feature[i]] = i;
   }
@@ -197,7 +213,10 @@ var BROWSER = (function () {
     P.prompts.forEach(function (p, i) { opt(view, "prompt:" + i, "prompt: " + p.name); });
     P.searches.forEach(function (s, i) { opt(view, "search:" + i, "search: " + s.name + (s.found ? "" : " (nothing found)")); });
     opt(view, "hood", "a feature's neighbourhood (k hops)");
-    G.measures.forEach(function (m) { opt($("measure"), m, m); });
+    G.measures.forEach(function (m) { opt($("measure"), m, measureName(m)); });
+    var note = $("measure-note");
+    if (!hasCausal()) { note.textContent = "causal effect: not measured"; note.title = causalInfo().note; }
+    else { note.textContent = ""; note.title = ""; }
     G.sites.forEach(function (s) { opt($("hood-site"), s, s); });
   }
   function fillTokens() {
@@ -275,21 +294,35 @@ var BROWSER = (function () {
     if (n < 0) {
       if (v.indexOf("community:") === 0) p.appendChild(el("p", {}, "Community " + v.slice(10) + " of the graph at " + G.community_rule.measure + " >= " + G.community_rule.threshold + " (Louvain); colours are communities."));
       p.appendChild(el("p", { "class": "hint" }, "Hover a feature to see its neighbours; click it to open its page in the feature explorer."));
+      if (st.measure === CAUSAL) p.appendChild(el("p", { "class": "hint", id: "causal-note" }, "Causal effect: " + causalInfo().note + "."));
+      else if (!hasCausal()) p.appendChild(el("p", { "class": "hint", id: "causal-note" }, "No causal measure: " + causalInfo().note + "."));
       return;
     }
     var h = el("h3"); h.appendChild(el("span", { "class": "swatch", style: "background:" + colour(comm[n]) }));
     h.appendChild(el("a", { href: link(n) }, label(n))); p.appendChild(h);
     if (words(n)) p.appendChild(el("p", {}, "top tokens: " + words(n)));
     p.appendChild(el("p", {}, "community " + (comm[n] < 0 ? "none" : comm[n]) + ", fires on " + (100 * freq[n]).toPrecision(3) + "% of tokens"));
-    var table = el("table"), v2 = evals[st.measure];
+    var table = el("table", { id: "neighbours" }), v2 = evals[st.measure], cv = hasCausal() ? evals[CAUSAL] : null;
+    var causalView = st.measure === CAUSAL, measuredHere = 0;
+    var head = el("tr");
+    ["neighbour", "top tokens", causalView ? "drop" : st.measure].concat(cv && !causalView ? ["causal drop"] : [])
+      .concat(causalView ? ["chosen by"] : []).forEach(function (h) { head.appendChild(el("th", {}, h)); });
+    table.appendChild(head);
     vis.edges.forEach(function (e) {
       if (ea[e] !== n && eb[e] !== n) return;
       var m = ea[e] === n ? eb[e] : ea[e], tr = el("tr"), td = el("td");
       td.appendChild(el("a", { href: link(m) }, (layer[m] < layer[n] ? "\u2191 " : "\u2193 ") + label(m)));
       tr.appendChild(td); tr.appendChild(el("td", {}, words(m)));
-      tr.appendChild(el("td", {}, v2[e].toFixed(3))); table.appendChild(tr);
+      tr.appendChild(el("td", {}, v2[e].toFixed(3)));
+      var measured = cv && !isNaN(cv[e]);
+      if (measured) measuredHere++;
+      if (cv && !causalView) tr.appendChild(el("td", { title: measured ? "chosen by " + chosenBy(e) : "not measured" }, measured ? cv[e].toFixed(2) : "\u2013"));
+      if (causalView) tr.appendChild(el("td", { "class": "methods" }, chosenBy(e)));
+      table.appendChild(tr);
     });
-    p.appendChild(el("p", {}, "neighbours shown (" + st.measure + "):")); p.appendChild(table);
+    p.appendChild(el("p", {}, "neighbours shown (" + measureName(st.measure) + "):")); p.appendChild(table);
+    if (causalView) p.appendChild(el("p", { "class": "hint" }, "drop: mean relative drop of the downstream feature over its firing tokens (in its strongest examples) when the upstream one is ablated; 1 silences it, below 0 it grows. Measured only for each matching method's top-1 upstream partner of sampled downstream features (chosen by)."));
+    else if (cv) p.appendChild(el("p", { "class": "hint" }, measuredHere + " of these edges have a measured causal drop (ablation)."));
   }
 
   function start() {
@@ -335,8 +368,11 @@ var BROWSER = (function () {
     return update();
   }
   function info() {
+    var cv = hasCausal() ? evals[CAUSAL] : null, measured = 0;
+    if (cv) vis.edges.forEach(function (e) { if (!isNaN(cv[e])) measured++; });
     return { nodes: vis.nodes.length, edges: vis.edges.length, ms: lastMs, view: st.view, measure: st.measure,
-             threshold: st.threshold, total_nodes: N, total_edges: E };
+             threshold: st.threshold, total_nodes: N, total_edges: E, measured_shown: measured,
+             causal_offered: hasCausal(), causal_note: causalInfo().note };
   }
   function screenPosition(n) { var g = canvasGeometry(), r = g.c.getBoundingClientRect(); return [r.left + px(n, g), r.top + py(n, g)]; }
   function nodeAt(site, f) { return ids[site + ":" + f]; }

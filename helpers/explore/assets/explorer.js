@@ -206,21 +206,77 @@ var EXPLORER = (function () {
     return { hi: hi || "<p class=note>none</p>", lo: partnerSlot === null ? (lo || "<p class=note>none</p>") : "<p class=note>(recolouring shows the " + rc.examples + " highest examples)</p>" };
   }
 
+  // ------------------------------------------------------------------ measured causal effects
+  function ablation() { return data.meta.ablation || { offered: false, note: "causal effect not measured", methods: [] }; }
+  function measuredIndex(d) {  // {up: {f: {g: i}}, down: ...} over the site's measured edges, built once
+    if (d._measured) return d._measured;
+    var out = { up: {}, down: {} }, m = d.measured || {};
+    ["up", "down"].forEach(function (dir) {
+      var c = m[dir]; if (!c) return;
+      for (var i = 0; i < c.feature.length; i++) (out[dir][c.feature[i]] = out[dir][c.feature[i]] || {})[c.partner[i]] = i;
+    });
+    return (d._measured = out);
+  }
+  function measuredOf(d, dir, f) {  // [[partner, row], ...] of feature f in direction dir
+    var map = measuredIndex(d)[dir][f] || {};
+    return Object.keys(map).map(function (g) { return [Number(g), map[g]]; });
+  }
+  function fmtDrop(v) { return v === null || isNaN(v) ? "–" : v.toFixed(3); }
+  function chosenBy(mask) {
+    var ms = ablation().methods, out = [];
+    for (var k = 0; k < ms.length; k++) if (mask & (1 << k)) out.push(ms[k]);
+    return out.join(", ");
+  }
+  function dropCell(d, dir, f, g) {
+    var i = (measuredIndex(d)[dir][f] || {})[g];
+    if (i === undefined) return '<td class="drop" title="not measured">–</td>';
+    var c = d.measured[dir], v = c.drop[i];
+    var tip = (dir === "up" ? "ablating this partner" : "ablating this feature") + " drops the downstream feature by " +
+      fmt(v, 3) + " on average where it fires (chosen by " + chosenBy(c.chosen_by[i]) + ")" +
+      (c.silent[i] ? "; the ablated feature never fired in those windows" : "");
+    return '<td class="drop measured" data-drop="' + v + '" title="' + esc(tip) + '"><b>' + fmtDrop(v) + "</b></td>";
+  }
+
   function partnerTable(d, dir, f) {
-    var p = d[dir], m = data.meta;
+    var p = d[dir], m = data.meta, causal = ablation().offered;
     if (!p) return "<p class=note>No " + (dir === "up" ? "upstream (previous) site." : "downstream (next) site.") + "</p>";
     var other = m.sites[d.index + (dir === "up" ? -1 : 1)], seen = {}, rows = "";
     p.index[f].forEach(function (list, mi) {
       list.forEach(function (g, r) {
         if (g < 0 || seen[g]) return; seen[g] = 1;
         rows += '<tr class="partner" data-site="' + esc(other) + '" data-feature="' + g + '"><td class=l>' + link(other, g, other + " #" + g) +
-          "</td><td class=l>top " + (r + 1) + " by " + esc(m.measures[mi]) + "</td>" +
+          "</td>" + (causal ? dropCell(d, dir, f, g) : "") + "<td class=l>top " + (r + 1) + " by " + esc(m.measures[mi]) + "</td>" +
           p.values[f][mi][r].map(function (v) { return "<td>" + fmt(v, 3) + "</td>"; }).join("") + "<td>" + p.count[f][mi][r] + "</td></tr>";
       });
     });
-    return "<table class=partners id=partners-" + dir + "><thead><tr><th class=l>feature</th><th class=l>listed as</th>" +
-      m.measures.map(function (x) { return "<th>" + esc(x) + "</th>"; }).join("") + "<th>co-fired</th></tr></thead><tbody>" +
-      (rows || "<tr><td class=l colspan=9>none</td></tr>") + "</tbody></table>";
+    return "<table class=partners id=partners-" + dir + "><thead><tr><th class=l>feature</th>" +
+      (causal ? '<th title="mean relative drop of the downstream feature where it fires when the upstream one is ablated">causal drop</th>' : "") +
+      "<th class=l>listed as</th>" + m.measures.map(function (x) { return "<th>" + esc(x) + "</th>"; }).join("") + "<th>co-fired</th>" +
+      "</tr></thead><tbody>" + (rows || "<tr><td class=l colspan=10>none</td></tr>") + "</tbody></table>";
+  }
+
+  function measuredLine(d, f) {
+    var a = ablation(), m = data.meta;
+    if (!a.offered) return '<p class="note" id="measured-line">The causal effect of a partner is not shown: ' + esc(a.note) + ".</p>";
+    var listed = {}, parts = [], n = 0, inList = 0, also = [];
+    ["up", "down"].forEach(function (dir) {
+      var p = d[dir]; listed[dir] = {};
+      if (p) p.index[f].forEach(function (list) { list.forEach(function (g) { if (g >= 0) listed[dir][g] = 1; }); });
+      var mine = measuredOf(d, dir, f), other = m.sites[d.index + (dir === "up" ? -1 : 1)];
+      n += mine.length;
+      parts.push(mine.length + (dir === "up" ? " upstream (a partner ablated, this feature measured)" : " downstream (this feature ablated, the partner measured)"));
+      mine.forEach(function (x) {
+        if (listed[dir][x[0]]) { inList++; return; }
+        var c = d.measured[dir];
+        also.push((dir === "up" ? "↑ " : "↓ ") + link(other, x[0], other + " #" + x[0]) + " " + fmtDrop(c.drop[x[1]]) +
+          ' <span class="note">(' + esc(chosenBy(c.chosen_by[x[1]])) + ")</span>");
+      });
+    });
+    var html = '<p id="measured-line" data-measured="' + n + '" data-listed="' + inList + '"><b>Causal effect measured for ' + n +
+      " of this feature's cross-layer edges</b>" + (n ? ": " + parts.join(", ") + "; " + inList + " of them are partners listed above" : "") + ".";
+    if (also.length) html += " Also measured: " + also.join(", ") + ".";
+    return html + '</p><p class="note">Causal drop: the mean relative drop of the downstream feature over its firing tokens (in its strongest examples) when the upstream feature is ablated (1 silences it, below 0 it grows). It was measured by the matching-methods pass (notebook 11) only for each method\'s top-1 upstream partner of sampled downstream features (' +
+      a.edges.toLocaleString() + " edges in all; methods " + esc(a.methods.join(", ")) + "); other rows show –.</p>";
   }
 
   function neighbourList(d, f, kind) {
@@ -261,9 +317,10 @@ var EXPLORER = (function () {
       " relative to its maximum (hover a token for its value); the framed token is the example. Recolour by: " + buttons + "</p>" +
       '<div class="cols"><div><h3>Highest ' + e.kind.slice(e.start[f], e.start[f + 1]).filter(function (k) { return k === 0; }).length + '</h3><div id="examples-hi">' + ex.hi +
       '</div></div><div><h3>Lowest non-zero</h3><div id="examples-lo">' + ex.lo + "</div></div></div>" +
-      "<h2>Across layers</h2><div class=cols><div><h3>Upstream partners" + (d.up ? " (" + esc(m.sites[d.index - 1]) + ")" : "") + "</h3>" + partnerTable(d, "up", f) +
+      "<h2>Across layers</h2><div class=stack><div><h3>Upstream partners" + (d.up ? " (" + esc(m.sites[d.index - 1]) + ")" : "") + "</h3>" + partnerTable(d, "up", f) +
       "</div><div><h3>Downstream partners" + (d.down ? " (" + esc(m.sites[d.index + 1]) + ")" : "") + "</h3>" + partnerTable(d, "down", f) + "</div></div>" +
       '<p class="note">Partners are the top features of the adjacent site by each measure, over all tokens of the statistics pass.</p>' +
+      measuredLine(d, f) +
       "<h2>Same-site neighbours</h2><p>By decoder cosine: " + neighbourList(d, f, "decoder") + "</p><p>In the co-activation graph: " + neighbourList(d, f, "graph") + "</p>" +
       "<h2>Effect of the decoder direction</h2>" +
       (m.causal ? "<p>Boosted tokens (direct logit effect): " + effectList(d.effect.boosted[f], d.effect.boosted_value[f]) +
