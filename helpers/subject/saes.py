@@ -13,6 +13,11 @@ token stream, never seen in training):
 - FVU, fraction of variance unexplained: ``sum |x - x_hat|^2 / sum |x - mean(x)|^2``;
 - L0: mean number of features active (> 0) per token;
 - dead fraction: share of features that never fire on the held-out tokens.
+
+Input normalisation (``normalize_activations`` of an SAE's config): features are always
+computed by ``sae.encode``, which applies sae_lens' run-time normalisations; what the helpers
+cannot reproduce is refused before the model loads (:func:`check_sae_configs`,
+:func:`check_normalization`); :func:`decoder_scale` carries a feature edit back to the stream.
 """
 
 from __future__ import annotations
@@ -77,6 +82,26 @@ LOADER_NORMALIZATION = {
     "deepseek_r1": "none", "goodfire": "none",
     "llama_scope": "expected_average_only_in", "llama_scope_r1_distill": "expected_average_only_in",
 }
+
+
+def decoder_scale(sae, x: torch.Tensor) -> torch.Tensor | None:
+    """The per-token factor ``[..., 1]`` by which sae_lens' ``decode`` carries a change of the SAE's
+    reconstruction back to the activations ``x`` ``[..., d_in]`` the SAE read; None where it is 1.
+
+    A run-time normalisation divides the input by a per-token scale and ``decode`` multiplies it
+    back (the mean that ``layer_norm`` adds back cancels in a difference): ``||x|| / sqrt(d_in)``
+    for ``constant_norm_rescale``, ``std(x)`` (unbiased, without the 1e-5) for ``layer_norm``. So
+    changing feature ``a`` by ``d`` moves the residual stream by ``d * W_dec[a] * scale``, which
+    is what the interventions add (:mod:`helpers.interventions`).
+    """
+    norm = getattr(sae.cfg, "normalize_activations", "none")
+    if norm == "constant_norm_rescale":
+        x = x.to(sae.W_dec.dtype)
+        return 1 / ((sae.cfg.d_in**0.5) / x.norm(dim=-1, keepdim=True))
+    if norm == "layer_norm":
+        x = x.to(sae.W_dec.dtype)
+        return (x - x.mean(dim=-1, keepdim=True)).std(dim=-1, keepdim=True)
+    return None
 
 
 def check_normalization(value: str | None, what: str, scale_known: bool = False) -> None:
