@@ -79,9 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
     col.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
     col.add_argument("--checkpoint-tokens", type=int, default=None, help="checkpoint every N tokens")
     col.add_argument("--quiet", action="store_true", help="no progress bar")
-    col.add_argument("--plan", choices=("auto", "data", "pairs"), default="auto",
+    col.add_argument("--plan", choices=("auto", "data", "pairs", "passes"), default="auto",
                      help="under torchrun: data-parallel, pair-parallel (each rank holds some of the "
-                          "adjacent pairs, sees all tokens), or auto (data when it fits)")
+                          "adjacent pairs, sees all tokens); in one process: passes (the pairs in several "
+                          "passes over the tokens); auto: all pairs at once when they fit, else pairs or passes")
+    col.add_argument("--passes", type=int, default=None, metavar="N",
+                     help="with --plan passes (or auto): exactly N passes over the tokens, each holding "
+                          "about 1/N of the adjacent pairs (default: the fewest that fit)")
 
     par = sub.add_parser("partners", help="partner tables: every feature's top-k partners in the adjacent sites")
     _experiment_arg(par)
@@ -206,7 +210,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.checkpoint_tokens is not None and args.checkpoint_tokens <= 0:
                 raise ConfigError(f"--checkpoint-tokens {args.checkpoint_tokens} must be > 0")
             res = run_pass(exp, out=args.out, resume=args.resume,
-                           checkpoint_tokens=args.checkpoint_tokens, progress=not args.quiet, plan=args.plan)
+                           checkpoint_tokens=args.checkpoint_tokens, progress=not args.quiet, plan=args.plan,
+                           passes=args.passes)
             if res.files:
                 from .report import format_pass
 

@@ -95,6 +95,8 @@ def quality_table(report: dict[str, dict[str, float]]):
 
 def format_pass(res) -> str:
     lines = [f"statistics: {res.tokens:,} tokens in {res.seconds:.1f} s ({res.tokens_per_second:,.0f} tokens/s) -> {res.out}"]
+    if getattr(res, "plan", ""):
+        lines.append(f"  plan: {res.plan}")
     if res.precision:
         lines.append(f"  pair counts {res.precision['pair_counts']}, sums of products {res.precision['product_sums']}")
     lines += [f"  {name:<26} {size / 2**20:8.2f} MiB" for name, size in res.files.items()]

@@ -228,7 +228,7 @@ def meta_payload(exp: Experiment, data: dict) -> dict:
     from ..evolution.decoder import neuronpedia_url
 
     subject = data["subject"]
-    np_url = neuronpedia_url(exp.name, exp.sites[0], 0)
+    np_url = neuronpedia_url(exp, exp.sites[0], 0)  # the experiment: a file has no preset name
     return {
         "format": FORMAT, "preset": exp.name, "description": exp.description, "sites": list(exp.sites),
         "n_features": exp.sae_width, "n_tokens": int(data["summary"]["n_tokens"]),

@@ -31,6 +31,7 @@ import torch
 from ..errors import ConfigError
 from ..subject.models import Subject
 from ..subject.capture import _postprocess, _site_value, trace_inputs
+from ..subject.saes import decoder_scale
 from .edits import Edit, _editable, check_edit, run_with_edits
 
 
@@ -44,6 +45,8 @@ class CleanWindows:
     raw_a: torch.Tensor  # [W, T, d] residual stream at site L as the model carries it
     f_a: torch.Tensor  # [W, T, Fa] SAE activations at site L
     f_b: torch.Tensor  # [W, T, Fb] SAE activations at site L+1
+    #: [W, T, 1] per-token factor of an SAE at site L that normalises its input (None: 1)
+    scale_a: torch.Tensor | None = None
 
 
 @torch.no_grad()
@@ -63,10 +66,12 @@ def clean_windows(subject: Subject, saes: dict[str, Any], input_ids: torch.Tenso
         value_b = nnsight.save(_site_value(subject, site_b))
         tracer.stop()
     sae_a, sae_b = saes[site_a], saes[site_b]
+    x_a = _postprocess(subject.centered, raw_a)
     return CleanWindows(
         input_ids=ids, attention_mask=am, token_mask=token_mask.to(dev).bool(), raw_a=raw_a,
-        f_a=sae_a.encode(_postprocess(subject.centered, raw_a).to(sae_a.W_enc.dtype)),
+        f_a=sae_a.encode(x_a.to(sae_a.W_enc.dtype)),
         f_b=sae_b.encode(_postprocess(subject.centered, value_b).to(sae_b.W_enc.dtype)),
+        scale_a=decoder_scale(sae_a, x_a),
     )
 
 
@@ -122,6 +127,8 @@ def ablation_drops(subject: Subject, saes: dict[str, Any], clean: CleanWindows, 
         feats = torch.tensor([a for _, a in chunk], device=dev)
         # ablation removes the feature's contribution, keeping the SAE error and every other feature
         delta = -clean.f_a[rows, :, feats].unsqueeze(-1) * sae_a.W_dec[feats].unsqueeze(1)  # [R, T, d]
+        if clean.scale_a is not None:  # an SAE that normalises its input per token: back to the stream
+            delta = delta * clean.scale_a[rows]
         after = run_with_edits(subject, saes, clean.input_ids[rows], clean.attention_mask[rows], None, [site_b],
                                delta=delta, delta_site=site_a, resume_from=clean.raw_a[rows])[site_b]
         es = [e for key in chunk for e in copies[key]]

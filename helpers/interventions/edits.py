@@ -30,6 +30,7 @@ import torch
 from ..subject.capture import _postprocess, _site_value, blocks, parse_site, trace_inputs
 from ..errors import ConfigError
 from ..subject.models import Subject
+from ..subject.saes import decoder_scale
 
 MODES = ("add", "clamp", "ablate")
 
@@ -122,7 +123,9 @@ def feature_delta(sae, x: torch.Tensor, centered: bool, features: torch.Tensor, 
     if position_mask is not None:
         change = change * position_mask
     direction = sae.W_dec[features]  # [B, d]
-    return (change.unsqueeze(-1) * direction.unsqueeze(1)).to(x.dtype)
+    delta = change.unsqueeze(-1) * direction.unsqueeze(1)
+    scale = decoder_scale(sae, xs)  # an SAE that normalises its input per token: back to the stream
+    return (delta if scale is None else delta * scale).to(x.dtype)
 
 
 def run_with_edits(
@@ -281,6 +284,7 @@ def edge_effects(
     sae_a, sae_b = saes[site_a], saes[site_b]
     # the ablated features' activations on the clean text: the same for every copy
     f_a = sae_a.encode(clean[site_a].to(sae_a.W_enc.dtype))  # [n, T, F]
+    scale_a = decoder_scale(sae_a, clean[site_a])  # [n, T, 1] or None
     f_b_clean = sae_b.encode(clean[site_b].to(sae_b.W_enc.dtype))
     mask = token_mask.to(subject.device).float()
     # one ablated copy of the text per distinct upstream feature serves all of its edges
@@ -295,6 +299,8 @@ def edge_effects(
         k = len(chunk)
         # ablation = subtract each upstream feature's contribution: [k, n, T, d]
         delta = -f_a[:, :, chunk].permute(2, 0, 1).unsqueeze(-1) * sae_a.W_dec[chunk].view(k, 1, 1, -1)
+        if scale_a is not None:  # an SAE that normalises its input per token: back to the stream
+            delta = delta * scale_a
         ids = input_ids.repeat(k, 1)
         am = attention_mask.repeat(k, 1) if attention_mask is not None else None
         after = run_with_edits(subject, saes, ids, am, None, [site_b], delta_site=site_a,

@@ -67,8 +67,13 @@ def _versions() -> dict[str, str]:
 
 
 def write_artefacts(state: PassState, exp: Experiment, out: Path, seconds: float = 0.0, world: int = 1,
-                    activity: dict[str, Any] | None = None, plan: str = "data") -> dict[str, int]:
-    """Write every artefact atomically; ``metadata.json`` last. Returns file sizes in bytes."""
+                    activity: dict[str, Any] | None = None, plan: str = "data",
+                    plan_words: str | None = None) -> dict[str, int]:
+    """Write every artefact atomically; ``metadata.json`` last. Returns file sizes in bytes.
+
+    ``plan_words``: the plan as recorded in ``metadata.json`` when it is not the default
+    (one process, or ``<plan>-parallel`` for several), e.g. "3 passes over the pairs, 2 pairs each".
+    """
     sites = np.array(exp.sites)
     pairs = np.array([f"{a}->{b}" for a, b in exp.site_pairs])
     feats = state.features.result()
@@ -108,7 +113,8 @@ def write_artefacts(state: PassState, exp: Experiment, out: Path, seconds: float
         "tokens": int(n),
         "n_features": state.n_features,
         "processes": world,
-        "plan": f"{plan}-parallel" if world > 1 else "one process",  # data- or pair-parallel
+        # data- or pair-parallel, one process, or several passes over the pairs
+        "plan": plan_words or (f"{plan}-parallel" if world > 1 else "one process"),
         "precision": state.precision.describe(state.device),
         "seconds": round(seconds, 2),
         "versions": _versions(),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
@@ -102,8 +103,12 @@ def _gib(n: int) -> str:
 def plan_precision(exp: Experiment, n_features: int, n_model_params: int, device: torch.device,
                    world: int = 1, max_tokens: int | None = None,
                    available: int | None = None, host_available: int | None = None,
-                   pairs_held: int | None = None) -> tuple[Precision, dict[str, int]]:
+                   pairs_held: int | None = None, plan: str | None = None,
+                   quiet: bool = False) -> tuple[Precision, dict[str, int]]:
     """Choose the accumulator dtypes and check the memory bill; refuse with a way out.
+
+    ``plan``: the plan in words (:func:`describe_plan`), stated in the logged bill;
+    ``quiet``: log nothing (an attempt among several).
 
     Counts are int32 when the stream is known to hold fewer than 2^31 tokens (exact).
     Sums follow ``exp.sum_dtype``; ``"auto"`` takes float64 when its bill fits the device
@@ -120,22 +125,24 @@ def plan_precision(exp: Experiment, n_features: int, n_model_params: int, device
     else:
         host_avail //= max(1, min(world, torch.cuda.device_count() or 1))
 
-    def plan(sums: torch.dtype) -> tuple[Precision, dict[str, int]]:
+    def bill_for(sums: torch.dtype) -> tuple[Precision, dict[str, int]]:
         prec = Precision(counts, sums, exp.flush_tokens)
         return prec, memory_bill(exp, n_features, n_model_params, world, prec, max_tokens, pairs_held)
 
     if exp.sum_dtype == "auto":
-        prec, bill = plan(torch.float64)
+        prec, bill = bill_for(torch.float64)
         if sum(bill.values()) > 0.9 * avail and device.type != "cpu":
-            prec, bill = plan(torch.float32)
-            log.info("float64 sums do not fit %s: sums in float32, flushed into float64 on the host", device)
+            prec, bill = bill_for(torch.float32)
+            if not quiet:
+                log.info("float64 sums do not fit %s: sums in float32, flushed into float64 on the host", device)
     else:
-        prec, bill = plan(getattr(torch, exp.sum_dtype))
+        prec, bill = bill_for(getattr(torch, exp.sum_dtype))
     total = sum(bill.values())
     lines = ", ".join(f"{k} {_gib(v)}" for k, v in bill.items())
     host = host_bill(exp, n_features, prec, pairs_held)
-    log.info("memory bill on %s: %s (%s); available %s; host copy of the sums %s",
-             device, _gib(total), lines, _gib(avail), _gib(host))
+    if not quiet:
+        log.info("memory bill on %s%s: %s (%s); available %s; host copy of the sums %s", device,
+                 f" ({plan})" if plan else "", _gib(total), lines, _gib(avail), _gib(host))
     if total > 0.9 * avail:
         raise ConfigError(
             f"the pass needs {_gib(total)} on {device} ({lines}) but only {_gib(avail)} are free: "
@@ -150,40 +157,128 @@ def plan_precision(exp: Experiment, n_features: int, n_model_params: int, device
     return prec, bill
 
 
-PLANS = ("auto", "data", "pairs")
+PLANS = ("auto", "data", "pairs", "passes")
+
+
+class PlanChoice(NamedTuple):
+    """How the pass runs: ``mode`` ``"data"`` (one process, or data-parallel), ``"pairs"``
+    (pair-parallel under torchrun) or ``"passes"`` (one process, the adjacent pairs split over
+    ``passes`` passes over the tokens); the accumulator dtypes; the number of passes over the tokens."""
+
+    mode: str
+    precision: Precision
+    passes: int = 1
+
+
+def pass_groups(n_pairs: int, passes: int) -> list[list[int]]:
+    """The adjacent pairs held by each of ``passes`` passes: consecutive runs, as equal as can be
+    (sizes differ by at most one), so that each pass reads as few sites as possible."""
+    if not 1 <= passes <= max(1, n_pairs):
+        raise ConfigError(f"--passes {passes}: the experiment has {n_pairs} adjacent pair(s); "
+                          f"choose 1..{max(1, n_pairs)}")
+    base, extra = divmod(n_pairs, passes)
+    out, start = [], 0
+    for j in range(passes):
+        size = base + (j < extra)
+        out.append(list(range(start, start + size)))
+        start += size
+    return out
+
+
+def describe_plan(mode: str, n_pairs: int, world: int = 1, passes: int = 1) -> str:
+    """The plan in words, as the memory bill and ``metadata.json`` state it, e.g.
+    ``"3 passes over the pairs, 2 pairs each"``."""
+    if mode == "passes":
+        sizes = sorted({len(g) for g in pass_groups(n_pairs, passes)})
+        each = f"{sizes[0]}" if len(sizes) == 1 else f"{sizes[0]}-{sizes[-1]}"
+        unit = "pair" if sizes == [1] else "pairs"
+        return f"{passes} pass{'es' if passes > 1 else ''} over the pairs, {each} {unit} each"
+    if mode == "pairs":
+        held = -(-n_pairs // world)
+        return f"pair-parallel over {world} processes, at most {held} of the {n_pairs} pairs each"
+    if world > 1:
+        return f"data-parallel over {world} processes, all {n_pairs} pairs each"
+    return f"one process, one pass, all {n_pairs} pairs"
+
+
+def check_plan_arguments(exp: Experiment, world: int, plan: str, passes: int | None) -> None:
+    """Refuse, before anything heavy loads, a plan the processes cannot run."""
+    if plan not in PLANS:
+        raise ConfigError(f"unknown plan {plan!r}: choose one of {PLANS}")
+    if plan == "pairs" and world == 1:
+        raise ConfigError("the pair-parallel plan needs several processes: "
+                          "torchrun --nproc-per-node K -m helpers collect --plan pairs ...")
+    if passes is not None:
+        if plan not in ("passes", "auto"):
+            raise ConfigError(f"--passes {passes} goes with --plan passes (or auto), not --plan {plan}")
+        pass_groups(len(exp.site_pairs), passes)  # in range
+    if world > 1 and (plan == "passes" or passes is not None):
+        raise ConfigError("several passes over the pairs run in one process: under torchrun use "
+                          "--plan pairs (each rank holds some of the pairs)")
 
 
 def choose_plan(exp: Experiment, n_features: int, n_model_params: int, device: torch.device,
                 world: int = 1, max_tokens: int | None = None, plan: str = "auto",
-                available: int | None = None, host_available: int | None = None) -> tuple[str, Precision]:
-    """``("data" | "pairs", precision)``: how the ranks share the work, and the accumulator dtypes.
+                available: int | None = None, host_available: int | None = None,
+                passes: int | None = None) -> PlanChoice:
+    """How the ranks share the work, and the accumulator dtypes (a :class:`PlanChoice`).
 
     One process, or data-parallel (every rank holds every pair) when that fits each device;
     otherwise, under torchrun, pair-parallel (each rank holds ``ceil(P / K)`` of the P
-    adjacent pairs and sees every token). Refuses, with the ways out, what fits neither.
+    adjacent pairs and sees every token), and in one process, several passes over the tokens,
+    each holding a run of consecutive pairs (the fewest passes that fit, or ``passes``).
+    Refuses, with the ways out, what fits none.
     """
-    if plan not in PLANS:
-        raise ConfigError(f"unknown plan {plan!r}: choose one of {PLANS}")
+    check_plan_arguments(exp, world, plan, passes)
     kw = dict(max_tokens=max_tokens, available=available, host_available=host_available)
-    if plan == "pairs" and world == 1:
-        raise ConfigError("the pair-parallel plan needs several processes: "
-                          "torchrun --nproc-per-node K -m helpers collect --plan pairs ...")
-    if plan != "pairs":
+    n_pairs = len(exp.site_pairs)
+    if passes is not None:  # forced: this many passes whatever fits
+        held = max(len(g) for g in pass_groups(n_pairs, passes))
+        precision, _ = plan_precision(exp, n_features, n_model_params, device, world, pairs_held=held,
+                                      plan=describe_plan("passes", n_pairs, passes=passes), **kw)
+        return PlanChoice("passes", precision, passes)
+    if plan in ("auto", "data") or (plan == "passes" and n_pairs < 2):
         try:
-            precision, _ = plan_precision(exp, n_features, n_model_params, device, world, **kw)
-            return "data", precision
+            precision, _ = plan_precision(exp, n_features, n_model_params, device, world,
+                                          plan=describe_plan("data", n_pairs, world), **kw)
+            return PlanChoice("data", precision)
         except ConfigError as exc:
-            if plan == "data" or world == 1 or len(exp.site_pairs) < 2:
-                if world == 1 and len(exp.site_pairs) > 1:
-                    raise ConfigError(f"{exc}; or hold the pairs on several devices: torchrun "
-                                      "--nproc-per-node K -m helpers collect (pair-parallel)") from None
+            if plan == "data" or n_pairs < 2:
+                if world == 1 and n_pairs > 1:
+                    raise ConfigError(f"{exc}; or hold the pairs in several passes (--plan passes) or on "
+                                      "several devices: torchrun --nproc-per-node K -m helpers collect "
+                                      "(pair-parallel)") from None
                 raise
-            log.info("data-parallel does not fit each device (%s): pair-parallel instead", exc)
-    held = -(-len(exp.site_pairs) // world)
-    precision, _ = plan_precision(exp, n_features, n_model_params, device, world, pairs_held=held, **kw)
-    log.info("pair-parallel: each of the %d ranks holds at most %d of the %d adjacent pairs and sees "
-             "every token", world, held, len(exp.site_pairs))
-    return "pairs", precision
+            first_error = exc
+            log.info("all the pairs do not fit one device (%s): %s instead", exc,
+                     "pair-parallel" if world > 1 else "several passes over the pairs")
+    else:
+        first_error = None
+    if world > 1:
+        held = -(-n_pairs // world)
+        precision, _ = plan_precision(exp, n_features, n_model_params, device, world, pairs_held=held,
+                                      plan=describe_plan("pairs", n_pairs, world), **kw)
+        return PlanChoice("pairs", precision)
+    # one process: the fewest passes whose pairs fit (2.. when all of them did not)
+    tried: set[int] = set()
+    last_error = first_error
+    for n in range(1 if first_error is None else 2, n_pairs + 1):
+        held = -(-n_pairs // n)
+        if held in tried:
+            continue
+        tried.add(held)
+        try:
+            precision, _ = plan_precision(exp, n_features, n_model_params, device, world, pairs_held=held,
+                                          plan=describe_plan("passes", n_pairs, passes=n), quiet=True, **kw)
+        except ConfigError as exc:
+            last_error = exc
+            continue
+        # state the bill of the plan it runs (the failed attempts stay quiet)
+        plan_precision(exp, n_features, n_model_params, device, world, pairs_held=held,
+                       plan=describe_plan("passes", n_pairs, passes=n), **kw)
+        return PlanChoice("passes", precision, n)
+    raise ConfigError(f"{last_error}; even one pair per pass does not fit: hold the pairs on several devices "
+                      "(torchrun --nproc-per-node K -m helpers collect --plan pairs)") from None
 
 
 @dataclass(frozen=True)
@@ -200,8 +295,9 @@ def plan_for(exp: Experiment, n_features: int, n_model_params: int, machine: Mac
              max_tokens: int | None = None) -> dict[str, object]:
     """The plan and per-device bill on ``machine`` (arithmetic only: nothing is allocated).
 
-    Returns ``plan`` (one process / data-parallel / pair-parallel / N passes over the pairs on
-    one device / does not fit), the pairs each device holds, its bill, the host bill and the dtypes.
+    Returns ``plan`` (one process / data-parallel / pair-parallel / "N passes over the pairs, M pairs
+    each" on one device, as :func:`choose_plan` runs it / does not fit), the pairs each device
+    holds, its bill, the host bill and the dtypes.
     """
     gpu = torch.device("cuda")
     p = len(exp.site_pairs)
@@ -213,7 +309,7 @@ def plan_for(exp: Experiment, n_features: int, n_model_params: int, machine: Mac
     if k > 1:
         attempts.append(("pair-parallel", -(-p // k)))
     else:  # one device: the pairs in several passes over the tokens, as many as fit at once
-        attempts += [(f"{n} passes over the pairs", -(-p // n)) for n in range(2, p + 1)]
+        attempts += [(describe_plan("passes", p, passes=n), -(-p // n)) for n in range(2, p + 1)]
     seen: set = set()
     held = None
     for name, held in attempts:

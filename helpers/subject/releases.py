@@ -47,6 +47,8 @@ class ReleaseSae:
     width: int | None
     l0: float | None
     neuronpedia: str | None
+    #: the scale sae_lens folds into the weights of an ``expected_average_only_in`` SAE
+    norm_scaling_factor: float | None = None
 
     @property
     def layer(self) -> int:
@@ -63,6 +65,7 @@ class Release:
     saes: tuple[ReleaseSae, ...]  # residual-stream SAEs only
     config_overrides: dict
     unsupported: str | None  # why the helpers cannot use it (None: usable)
+    conversion: str | None = None  # sae_lens' conversion function (None: sae_lens' own format)
 
     @property
     def family(self) -> str | None:
@@ -170,8 +173,10 @@ def load_registry() -> dict[str, Release]:
             site = residual_hook(name, conversion, sae)
             if site is not None:
                 l0 = sae.get("l0")
+                nsf = sae.get("norm_scaling_factor")
                 saes.append(ReleaseSae(str(sae["id"]), site, _sae_width(name, conversion, sae),
-                                       float(l0) if l0 is not None else None, sae.get("neuronpedia")))
+                                       float(l0) if l0 is not None else None, sae.get("neuronpedia"),
+                                       float(nsf) if nsf is not None else None))
         model = str(entry.get("model"))
         if not saes:
             why = "no residual-stream SAEs (attention, MLP, transcoders or other hooks)"
@@ -180,7 +185,7 @@ def load_registry() -> dict[str, Release]:
         else:
             why = None
         out[name] = Release(name, model, str(entry.get("repo_id")), tuple(saes),
-                            dict(entry.get("config_overrides") or {}), why)
+                            dict(entry.get("config_overrides") or {}), why, conversion)
     return out
 
 

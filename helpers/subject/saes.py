@@ -13,6 +13,11 @@ token stream, never seen in training):
 - FVU, fraction of variance unexplained: ``sum |x - x_hat|^2 / sum |x - mean(x)|^2``;
 - L0: mean number of features active (> 0) per token;
 - dead fraction: share of features that never fire on the held-out tokens.
+
+Input normalisation (``normalize_activations`` of an SAE's config): features are always
+computed by ``sae.encode``, which applies sae_lens' run-time normalisations; what the helpers
+cannot reproduce is refused before the model loads (:func:`check_sae_configs`,
+:func:`check_normalization`); :func:`decoder_scale` carries a feature edit back to the stream.
 """
 
 from __future__ import annotations
@@ -55,6 +60,121 @@ SAE_FIELDS = (
 REPORT_FILE = "training_report.json"
 #: tokens without firing after which training treats a feature as dead (TopK aux loss)
 DEAD_WINDOW_TOKENS = 40_000
+
+
+# --------------------------------------------------------------------------- input normalisation
+#: What sae_lens (6.x, ``saes/sae.py``) does at inference with each ``normalize_activations`` an
+#: SAE's config may hold, and so what the helpers do: they always encode with ``sae.encode``,
+#: whose ``process_sae_in`` applies the run-time normalisations, so the features are sae_lens'
+#: own (``tests/subject/test_saes.py`` checks each against a formula written out by hand).
+NORMALIZATIONS = {
+    "none": "nothing",
+    "layer_norm": "per token, inside sae.encode: x - mean(x), divided by std(x) + 1e-5 (unbiased std)",
+    "constant_norm_rescale": "per token, inside sae.encode: x scaled to norm sqrt(d_in)",
+    "expected_average_only_in": "a constant scale (the registry's norm_scaling_factor) folded into "
+                                "W_enc, W_dec and b_dec when sae_lens loads the SAE (then 'none')",
+}
+#: ``normalize_activations`` that sae_lens' pretrained loaders set themselves (sae_lens 6.54,
+#: ``loading/pretrained_sae_loaders.py``; Goodfire's leaves the default): releases in sae_lens'
+#: own format (conversion ``sae_lens``) read it from their ``cfg.json`` on the hub instead
+LOADER_NORMALIZATION = {
+    "gemma_2": "none", "gemma_3": "none", "qwen_scope": "none", "dictionary_learning_1": "none",
+    "deepseek_r1": "none", "goodfire": "none",
+    "llama_scope": "expected_average_only_in", "llama_scope_r1_distill": "expected_average_only_in",
+}
+
+
+def decoder_scale(sae, x: torch.Tensor) -> torch.Tensor | None:
+    """The per-token factor ``[..., 1]`` by which sae_lens' ``decode`` carries a change of the SAE's
+    reconstruction back to the activations ``x`` ``[..., d_in]`` the SAE read; None where it is 1.
+
+    A run-time normalisation divides the input by a per-token scale and ``decode`` multiplies it
+    back (the mean that ``layer_norm`` adds back cancels in a difference): ``||x|| / sqrt(d_in)``
+    for ``constant_norm_rescale``, ``std(x)`` (unbiased, without the 1e-5) for ``layer_norm``. So
+    changing feature ``a`` by ``d`` moves the residual stream by ``d * W_dec[a] * scale``, which
+    is what the interventions add (:mod:`helpers.interventions`).
+    """
+    norm = getattr(sae.cfg, "normalize_activations", "none")
+    if norm == "constant_norm_rescale":
+        x = x.to(sae.W_dec.dtype)
+        return 1 / ((sae.cfg.d_in**0.5) / x.norm(dim=-1, keepdim=True))
+    if norm == "layer_norm":
+        x = x.to(sae.W_dec.dtype)
+        return (x - x.mean(dim=-1, keepdim=True)).std(dim=-1, keepdim=True)
+    return None
+
+
+def check_normalization(value: str | None, what: str, scale_known: bool = False) -> None:
+    """Refuse, in one line, an input normalisation the helpers cannot reproduce.
+
+    ``value``: the SAE config's ``normalize_activations`` (as loaded: sae_lens turns
+    ``expected_average_only_in`` into ``none`` once it has folded the scale into the weights);
+    ``what`` names the SAE; ``scale_known``: the registry gives the scale sae_lens will fold.
+    """
+    value = value or "none"
+    if value in ("none", "layer_norm", "constant_norm_rescale"):
+        return
+    if value == "expected_average_only_in":
+        if scale_known:
+            return
+        raise ConfigError(
+            f"{what} was trained on activations scaled to norm sqrt(d_in) (normalize_activations="
+            "'expected_average_only_in') but its scale is not folded into its weights and sae_lens knows no "
+            "norm_scaling_factor for it, so it would read unscaled activations: fold the scale with "
+            "sae.fold_activation_norm_scaling_factor(...) and save it, or use another SAE"
+        )
+    if value == "covariance_whitening":
+        raise ConfigError(
+            f"{what} was trained on whitened activations (normalize_activations='covariance_whitening') "
+            "that are not folded into its weights: fold them with sae.fold_activation_whitening(...) and "
+            "save it (sae_lens' trainer does), or use another SAE"
+        )
+    raise ConfigError(f"{what} asks for normalize_activations={value!r}, which the helpers cannot reproduce "
+                      f"(they know {sorted(NORMALIZATIONS)}): use an SAE with one of those")
+
+
+def check_sae_configs(exp: Experiment) -> None:
+    """Check what every SAE of ``exp`` does to its input before anything heavy loads.
+
+    Trained SAEs: their ``cfg.json`` on disk. Pretrained ones: the normalisation the release's
+    loader or ``config_overrides`` set (with the registry's ``norm_scaling_factor``), else, when
+    the hub can be reached, the release's ``cfg.json`` alone (a small download; offline the SAE
+    load itself says the hub is needed). Loaded SAEs are checked again by :func:`check_saes`.
+    """
+    import json
+
+    if exp.sae_source == "trained":
+        for site in exp.sites:
+            path = sae_dir(exp.name) / site / "cfg.json"
+            if path.is_file():  # a missing SAE is named by load_saes, with the command that trains it
+                cfg = json.loads(path.read_text())
+                check_normalization(cfg.get("normalize_activations"), f"the SAE for site {site!r} ({path.parent})")
+        return
+    from .releases import get_release
+
+    rel = get_release(exp.sae_release)
+    by_id = {s.sae_id: s for s in rel.saes}
+    for site in exp.sites:
+        sae_id = exp.sae_id(site)
+        entry = by_id.get(sae_id)
+        value = rel.config_overrides.get("normalize_activations") or LOADER_NORMALIZATION.get(rel.conversion or "sae_lens")
+        if value is None and not hub_offline():
+            value = _hub_normalization(exp.sae_release, sae_id)
+        if value is not None:
+            check_normalization(value, f"SAE {exp.sae_release}/{sae_id}",
+                                scale_known=entry is not None and entry.norm_scaling_factor is not None)
+
+
+def _hub_normalization(release: str, sae_id: str) -> str | None:
+    """``normalize_activations`` of a release's ``cfg.json`` on the hub (None when it cannot be read:
+    the SAE load then says why)."""
+    try:
+        from sae_lens.loading.pretrained_sae_loaders import load_sae_config_from_huggingface
+
+        return load_sae_config_from_huggingface(release, sae_id).get("normalize_activations") or "none"
+    except Exception as exc:  # noqa: BLE001 - network, missing file, old registry: the load reports it
+        log.debug("could not read the config of %s/%s ahead of loading: %s", release, sae_id, exc)
+        return None
 
 
 # --------------------------------------------------------------------------- loading
@@ -106,7 +226,11 @@ def load_saes(exp: Experiment, device: torch.device | str = "cpu") -> dict[str, 
 
 
 def load_pretrained_sae(release: str, sae_id: str, device: torch.device | str = "cpu"):
-    """``SAE.from_pretrained`` with a one-line error when the hub cannot be reached."""
+    """``SAE.from_pretrained`` with a one-line error when the hub cannot be reached.
+
+    sae_lens folds an ``expected_average_only_in`` scale into the weights here when its registry
+    has the release's ``norm_scaling_factor`` (else it warns and leaves the config as it was,
+    which :func:`check_saes` refuses)."""
     from sae_lens import SAE
 
     if hub_offline():
@@ -124,8 +248,10 @@ def load_pretrained_sae(release: str, sae_id: str, device: torch.device | str = 
 
 
 def check_saes(saes: Mapping[str, Any], d_model: int, exp: Experiment | None = None) -> None:
-    """Every SAE reads ``d_model`` (and, given ``exp``, its site of its model); all have one width."""
+    """Every SAE reads ``d_model`` (and, given ``exp``, its site of its model) with an input
+    normalisation the helpers reproduce (:func:`check_normalization`); all have one width."""
     for site, sae in saes.items():
+        check_normalization(getattr(sae.cfg, "normalize_activations", "none"), f"the SAE for site {site!r}")
         if sae.cfg.d_in != d_model:
             raise ConfigError(
                 f"the SAE for site {site!r} reads d_in={sae.cfg.d_in}, but the model's residual "

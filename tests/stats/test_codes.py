@@ -121,3 +121,13 @@ def test_recorded_firing_ignores_padding_slots():
     f = recorded_firing(acts)
     assert f.dense.tolist() == [[True, False, False, True], [True, False, False, False]]
     assert sorted(zip(f.tok.tolist(), f.feat.tolist())) == [(0, 0), (0, 3), (1, 0)]
+
+
+def test_several_passes_record_the_same_codes(recorded, tiny_gpt2, tmp_path):
+    """Over several passes the first (the only one that encodes every site) records the codes."""
+    out = tmp_path / "passes"
+    res = run_pass(EXP, out=out, progress=False, subject=tiny_gpt2, saes=recorded[2], plan="passes", passes=2)
+    assert res.codes == out / CODES_DIR
+    for f in sorted((recorded[0] / CODES_DIR).glob("*.bin")):
+        assert (out / CODES_DIR / f.name).read_bytes() == f.read_bytes(), f.name
+    assert CodeCache.open(out) is not None

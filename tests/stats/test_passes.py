@@ -1,0 +1,160 @@
+"""Pairs in several passes on one device: every artefact equals one ordinary pass exactly.
+
+A random 6-block GPT-2 (d_model 64) with 7 sites (6 adjacent pairs) and random SAEs: the pass
+run as 2 passes over the pairs (3 pairs each) and as 3 passes (2 pairs each) writes the same
+arrays as one pass, float sums included, bit for bit (the same updates in the same order).
+"""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import helpers.stats.collect as collect
+from helpers.cli import main
+from helpers.errors import ConfigError
+from helpers.experiment import PRESETS, ModelSpec
+from helpers.stats import ARTEFACT_FILES, load_artefact, memory_bill, run_pass
+
+from ..conftest import make_random_sae, make_tiny_gpt2
+
+SITES = tuple(f"blocks.{i}.hook_resid_pre" for i in range(6)) + ("blocks.5.hook_resid_post",)
+EXP = PRESETS["gpt2-res-jb"].replace(
+    sites=SITES, corpus="wiki-summaries", max_documents=8, token_budget=500, context_length=32,
+    batch_size=4, sae_width=24, sae_k=8, step_tokens=96, top_k_examples=3, device="cpu",
+)
+
+
+@pytest.fixture(scope="module")
+def six_blocks(tiny_tokenizer):
+    from helpers.subject.models import wrap
+
+    model = make_tiny_gpt2(tiny_tokenizer, n_layer=6)
+    spec = ModelSpec(name="tiny-gpt2-6", family="gpt2", source="test", n_layers=6, d_model=64, causal=True)
+    return wrap(model, tiny_tokenizer, spec, torch.device("cpu"))
+
+
+@pytest.fixture(scope="module")
+def saes():
+    out = {s: make_random_sae(64, 24, seed=10 + i) for i, s in enumerate(SITES)}
+    with torch.no_grad():  # a dead feature: its curves and Pearson rows must agree too
+        out[SITES[3]].b_enc[2] = -1e3
+    return out
+
+
+def _exp(sums: str):
+    return EXP if sums == "float64" else EXP.replace(sum_dtype="float32", flush_tokens=64)
+
+
+@pytest.fixture(scope="module")
+def reference(six_blocks, saes, tmp_path_factory):
+    """One ordinary pass per sum precision."""
+    out = {}
+    for sums in ("float64", "float32"):
+        folder = tmp_path_factory.mktemp(f"one-{sums}")
+        run_pass(_exp(sums), out=folder, progress=False, subject=six_blocks, saes=saes)
+        out[sums] = folder
+    return out
+
+
+def same_artefacts(exp, a, b):
+    for name in ARTEFACT_FILES:
+        x, y = load_artefact(exp, name, a), load_artefact(exp, name, b)
+        assert x.keys() == y.keys()
+        for key in x:
+            np.testing.assert_array_equal(x[key], y[key], err_msg=f"{name}:{key}")
+
+
+@pytest.mark.parametrize("passes,words", [(2, "2 passes over the pairs, 3 pairs each"),
+                                          (3, "3 passes over the pairs, 2 pairs each")])
+@pytest.mark.parametrize("sums", ["float64", "float32"])
+def test_passes_equal_one_pass_exactly(six_blocks, saes, reference, tmp_path, monkeypatch, passes, words, sums):
+    exp = _exp(sums)
+    encoded = []  # the sites each batch encodes
+    real = collect.encode_batch
+
+    def spy(subject, saes_, exp_, batch, index, floors=None, sites=None):
+        encoded.append(tuple(sites or exp_.sites))
+        return real(subject, saes_, exp_, batch, index, floors, sites)
+
+    monkeypatch.setattr(collect, "encode_batch", spy)
+    res = run_pass(exp, out=tmp_path, progress=False, subject=six_blocks, saes=saes, plan="passes", passes=passes)
+    assert res.plan == words and res.tokens == 500
+    same_artefacts(exp, reference[sums], tmp_path)
+    meta = json.loads((tmp_path / "metadata.json").read_text())
+    assert meta["plan"] == words
+    # the first pass encodes every site; a later one only the sites of its pairs
+    per_pass = len(encoded) // passes
+    assert set(encoded[:per_pass]) == {SITES}
+    later = [set(encoded[j * per_pass:(j + 1) * per_pass]) for j in range(1, passes)]
+    expected = {2: [{SITES[3:]}], 3: [{SITES[2:5]}, {SITES[4:]}]}[passes]
+    assert later == expected
+
+
+def test_auto_takes_passes_when_all_pairs_do_not_fit(six_blocks, saes, reference, tmp_path, monkeypatch, caplog):
+    import helpers.stats.memory as memory
+
+    n_params = sum(p.numel() for p in six_blocks.hf_model.parameters())
+    three = sum(memory_bill(EXP, 24, n_params, max_tokens=500, pairs_held=3,
+                            precision=memory.Precision(torch.int32)).values())
+    six = sum(memory_bill(EXP, 24, n_params, max_tokens=500, precision=memory.Precision(torch.int32)).values())
+    free = int(three / 0.9) + 1
+    assert six > 0.9 * free  # all six pairs do not fit, three do
+    monkeypatch.setattr(memory, "available_memory", lambda device: free)
+    with caplog.at_level("INFO", logger="helpers.stats"):
+        res = run_pass(EXP, out=tmp_path, progress=False, subject=six_blocks, saes=saes)
+    assert res.plan == "2 passes over the pairs, 3 pairs each"
+    assert any("memory bill on cpu (2 passes over the pairs, 3 pairs each)" in r.message for r in caplog.records)
+    same_artefacts(EXP, reference["float64"], tmp_path)
+    # a device that cannot hold even one pair: refused with the way out
+    monkeypatch.setattr(memory, "available_memory", lambda device: 1 << 20)
+    with pytest.raises(ConfigError, match="even one pair per pass does not fit.*--plan pairs"):
+        run_pass(EXP, out=tmp_path / "x", progress=False, subject=six_blocks, saes=saes)
+
+
+class Crash(Exception):
+    pass
+
+
+def test_crash_in_a_later_pass_then_resume_equals_one_pass(six_blocks, saes, reference, tmp_path, monkeypatch):
+    real = collect.encode_batch
+    calls = {"third": 0}
+
+    def crashing(subject, saes_, exp_, batch, index, floors=None, sites=None):
+        if sites is not None and tuple(sites) == SITES[4:]:  # the third pass (pairs 4 and 5)
+            calls["third"] += 1
+            if calls["third"] == 3:  # half way through its 5 batches
+                raise Crash
+        return real(subject, saes_, exp_, batch, index, floors, sites)
+
+    monkeypatch.setattr(collect, "encode_batch", crashing)
+    with pytest.raises(Crash):
+        run_pass(EXP, out=tmp_path, progress=False, subject=six_blocks, saes=saes, plan="passes", passes=3,
+                 checkpoint_tokens=100)
+    saved = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    assert saved["state"]["pass_index"] == 2 and set(saved["state"]["done_pairs"]) == {0, 1, 2, 3}
+    assert not (tmp_path / "metadata.json").exists()
+    # another number of passes cannot continue it: one line, the checkpoint left as it was
+    with pytest.raises(ConfigError, match=r"3 passes over the pairs, 2 pairs each\), this run would be "
+                                          r"2 passes over the pairs.*--passes"):
+        run_pass(EXP, out=tmp_path, progress=False, subject=six_blocks, saes=saes, plan="passes", passes=2,
+                 resume=True)
+    monkeypatch.setattr(collect, "encode_batch", real)
+    run_pass(EXP, out=tmp_path, progress=False, subject=six_blocks, saes=saes, plan="passes", passes=3, resume=True)
+    assert not (tmp_path / "checkpoint.pt").exists()
+    same_artefacts(EXP, reference["float64"], tmp_path)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--plan", "passes", "--passes", "7"], "--passes 7: the experiment has 6 adjacent pair(s); choose 1..6"),
+    (["--plan", "data", "--passes", "2"], "--passes 2 goes with --plan passes (or auto), not --plan data"),
+    (["--plan", "passes", "--passes", "0"], "--passes 0: the experiment has 6 adjacent pair(s)"),
+])
+def test_bad_passes_are_one_line_before_the_model_loads(args, message, tmp_path, capsys, monkeypatch):
+    import helpers.subject.models as models
+
+    monkeypatch.setattr(models, "load_subject", lambda *a, **k: pytest.fail("the model was loaded"))
+    assert main(["collect", "--experiment", "smoke", "--quiet", "--out", str(tmp_path), *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {message}") and err.count("\n") == 1
