@@ -343,3 +343,11 @@ def test_partner_rows_show_the_measured_drop_both_ways(built, tmp_path):
     assert on_b2["up"] is None and (on_b2["measured"], on_b2["listed"]) == ("1", "0")
     assert f"hidden.1 #{a} -0.130" in on_b2["text"] and "cosine" in on_b2["text"]
     assert problems == []
+
+
+def test_site_files_written_by_forked_writers_equal_one_writer(built, tmp_path):
+    one = write_site(EXP, built["data"], tmp_path / "one", workers=1)
+    two = write_site(EXP, built["data"], tmp_path / "two", workers=2)
+    assert one == two and any(k.startswith("explorer/data/site-") for k in one)
+    for name in one:
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
