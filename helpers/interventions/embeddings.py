@@ -78,19 +78,77 @@ def retrieval_ranks(queries: np.ndarray, corpus: np.ndarray, targets: Sequence[i
     return ranks[:, list(targets)]
 
 
+EMBEDDINGS_FILE = "document_embeddings.npz"
+#: the documents are embedded truncated to this many tokens, special tokens included
+DOCUMENT_MAX_LENGTH = 128
+
+
+def embeddings_key(exp, n_docs: int) -> np.ndarray:
+    """What the cached document embeddings were computed from (model, corpus, its size)."""
+    return np.array([exp.model, exp.corpus, str(exp.max_documents), str(n_docs)])
+
+
+class FirstRowPooling:
+    """The sentence embedding of every document, pooled from the statistics pass's own forward pass.
+
+    The pass feeds one document per row, ``[CLS]`` + at most ``context_length - 2`` tokens +
+    ``[SEP]``, and a document's first row holds exactly what :func:`embed` feeds the model for it
+    (the text truncated to ``max_length = context_length`` with its special tokens). Pooling the
+    last site of that row as :func:`embed` pools saves a second forward pass over the corpus
+    (notebook 07's ranking of every document); equal to :func:`embed` up to float rounding (rows are
+    padded to another length in the pass's batches; tested to 1e-5).
+    """
+
+    def __init__(self, n_docs: int, site: str):
+        self.site, self.n_docs = site, n_docs
+        self.embeddings: np.ndarray | None = None
+        self.seen = np.zeros(n_docs, dtype=bool)
+
+    @classmethod
+    def applies(cls, exp, subject: Subject) -> bool:
+        """The encoder subject, its last site among the experiment's sites, the whole corpus counted
+        and rows as long as :func:`embed`'s ``max_length``."""
+        return (subject.spec.family == "bert" and exp.token_budget is None
+                and subject.spec.site_names()[-1] in exp.sites and exp.context_length == DOCUMENT_MAX_LENGTH)
+
+    @torch.no_grad()
+    def update(self, batch, residuals: dict[str, torch.Tensor]) -> None:
+        """Add the documents that start in this batch (``residuals[site]`` ``[rows, seq, d]``)."""
+        hidden = residuals[self.site]
+        big = torch.iinfo(batch.positions.dtype).max
+        first = batch.positions.masked_fill(~batch.token_mask, big).min(1).values == 0
+        if not bool(first.any()):
+            return
+        rows = torch.nonzero(first)[:, 0]
+        doc = batch.doc_ids.masked_fill(~batch.token_mask, -1).max(1).values[rows].long().numpy()
+        h = hidden[rows.to(hidden.device)]
+        mask = batch.attention_mask[rows].to(h.device).unsqueeze(-1).float()
+        pooled = (h * mask).sum(1) / mask.sum(1)
+        emb = torch.nn.functional.normalize(pooled, dim=-1).cpu().numpy()
+        if self.embeddings is None:
+            self.embeddings = np.zeros((self.n_docs, emb.shape[1]), dtype=emb.dtype)
+        self.embeddings[doc] = emb
+        self.seen[doc] = True
+
+    def result(self) -> np.ndarray | None:
+        """``[n_docs, d]``, or ``None`` when some document had no row (an empty text)."""
+        return self.embeddings if self.embeddings is not None and self.seen.all() else None
+
+
 def corpus_embeddings(exp, subject: Subject, progress: bool = True) -> np.ndarray:
     """Embeddings of every document of the experiment's corpus, cached in
-    ``artefacts/<preset>/document_embeddings.npz`` (recomputed when the corpus differs)."""
+    ``artefacts/<preset>/document_embeddings.npz`` (written by the statistics pass on the encoder
+    subject, see :class:`FirstRowPooling`; else computed here; recomputed when the corpus differs)."""
     from ..subject.corpus import load_corpus
     from ..io import atomic_save_npz, stats_dir
 
     docs = load_corpus(exp.corpus, exp.max_documents)
-    path = stats_dir(exp.stats_name) / "document_embeddings.npz"
-    key = np.array([exp.model, exp.corpus, str(exp.max_documents), str(len(docs))])
+    path = stats_dir(exp.stats_name) / EMBEDDINGS_FILE
+    key = embeddings_key(exp, len(docs))
     if path.is_file():
         with np.load(path) as data:
             if np.array_equal(data["key"], key):
                 return data["embeddings"]
-    emb = embed(subject, [d.text for d in docs], progress=progress)
+    emb = embed(subject, [d.text for d in docs], max_length=DOCUMENT_MAX_LENGTH, progress=progress)
     atomic_save_npz(path, embeddings=emb, key=key)
     return emb

@@ -324,15 +324,20 @@ def _nonfinite_message(site: str, index: int) -> str:
 
 @torch.no_grad()
 def encode_batch(subject, saes: dict[str, Any], exp: Experiment, batch: TokenBatch, index: int,
-                 floors: torch.Tensor | None = None, sites: "tuple[str, ...] | None" = None):
+                 floors: torch.Tensor | None = None, sites: "tuple[str, ...] | None" = None,
+                 on_residuals=None):
     """``({site: SparseActs}, doc_ids, positions)`` of the counted tokens of one batch.
 
     ``sites``: only these (default: every site of the experiment; the forward pass stops after
     the last one). On a GPU the NaN/inf check is left in ``SparseActs.finite`` (see
     ``PassState.check_finite``) so that encoding never waits for the device.
+    ``on_residuals(batch, {site: [rows, seq, d]})``: also hand the captured residuals of every
+    position to this callback (the document embeddings of :class:`FirstRowPooling`).
     """
     sites = exp.sites if sites is None else sites
     acts = capture_residuals(subject, batch.input_ids, batch.attention_mask, sites)
+    if on_residuals is not None:
+        on_residuals(batch, acts)
     mask = batch.token_mask.to(subject.device)
     defer = subject.device.type == "cuda"
     out = {}
@@ -492,6 +497,11 @@ def run_pass(
                  "several processes" if dist.world > 1 else "a resumed pass")
     elif record_codes:  # (several passes: recorded in the first, the only one that encodes every site)
         codes = CodeWriter(out, exp.sites, n_features, expected_tokens=max_tokens)
+    from ..interventions.embeddings import FirstRowPooling
+
+    # the encoder's document embeddings (notebook 07) from this very forward pass, where they apply
+    pooling = (FirstRowPooling(len(docs), subject.spec.site_names()[-1])
+               if codes is not None and FirstRowPooling.applies(exp, subject) else None)
     t0 = time.perf_counter()
     counted = 0
     # pair-parallel and several passes: every rank takes every batch (a "round" of one), as a
@@ -503,6 +513,7 @@ def run_pass(
         desc = f"statistics ({exp.name})" + (f", pass {j + 1}/{len(groups)}" if mode == "passes" else "")
         counted += _count_stream(state, exp, subject, saes, docs, dist, floors, slot, slots, ckpt,
                                  checkpoint_tokens, codes=codes if j == 0 else None,
+                                 pooling=pooling if j == 0 else None,
                                  bar=tqdm(total=max_tokens, initial=state.tokens, unit="tok", desc=desc,
                                           disable=not progress or dist.rank != 0, smoothing=0.1))
         if mode == "passes":
@@ -516,6 +527,11 @@ def run_pass(
         result.files = write_artefacts(state, exp, out, seconds=seconds, world=dist.world, plan=mode,
                                        activity=describe_activity(exp, maxima_from),
                                        plan_words=plan_words if mode == "passes" else None)
+        if pooling is not None and pooling.result() is not None:
+            from ..interventions.embeddings import EMBEDDINGS_FILE, embeddings_key
+            from ..io import atomic_save_npz
+
+            atomic_save_npz(out / EMBEDDINGS_FILE, embeddings=pooling.result(), key=embeddings_key(exp, len(docs)))
         if codes is not None and codes.finish() is not None:
             result.codes = out / CODES_DIR
         else:
@@ -527,13 +543,14 @@ def run_pass(
 
 def _count_stream(state: PassState, exp: Experiment, subject, saes: dict[str, Any], docs, dist: Dist,
                   floors: torch.Tensor | None, slot: int, slots: int, ckpt: Path, checkpoint_tokens: int,
-                  bar, codes: CodeWriter | None = None) -> int:
+                  bar, codes: CodeWriter | None = None, pooling=None) -> int:
     """One pass over the token stream (from the batch ``state`` stopped at): encode, update the
     accumulators, record the curves at every step, checkpoint. Returns the tokens counted here.
 
     Rank ``slot`` of ``slots`` takes batch ``slot`` of every round of ``slots`` batches. In a
     later pass over the pairs, ``acts`` hold only the sites of that pass's pairs
-    (:meth:`PassState.sites_of_pass`). ``codes``: the writer that records every batch's codes.
+    (:meth:`PassState.sites_of_pass`). ``codes``: the writer that records every batch's codes;
+    ``pooling``: the document embeddings pooled from the same forward pass.
     """
     stream = iter_token_batches(
         docs, subject.tokenizer, subject.special_tokens, exp.context_length, exp.batch_size, exp.token_budget
@@ -549,7 +566,8 @@ def _count_stream(state: PassState, exp: Experiment, subject, saes: dict[str, An
         mine = slot < len(round_batches)
         if mine:
             index = state.batches + slot
-            acts, doc, pos = encode_batch(subject, saes, exp, round_batches[slot], index, floors, sites)
+            acts, doc, pos = encode_batch(subject, saes, exp, round_batches[slot], index, floors, sites,
+                                          on_residuals=pooling.update if pooling is not None else None)
             state.defer_finite_check(index, acts)
             if codes is not None:
                 codes.add(acts)

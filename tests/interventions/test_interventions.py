@@ -184,3 +184,38 @@ def test_edges_sharing_an_upstream_feature_share_one_copy(tiny_gpt2, saes, wiki_
     assert rows["block1"] == 2 + 2  # the clean capture and ONE ablated copy of the 2 rows
     want = edge_effects_one_at_a_time(tiny_gpt2, saes, ids, am, am.bool(), SITES[1], SITES[2], fan_out)
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+
+
+def test_the_pass_pools_the_document_embeddings_that_embed_computes(tmp_path, monkeypatch):
+    """On the encoder, the statistics pass writes every document's sentence embedding from its own
+    forward pass (first row of each document); they equal a separate embed() run."""
+    import numpy as np
+
+    from helpers.experiment import PRESETS
+    from helpers.interventions.embeddings import EMBEDDINGS_FILE, corpus_embeddings, embed, embeddings_key
+    from helpers.stats import run_pass
+    from helpers.subject.corpus import load_corpus
+    from helpers.subject.models import load_subject
+
+    from ..stats.test_collect import random_topk_saes
+
+    monkeypatch.setenv("SAE_EVOLUTION_ARTEFACTS", str(tmp_path))
+    exp = PRESETS["smoke"].replace(max_documents=30, context_length=128, batch_size=8, device="cpu")
+    subject = load_subject(exp)
+    run_pass(exp, progress=False, subject=subject, saes=random_topk_saes(exp.sites))
+    out = tmp_path / exp.stats_name
+    docs = load_corpus(exp.corpus, exp.max_documents)
+    with np.load(out / EMBEDDINGS_FILE) as f:
+        pooled, key = f["embeddings"], f["key"]
+    assert pooled.shape == (30, 384) and np.array_equal(key, embeddings_key(exp, 30))
+    lengths = [len(subject.tokenizer(d.text, add_special_tokens=False)["input_ids"]) for d in docs]
+    assert max(lengths) > 126  # some documents span several rows: only their first row is pooled
+    direct = embed(subject, [d.text for d in docs], max_length=128)
+    np.testing.assert_allclose(pooled, direct, atol=2e-5)
+    # notebook 07 reads them instead of embedding the corpus again
+    assert corpus_embeddings(exp, subject, progress=False) is not None
+    np.testing.assert_array_equal(corpus_embeddings(exp, subject, progress=False), pooled)
+    # not on a token budget (the last documents would be missing): no file
+    exp2 = exp.replace(token_budget=500)
+    run_pass(exp2, out=tmp_path / "budget", progress=False, subject=subject, saes=random_topk_saes(exp.sites))
+    assert not (tmp_path / "budget" / EMBEDDINGS_FILE).exists()
