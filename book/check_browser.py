@@ -197,7 +197,15 @@ def check_click(drv, page: Path) -> list[str]:
     nodes = drv.execute_script("return BROWSER.visibleNodes()")
     if not nodes:
         return ["no node to click at pearson >= 0.1"]
+    # a node with no other within 8 px (on a dense full view, dots overlap and the pointer picks the
+    # nearest of several), else the middle one
+    pos = drv.execute_script("return arguments[0].map(function (n) { return BROWSER.screenPosition(n); })", nodes)
+    xy = [(float(a), float(b)) for a, b in pos]
     n = nodes[len(nodes) // 2]
+    for i in sorted(range(len(nodes)), key=lambda i: abs(i - len(nodes) // 2))[:300]:
+        if all((xy[i][0] - x) ** 2 + (xy[i][1] - y) ** 2 > 64 for j, (x, y) in enumerate(xy) if j != i):
+            n = nodes[i]
+            break
     site, feature = drv.execute_script("return [BROWSER.site(arguments[0]), BROWSER.feature(arguments[0])]", n)
     x, y = drv.execute_script("return BROWSER.screenPosition(arguments[0])", n)
     body = drv.find_element("tag name", "body")
