@@ -74,9 +74,9 @@ def test_passes_equal_one_pass_exactly(six_blocks, saes, reference, tmp_path, mo
     encoded = []  # the sites each batch encodes
     real = collect.encode_batch
 
-    def spy(subject, saes_, exp_, batch, index, floors=None, sites=None):
+    def spy(subject, saes_, exp_, batch, index, floors=None, sites=None, **kw):
         encoded.append(tuple(sites or exp_.sites))
-        return real(subject, saes_, exp_, batch, index, floors, sites)
+        return real(subject, saes_, exp_, batch, index, floors, sites, **kw)
 
     monkeypatch.setattr(collect, "encode_batch", spy)
     res = run_pass(exp, out=tmp_path, progress=False, subject=six_blocks, saes=saes, plan="passes", passes=passes)
@@ -121,12 +121,12 @@ def test_crash_in_a_later_pass_then_resume_equals_one_pass(six_blocks, saes, ref
     real = collect.encode_batch
     calls = {"third": 0}
 
-    def crashing(subject, saes_, exp_, batch, index, floors=None, sites=None):
+    def crashing(subject, saes_, exp_, batch, index, floors=None, sites=None, **kw):
         if sites is not None and tuple(sites) == SITES[4:]:  # the third pass (pairs 4 and 5)
             calls["third"] += 1
             if calls["third"] == 3:  # half way through its 5 batches
                 raise Crash
-        return real(subject, saes_, exp_, batch, index, floors, sites)
+        return real(subject, saes_, exp_, batch, index, floors, sites, **kw)
 
     monkeypatch.setattr(collect, "encode_batch", crashing)
     with pytest.raises(Crash):
