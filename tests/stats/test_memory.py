@@ -95,6 +95,8 @@ def test_choose_plan_prefers_data_parallel_then_pairs(gemma16k):
         choose_plan(gemma16k, 16384, GEMMA_2B, gpu, 1, available=11 * GIB, **kw)
     with pytest.raises(ConfigError, match="needs several processes"):
         choose_plan(gemma16k, 16384, GEMMA_2B, gpu, 1, plan="pairs", **kw)
+    with pytest.raises(ConfigError, match="at least one of the 25 adjacent pairs: run at most 25 processes"):
+        choose_plan(gemma16k, 16384, GEMMA_2B, gpu, 26, plan="pairs", **kw)
     with pytest.raises(ConfigError, match="run in one process: under torchrun use --plan pairs"):
         choose_plan(gemma16k, 16384, GEMMA_2B, gpu, 8, plan="passes", **kw)
 
