@@ -507,8 +507,8 @@ def run_pass(
 
     ``plan``: under torchrun ``"data"`` (data-parallel) or ``"pairs"`` (pair-parallel); in one
     process ``"passes"`` (the adjacent pairs split over several passes over the tokens, each
-    holding a run of consecutive pairs: the first pass also counts every per-site statistic,
-    the later ones encode only the sites of their pairs); ``"auto"``: all pairs at once when
+    holding a run of consecutive pairs, encoding only their sites and holding the per-site
+    statistics of the sites it owns); ``"auto"``: all pairs at once when
     they fit the device, else pair-parallel under torchrun, else the fewest passes that fit.
     ``passes``: force that many passes (``plan`` ``"passes"`` or ``"auto"``). Every plan gives
     the same artefacts: integer counts equal, float sums equal to the bit (the same updates in

@@ -306,9 +306,11 @@ def choose_plan(exp: Experiment, n_features: int, n_model_params: int, device: t
     """How the ranks share the work, and the accumulator dtypes (a :class:`PlanChoice`).
 
     One process, or data-parallel (every rank holds every pair) when that fits each device;
-    otherwise, under torchrun, pair-parallel (each rank holds ``ceil(P / K)`` of the P
-    adjacent pairs and sees every token), and in one process, several passes over the tokens,
-    each holding a run of consecutive pairs (the fewest passes that fit, or ``passes``).
+    otherwise, under torchrun, pair-parallel (rank r holds run r of at most ``ceil(P / K)``
+    consecutive adjacent pairs, the sites they join and the per-site statistics of the sites
+    it owns, and sees every token), and in one process, several passes over the tokens, each
+    holding such a run (the fewest passes that fit, or ``passes``). The bill of a run is that
+    of the first, the largest (:func:`memory_bill`).
     Refuses, with the ways out, what fits none.
     """
     check_plan_arguments(exp, world, plan, passes)
