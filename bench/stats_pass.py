@@ -173,7 +173,9 @@ def plans(free_gib=(79.0, 139.0), host_gib=120.0):
         rows[f"{free:g} GiB free"] = {
             "precision": prec.describe("cuda"),
             "device_gib": round(sum(bill.values()) / 2**30, 1),
-            "host_copy_gib": round(host_bill(exp, 24576, prec) / 2**30, 1),
+            # the float64 copies of the flushed sums, and with them what the writer holds until written
+            "host_copy_gib": round(host_bill(exp, 24576, prec, writer=False) / 2**30, 1),
+            "host_writer_gib": round(host_bill(exp, 24576, prec, max_tokens=exp.token_budget) / 2**30, 1),
             "bill_gib": {k: round(v / 2**30, 2) for k, v in bill.items()},
         }
     return rows
@@ -205,10 +207,11 @@ def release_plans(tokens=17_500_000):
             rows.append({
                 "release": release, "width": width, "sites": len(exp.sites), "machine": name,
                 "plan": r["plan"], "pairs_per_device": r["pairs_per_device"], "pairs": r["pairs"],
-                "device_gib": gib(r["device_bytes"]), "host_gib_per_rank": gib(r["host_bytes"]),
+                "device_gib": gib(r["device_bytes"]), "host_gib_writer": gib(r["host_bytes"]),
+                "host_gib_node": gib(r["host_node_bytes"]),
                 "sums": None if r["precision"] is None else r["precision"]["product_sums"].split(" ")[0],
                 "pair_statistics_gib": gib(next(v for k, v in r["bill"].items() if k.startswith("pair statistics"))),
-                # the within-site graph is held whole by every rank: what blocks the widest SAEs
+                # the within-site graph of the sites the device owns
                 "graph_gib": gib(sum(v for k, v in r["bill"].items() if k.startswith("co-activation graph"))),
             })
     return rows
@@ -216,10 +219,10 @@ def release_plans(tokens=17_500_000):
 
 def format_release_plans(rows) -> str:
     head = ("release", "width", "machine", "plan", "pairs/device", "device GiB", "of which pairs",
-            "of which graph", "host GiB/rank", "sums")
+            "of which graph", "host GiB writer / node", "sums")
     body = [(r["release"], f"{r['width'] // 1024}k", r["machine"], r["plan"],
              f"{r['pairs_per_device']}/{r['pairs']}", str(r["device_gib"]), str(r["pair_statistics_gib"]),
-             str(r["graph_gib"]), str(r["host_gib_per_rank"]), str(r["sums"]))
+             str(r["graph_gib"]), f"{r['host_gib_writer']} / {r['host_gib_node']}", str(r["sums"]))
             for r in rows]
     widths = [max(len(x[i]) for x in (head, *body)) for i in range(len(head))]
     return "\n".join("| " + " | ".join(c.ljust(w) for c, w in zip(row, widths)) + " |" for row in (head, *body))

@@ -66,6 +66,16 @@ def _versions() -> dict[str, str]:
     return out
 
 
+def _pearson32(n, sum_a, sum_sq_a, sum_b, sum_sq_b, sum_xy, rows: int = 2048) -> np.ndarray:
+    """:func:`pearson` as float32, computed in blocks of ``rows`` rows (the same numbers: every
+    entry is computed alone) so that its float64 temporaries stay a few blocks, not ``F x F`` each."""
+    out = np.empty(sum_xy.shape, dtype=np.float32)
+    for lo in range(0, sum_xy.shape[0], rows):
+        hi = lo + rows
+        out[lo:hi] = pearson(n, sum_a[lo:hi], sum_sq_a[lo:hi], sum_b, sum_sq_b, sum_xy[lo:hi])
+    return out
+
+
 def write_artefacts(state: PassState, exp: Experiment, out: Path, seconds: float = 0.0, world: int = 1,
                     activity: dict[str, Any] | None = None, plan: str = "data",
                     plan_words: str | None = None) -> dict[str, int]:
@@ -73,38 +83,46 @@ def write_artefacts(state: PassState, exp: Experiment, out: Path, seconds: float
 
     ``plan_words``: the plan as recorded in ``metadata.json`` when it is not the default
     (one process, or ``<plan>-parallel`` for several), e.g. "3 passes over the pairs, 2 pairs each".
+    The per-site arrays are stitched from their owners (:meth:`PassState.results_of_sites`); the
+    pairs' full-width counts are consumed (``None`` after: each is dropped once compacted).
     """
     sites = np.array(exp.sites)
     pairs = np.array([f"{a}->{b}" for a, b in exp.site_pairs])
-    feats = state.features.result()
+    per_site = state.results_of_sites()  # stitched from the sites' owners (several passes, ranks)
+    feats = per_site["features"]
     steps = np.array(state.steps, dtype=np.int64)
     n = feats["n_tokens"]
     atomic_save_npz(out / "max_activations.npz", max=feats["max"], sites=sites)
     atomic_save_npz(
         out / "dead_features.npz",
-        dead=torch.stack(state.dead).numpy(),  # [n_steps, n_thr, S]
+        dead=per_site["dead"],  # [n_steps, n_thr, S]
         thresholds=np.array(exp.dead_thresholds), tokens=steps, fired=feats["fired"], sites=sites,
     )
     pair_res = state.results_of_pairs()
-    counts = {f"count_{i}": smallest_uint(r["count"]) for i, r in enumerate(pair_res)}
+    # the counts are compacted one pair at a time and their full-width copy dropped, so the host
+    # holds one pair's counts more, not every pair's (the results are consumed by the writing)
+    counts = {}
+    for i, r in enumerate(pair_res):
+        counts[f"count_{i}"] = smallest_uint(r["count"])
+        r["count"] = None
     atomic_save_npz(
         out / "pair_coactivation.npz",
         never_all=torch.stack(state.coact_all, -1).numpy(),  # [n_thr, P, n_steps]
         never_alive=torch.stack(state.coact_alive, -1).numpy(),
         thresholds=np.array(exp.coactivation_thresholds), tokens=steps, pairs=pairs, sites=sites, **counts,
     )
+    del counts
     corr = {}
     for i, r in enumerate(pair_res):
-        corr[f"r_{i}"] = pearson(n, feats["sum"][i], feats["sum_sq"][i], feats["sum"][i + 1],
-                                 feats["sum_sq"][i + 1], r["sum_xy"]).astype(np.float32)
+        corr[f"r_{i}"] = _pearson32(n, feats["sum"][i], feats["sum_sq"][i], feats["sum"][i + 1],
+                                    feats["sum_sq"][i + 1], r["sum_xy"])
     atomic_save_npz(out / "correlation.npz", pairs=pairs, n_tokens=np.int64(n),
                     mean=feats["sum"] / n, **corr)
-    top = state.top.result()
-    atomic_save_npz(out / "top_examples.npz", sites=sites, **top)
-    graph = state.graph.result(feats["sum_sq"])
+    del corr
+    atomic_save_npz(out / "top_examples.npz", sites=sites, **per_site["top"])
     atomic_save_npz(out / "coactivation_graph.npz", sites=sites, frequency=feats["fired"] / n,
-                    fired=feats["fired"], **graph)
-    hist = state.histograms.result()
+                    fired=feats["fired"], **per_site["graph"])
+    hist = per_site["histograms"]
     atomic_save_npz(out / "histograms.npz", sites=sites, edges=hist["edges"], counts=smallest_uint(hist["counts"]))
     sizes = {name: (out / name).stat().st_size for name in ARTEFACT_FILES}
     exp.save(out)

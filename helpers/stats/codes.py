@@ -76,6 +76,7 @@ class CodeWriter:
         self.max_bytes = int(DEFAULT_MAX_BYTES if max_bytes is None else max_bytes)
         self.batch_tokens: list[int] = []
         self.bytes = 0
+        self.site_tokens = 0  # (token, site) pairs written
         self.active = True
         self.reason = ""
         self.out.mkdir(parents=True, exist_ok=True)
@@ -87,12 +88,17 @@ class CodeWriter:
             for part in ("count", "feat", "value"):
                 self.files[site, part] = open(self.tmp / f"{_safe(site)}.{part}.bin", "wb")
 
-    def add(self, acts: dict[str, SparseActs]) -> None:
-        """Append one batch (``{site: SparseActs}`` of its counted tokens, in stream order)."""
+    def add(self, acts: dict[str, SparseActs], sites: Sequence[str] | None = None, new_batch: bool = True) -> None:
+        """Append one batch (``{site: SparseActs}`` of its counted tokens, in stream order).
+
+        ``sites``: only these (default: every site); several passes over the stream each append
+        the sites they own, the first (``new_batch``) recording the batch's tokens.
+        """
         if not self.active:
             return
         n = None
-        for site in self.sites:
+        sites = self.sites if sites is None else tuple(sites)
+        for site in sites:
             a = acts[site]
             values = a.values.detach()
             active = values > 0
@@ -108,9 +114,13 @@ class CodeWriter:
             self.files[site, "value"].write(val.tobytes())
             self.bytes += cnt.nbytes + feat.nbytes + val.nbytes
             n = cnt.size
-        self.batch_tokens.append(int(n or 0))
+            self.site_tokens += cnt.size
+        if new_batch:
+            self.batch_tokens.append(int(n or 0))
+        # the bytes of every site over the whole stream, from the (token, site) pairs written
         seen = sum(self.batch_tokens)
-        projected = self.bytes * max(1.0, (self.expected_tokens or seen) / max(seen, 1))
+        whole = (self.expected_tokens or seen) * len(self.sites)
+        projected = self.bytes * max(1.0, whole / max(self.site_tokens, 1))
         if projected > self.max_bytes:
             self.abandon(f"they would take about {projected / 2**30:.1f} GiB (more than the "
                          f"{self.max_bytes / 2**30:.1f} GiB allowed)")

@@ -10,6 +10,17 @@ pass records the number of dead features per threshold and site, and the number
 of never/rarely co-activating pairs per threshold and adjacent pair of sites,
 over all features and over alive features only.
 
+Groups and owners. The adjacent pairs are held by one group (one process, data-parallel), or
+split into consecutive groups (:func:`~helpers.stats.memory.pass_groups`): one per pass over
+the tokens on one device, or one per rank. A group encodes only the sites of its pairs (the
+forward pass stops after the last of them) and keeps their feature statistics (small: the
+alive counts of its pairs' curve rows). Every site has one owner, the first group whose pairs
+include it (:func:`~helpers.stats.memory.group_sites`): only the owner holds the site's heavy
+statistics (histograms, top examples, the within-site co-activation graph with its sums and
+edge list) and records its dead-feature curves. At the end the owners' per-site results are
+stitched in site order (:meth:`PassState.results_of_sites`) into exactly the arrays of one
+ordinary pass.
+
 Multi-process (``torchrun --nproc-per-node K -m helpers collect ...``), one of two
 plans (:func:`~helpers.stats.memory.choose_plan` states which and why):
 
@@ -17,21 +28,22 @@ plans (:func:`~helpers.stats.memory.choose_plan` states which and why):
   boundary the ranks sum their firing and pair counts (``all_reduce``) so the
   curves are those of the global stream; at the end every accumulator is merged.
   Counts equal those of a single process exactly; float sums agree to rounding.
-- pair-parallel: every rank runs the model and the SAEs on every batch, and
-  holds only the adjacent pairs ``i`` with ``i % K == rank``, so K devices hold
-  K times more pairs. Per-site statistics are the same on every rank; at each
-  step the ranks sum their pairs' curve rows (small); at the end rank 0
-  receives each pair's counts and sums, one pair at a time, on the host, and
-  writes the artefacts. Every number equals a single process exactly (the same
+- pair-parallel: rank ``r`` holds group ``r`` of the K groups of consecutive pairs, runs the
+  model on every batch up to its last site, encodes only its sites and holds only the
+  per-site statistics of the sites it owns (and only their SAEs are loaded on its device). At
+  each step the ranks sum their pairs' curve rows (small); at the end rank 0 receives each
+  pair's counts and sums, one pair at a time, and each rank's per-site results, on the host
+  (gloo), and writes the artefacts. Every number equals a single process exactly (the same
   updates in the same order).
 
-In one process whose device cannot hold every pair (``plan="passes"``, or ``"auto"``), the
-adjacent pairs are split into runs of consecutive pairs, one run per pass over the tokens
-(:func:`~helpers.stats.memory.pass_groups`). The first pass also counts every per-site
-statistic and records the alive features per step; a later pass encodes only the sites of its
-pairs (the forward pass stops after the last), updates only its pairs and adds their rows to
-the curves. After each pass its pairs' counts and sums move to the host. Every number equals
-one ordinary pass exactly (the same updates in the same order). Checkpoints record the pass.
+In one process whose device cannot hold every pair (``plan="passes"``, or ``"auto"``), pass
+``j`` over the tokens holds group ``j``, as a rank would; on a GPU only its sites' SAEs are on
+the device (those of the others wait on the host). After each pass its pairs' and its owned
+sites' results move to the host (where they stay until the artefacts are written); a later
+pass checks that it met the same steps and that a site it shares with an earlier pass fired
+exactly as there (else the token stream or the SAEs changed between passes). Every number
+equals one ordinary pass exactly (the same updates in the same order). Checkpoints record the
+pass, the finished passes' results and which sites the group encodes and owns.
 
 Memory: :func:`plan_precision` chooses the accumulator dtypes (int32 pair
 counts when exact; float64 sums of products, or float32 ones flushed into
@@ -68,7 +80,7 @@ from .accumulators import (ActivationHistogram, CoactivationGraph, FeatureStats,
 from .codes import CODES_DIR, CodeWriter, discard_codes
 from .artefacts import METADATA, STAT_FIELDS, write_artefacts
 from .distributed import Dist
-from .memory import Precision, check_plan_arguments, choose_plan, describe_plan, pass_groups
+from .memory import Precision, check_plan_arguments, choose_plan, describe_plan, group_sites, pass_groups
 
 log = logging.getLogger(__name__)
 
@@ -77,42 +89,58 @@ CHECKPOINT = "checkpoint{rank}.pt"
 
 # --------------------------------------------------------------------------- the state
 class PassState:
-    """All accumulators of the pass plus the per-step curves."""
+    """All accumulators of the pass (of one group of pairs) plus the per-step curves.
+
+    ``groups``: the pairs of each group (:func:`~helpers.stats.memory.pass_groups`; default one
+    group of every pair); ``group``: the group this state holds now (several passes: the pass;
+    pair-parallel: the rank). The group encodes the sites of its pairs and keeps their feature
+    statistics (small, for its curves); it owns the sites no earlier group encodes
+    (:func:`~helpers.stats.memory.group_sites`) and holds only their histograms, top examples,
+    co-activation graph and dead-feature curves.
+    """
 
     def __init__(self, exp: Experiment, n_features: int, device: torch.device,
-                 precision: Precision | None = None, own_pairs: "set[int] | None" = None,
-                 mode: str | None = None, passes: int = 1):
+                 precision: Precision | None = None, groups: "list[list[int]] | None" = None,
+                 group: int = 0, mode: str = "data", passes: int = 1):
         self.exp, self.n_features, self.device = exp, n_features, device
-        self.precision = precision = precision or Precision()
+        self.precision = precision or Precision()
         #: "data" (one process or data-parallel), "pairs" (pair-parallel) or "passes"
-        self.mode = mode or ("data" if own_pairs is None else "pairs")
+        self.mode = mode
         self.n_passes = passes
         self._big = 1 << 20 if device.type == "cuda" else 1 << 17  # pair increments per scatter call
-        self.features = FeatureStats(exp.sites, n_features, device)
-        self.histograms = ActivationHistogram(exp.sites, n_features, device)
-        #: pair-parallel: the pairs this rank holds; several passes: the pairs of this pass (the
-        #: others are None here); None: all of them
-        self.own_pairs = own_pairs
-        self.pairs = [self._new_pair(i) if own_pairs is None or i in own_pairs else None
-                      for i in range(len(exp.site_pairs))]
-        self.pair_results: "list[dict] | None" = None  # pair-parallel: gathered on rank 0
-        # several passes over the pairs: the first pass counts the per-site statistics too; the
-        # later ones only their pairs, with the per-site alive counts the first recorded per step
-        self.pass_index = 0
-        self.site_stats = True
+        self.groups = groups if groups is not None else [list(range(len(exp.site_pairs)))]
+        self.layout = group_sites(len(exp.sites), self.groups)
+        self.pair_results: "list[dict] | None" = None  # every pair's result, on the writer's host
         self.done_pairs: dict[int, dict] = {}  # results of the pairs of finished passes (host)
-        self.alive_steps: list[torch.Tensor] = []  # [S] alive features per step (first pass)
-        self._step = 0  # steps recorded in this pass
-        self.top = TopExamples(exp.sites, n_features, exp.top_k_examples, device)
-        self.graph = CoactivationGraph(exp.sites, n_features, exp.graph_top_k, device, chunk_pairs=self._big,
-                                       sum_dtype=precision.sums, flush_tokens=precision.flush_tokens)
-        self._finite: list[tuple[int, str, torch.Tensor]] = []  # deferred NaN checks (GPU)
-        self.tokens = 0  # global tokens counted so far
-        self.batches = 0  # global batches consumed so far
+        self.site_results: dict[int, dict] = {}  # per-site results of finished groups, by group (host)
+        self.tokens = 0  # global tokens counted so far (in this pass)
+        self.batches = 0  # global batches consumed so far (in this pass)
         self.steps: list[int] = []
-        self.dead: list[torch.Tensor] = []  # [n_thr, S] per step
         self.coact_all: list[torch.Tensor] = []  # [n_thr, P] per step
         self.coact_alive: list[torch.Tensor] = []
+        self.pass_index = 0
+        self._start(group)
+
+    def _start(self, group: int) -> None:
+        """Fresh accumulators for ``group``: feature statistics of the sites it encodes, the heavy
+        per-site ones of the sites it owns, its pairs."""
+        exp, f, dev, p = self.exp, self.n_features, self.device, self.precision
+        self.group = group
+        encoded, owned = self.layout[group]
+        self.encoded = tuple(exp.sites[i] for i in encoded)
+        self.owned = tuple(exp.sites[i] for i in owned)
+        self._first = encoded[0] if encoded else 0  # global index of the first encoded site
+        self._own_rows = [i - self._first for i in owned]  # owned sites among the encoded
+        self.own_pairs = set(self.groups[group])
+        self.features = FeatureStats(self.encoded, f, dev)
+        self.histograms = ActivationHistogram(self.owned, f, dev)
+        self.top = TopExamples(self.owned, f, exp.top_k_examples, dev)
+        self.graph = CoactivationGraph(self.owned, f, exp.graph_top_k, dev, chunk_pairs=self._big,
+                                       sum_dtype=p.sums, flush_tokens=p.flush_tokens)
+        self.pairs = [self._new_pair(i) if i in self.own_pairs else None for i in range(len(exp.site_pairs))]
+        self.dead: list[torch.Tensor] = []  # [n_thr, owned sites] per step
+        self._finite: list[tuple[int, str, torch.Tensor]] = []  # deferred NaN checks (GPU)
+        self._step = 0  # steps recorded in this pass
 
     def _new_pair(self, i: int) -> PairStats:
         a, b = self.exp.site_pairs[i]
@@ -120,32 +148,42 @@ class PassState:
         return PairStats(a, b, self.n_features, self.device, chunk_pairs=self._big, count_dtype=p.counts,
                          sum_dtype=p.sums, flush_tokens=p.flush_tokens)
 
-    def begin_pass(self, index: int, pairs: "list[int]") -> None:
-        """Several passes: start pass ``index`` (> 0), holding ``pairs``; the per-site
-        accumulators keep what the first pass counted and are not updated again."""
-        self.pass_index, self.site_stats = index, index == 0
-        self.own_pairs = set(pairs)
-        self.pairs = [self._new_pair(i) if i in self.own_pairs else None for i in range(len(self.exp.site_pairs))]
-        self.tokens = self.batches = self._step = 0
-        self._finite = []
+    def begin_pass(self, index: int) -> None:
+        """Several passes: start pass ``index`` (> 0), holding group ``index`` (fresh accumulators;
+        the finished passes' results stay on the host)."""
+        self.pass_index = index
+        self._start(index)
+        self.tokens = self.batches = 0
 
     def end_pass(self) -> None:
-        """Several passes: move the results of this pass's pairs to the host and free the device."""
+        """Several passes: move this pass's per-site results and its pairs' results to the host and
+        free the device."""
+        result = self.site_result()
+        self._check_shared_sites(result)
+        self.site_results[self.group] = result
         for i, p in enumerate(self.pairs):
             if p is not None:
                 self.done_pairs[i] = p.result()
                 self.pairs[i] = None
         if len(self.done_pairs) == len(self.pairs):
             self.pair_results = [self.done_pairs[i] for i in range(len(self.pairs))]
+        self.features = self.histograms = self.top = self.graph = None
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
 
+    def _check_shared_sites(self, result: dict) -> None:
+        """A site encoded by an earlier pass too must have fired exactly as it did there."""
+        encoded = self.layout[self.group][0]
+        for g, done in self.site_results.items():
+            for row, site in enumerate(done["sites"]):
+                mine = result["encoded_fired"][site - self._first] if site in encoded else None
+                if mine is not None and not np.array_equal(done["fired"][row], mine):
+                    raise AssertionError(f"site {self.exp.sites[site]!r} fired differently in pass {self.group + 1} "
+                                         f"than in pass {g + 1}: the token stream or the SAEs changed between passes")
+
     def sites_of_pass(self) -> tuple[str, ...]:
-        """The sites this pass encodes: all of them in the first (or only) pass, else those of its pairs."""
-        if self.site_stats:
-            return self.exp.sites
-        used = {s for i in self.own_pairs for s in self.exp.site_pairs[i]}
-        return tuple(s for s in self.exp.sites if s in used)
+        """The sites this group encodes (one group: every site), in forward order."""
+        return self.encoded
 
     def defer_finite_check(self, index: int, acts: dict[str, SparseActs]) -> None:
         self._finite.extend((index, site, a.finite) for site, a in acts.items() if a.finite is not None)
@@ -161,65 +199,62 @@ class PassState:
             raise ConfigError(_nonfinite_message(*bad[0][::-1]))
 
     def update(self, acts: dict[str, SparseActs], doc: torch.Tensor, pos: torch.Tensor) -> None:
-        if self.site_stats:
-            self.features.update(acts)
-            self.histograms.update(acts)
+        self.features.update(acts)
+        self.histograms.update(acts)
         for p in self.pairs:
             if p is not None:
                 p.update(acts)
-        if self.site_stats:
-            self.top.update(acts, doc, pos)
-            self.graph.update(acts)
+        self.top.update(acts, doc, pos)
+        self.graph.update(acts)
 
     @torch.no_grad()
     def snapshot(self, dist: Dist, tokens: int) -> None:
         """Record the curves at ``tokens`` global tokens (all ranks call it together)."""
         self.check_finite()  # before NaN-poisoned counts reach a curve
-        pair_parallel = self.own_pairs is not None
-        if self.site_stats:
-            # pair-parallel: every rank saw every token, its per-site counts are already global
-            fired = self.features.fired if pair_parallel else dist.all_reduce(self.features.fired.clone())
-            thr_dead = torch.tensor(self.exp.dead_thresholds, device=fired.device)
-            self.dead.append((fired.unsqueeze(0) <= thr_dead.view(-1, 1, 1)).sum(-1).cpu())
-            alive = (fired > 0).sum(1).cpu()
-            if self.mode == "passes":
-                self.alive_steps.append(alive)
-        else:  # a later pass over the pairs: the same step of the same stream as the first pass
-            if self._step >= len(self.steps) or self.steps[self._step] != tokens:
-                raise AssertionError(f"pass {self.pass_index} reached step {tokens} where the first pass "
-                                     "recorded another: the token stream changed between passes")
-            alive = self.alive_steps[self._step]
+        data_parallel = self.mode == "data" and dist.world > 1
+        # pair-parallel and several passes: every group sees every token, its counts are global
+        fired = dist.all_reduce(self.features.fired.clone()) if data_parallel else self.features.fired
+        thr_dead = torch.tensor(self.exp.dead_thresholds, device=fired.device)
+        own = fired[self._own_rows[0]:self._own_rows[-1] + 1] if self._own_rows else fired[:0]
+        self.dead.append((own.unsqueeze(0) <= thr_dead.view(-1, 1, 1)).sum(-1).cpu())
+        alive = (fired > 0).sum(1).cpu()  # the encoded sites
         f2 = self.n_features**2
         all_rows, alive_rows = [], []
         n_thr = len(self.exp.coactivation_thresholds)
         for i, p in enumerate(self.pairs):
-            if p is None:  # held by another rank: its row comes with the sum below
+            if p is None:  # held by another group: its row comes from it
                 gt = torch.zeros(n_thr, dtype=torch.int64)
                 all_rows.append(gt)
                 alive_rows.append(gt)
                 continue
-            count = dist.all_reduce(p.count.clone()) if dist.world > 1 and not pair_parallel else p.count
+            count = dist.all_reduce(p.count.clone()) if data_parallel else p.count
             gt = torch.stack([(count > t).sum() for t in self.exp.coactivation_thresholds]).cpu()
             all_rows.append(f2 - gt)
-            alive_rows.append(int(alive[i]) * int(alive[i + 1]) - gt)
+            a, b = int(alive[i - self._first]), int(alive[i + 1 - self._first])
+            alive_rows.append(a * b - gt)
         all_rows, alive_rows = torch.stack(all_rows, 1), torch.stack(alive_rows, 1)
-        if pair_parallel and dist.world > 1:
+        if self.mode == "pairs" and dist.world > 1:
             rows = torch.stack([all_rows, alive_rows]).to(self.device)
             all_rows, alive_rows = dist.all_reduce(rows).cpu()
-        if self.site_stats:
+        if self.pass_index == 0:
             self.coact_all.append(all_rows)
             self.coact_alive.append(alive_rows)
             self.steps.append(tokens)
-        else:  # the rows of the pairs this pass holds (the others are 0 here)
+        else:  # a later pass: the same steps of the same stream as the first; add its pairs' rows
+            if self._step >= len(self.steps) or self.steps[self._step] != tokens:
+                raise AssertionError(f"pass {self.pass_index + 1} reached step {tokens} where the first pass "
+                                     "recorded another: the token stream changed between passes")
             self.coact_all[self._step] += all_rows
             self.coact_alive[self._step] += alive_rows
         self._step += 1
 
     def finish_curves(self, dist: Dist) -> None:
         """The final point of the curves, at the end of the stream (unless a step fell there)."""
-        done = len(self.steps) if self.site_stats else self._step
-        if done == 0 or self.steps[done - 1] != self.tokens:
+        if self._step == 0 or self.steps[self._step - 1] != self.tokens:
             self.snapshot(dist, self.tokens)
+        if self.pass_index > 0 and self._step != len(self.steps):
+            raise AssertionError(f"pass {self.pass_index + 1} recorded {self._step} steps, the first "
+                                 f"{len(self.steps)}: the token stream changed between passes")
 
     def accumulators(self):
         return {"features": self.features, "histograms": self.histograms, "top": self.top, "graph": self.graph,
@@ -231,52 +266,115 @@ class PassState:
             "tokens": self.tokens, "batches": self.batches, "steps": self.steps,
             "dead": self.dead, "coact_all": self.coact_all, "coact_alive": self.coact_alive,
             # several passes: where they are, and what the finished ones counted
-            "pass_index": self.pass_index, "step_index": self._step, "alive_steps": self.alive_steps,
-            "done_pairs": self.done_pairs,
+            "pass_index": self.pass_index, "step_index": self._step,
+            "done_pairs": self.done_pairs, "site_results": self.site_results,
+            # which sites this group encodes and owns (the shapes of its accumulators)
+            "group": self.group, "encoded": self.encoded, "owned": self.owned,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a checkpoint (several passes: after :meth:`begin_pass` of its pass)."""
+        if tuple(state.get("encoded", self.exp.sites)) != self.encoded or \
+                tuple(state.get("owned", self.exp.sites)) != self.owned:
+            was = list(state.get("encoded", self.exp.sites)), list(state.get("owned", self.exp.sites))
+            raise ConfigError(f"--resume: the checkpoint's accumulators hold sites {was[0]} "
+                              f"(owning {was[1]}), this run's group encodes "
+                              f"{list(self.encoded)} (owning {list(self.owned)}): it was written by an older "
+                              "version; run without --resume")
         for name, acc in self.accumulators().items():
             acc.load_state_dict(state["acc"][name])
         for key in ("tokens", "batches", "steps", "dead", "coact_all", "coact_alive"):
             setattr(self, key, state[key])
-        self.alive_steps = state.get("alive_steps", [])
         self.done_pairs = state.get("done_pairs", {})
+        self.site_results = state.get("site_results", {})
         self._step = state.get("step_index", len(self.steps))
 
+    # ----------------------------------------------------------------------- results
+    def site_result(self) -> dict[str, Any]:
+        """The per-site results of the sites this group owns (host arrays): feature statistics,
+        dead-feature curves, top examples, histogram counts, the graph's edges (global site index)."""
+        feats = self.features.result()
+        rows = slice(self._own_rows[0], self._own_rows[-1] + 1) if self._own_rows else slice(0, 0)
+        owned = self.layout[self.group][1]
+        graph = self.graph.result(feats["sum_sq"][rows])
+        if owned:
+            graph["edge_site"] = (graph["edge_site"].astype(np.int64) + owned[0]).astype(np.int16)
+        return {
+            "sites": owned, "n_tokens": feats["n_tokens"],
+            **{key: feats[key][rows] for key in ("fired", "max", "sum", "sum_sq")},
+            "encoded_fired": feats["fired"],  # every encoded site's counts (the check between passes)
+            "dead": torch.stack(self.dead).numpy(),  # [n_steps, n_thr, owned sites]
+            "top": self.top.result(), "histograms": self.histograms.result(), "graph": graph,
+        }
+
+    def results_of_sites(self) -> dict[str, Any]:
+        """Every site's results, stitched from their owners in site order: ``features``
+        (``FeatureStats.result()`` over all sites), ``dead`` ``[n_steps, n_thr, S]``, ``top``,
+        ``histograms`` and ``graph`` (the edge lists of all sites, by site then key), exactly the
+        arrays of one ordinary pass."""
+        parts = dict(self.site_results)
+        if len(parts) < len(self.groups):  # one group, or the writer's own still on the device
+            parts[self.group] = self.site_result()
+        parts = [parts[g] for g in range(len(self.groups))]
+        order = [s for p in parts for s in p["sites"]]
+        if order != list(range(len(self.exp.sites))):
+            raise AssertionError(f"the groups own sites {order}, not each site once in order")
+        tokens = {p["n_tokens"] for p in parts}
+        if len(tokens) != 1:
+            raise AssertionError(f"the groups counted different tokens {sorted(tokens)}")
+        cat = lambda key, sub=None, axis=0: np.concatenate(  # noqa: E731
+            [(p[sub] if sub else p)[key] for p in parts], axis=axis)
+        feats = {"n_tokens": tokens.pop(), **{k: cat(k) for k in ("fired", "max", "sum", "sum_sq")}}
+        top = {k: cat(k, "top") for k in parts[0]["top"]}
+        hist = {"counts": cat("counts", "histograms"), "edges": parts[0]["histograms"]["edges"]}
+        graph = {k: cat(k, "graph") for k in parts[0]["graph"]}
+        return {"features": feats, "dead": cat("dead", axis=2), "top": top, "histograms": hist, "graph": graph}
+
     def results_of_pairs(self) -> list[dict]:
-        """``PairStats.result()`` of every pair (pair-parallel: those gathered on rank 0)."""
+        """``PairStats.result()`` of every pair (several passes or pair-parallel: on the writer's host)."""
         if self.pair_results is not None:
             return self.pair_results
         return [p.result() for p in self.pairs]
 
     @torch.no_grad()
-    def gather_pairs(self, dist: Dist) -> None:
-        """Pair-parallel: bring every pair's result to rank 0's host, one pair at a time."""
+    def gather(self, dist: Dist) -> None:
+        """Pair-parallel: bring every pair's result (one pair at a time) and every rank's per-site
+        results to rank 0's host (gloo: host tensors, whatever the device backend)."""
         import torch.distributed as tdist
 
-        group = tdist.new_group(backend="gloo")  # host tensors, whatever the device backend
+        group = tdist.new_group(backend="gloo")
         f = self.n_features
+        owner = {i: g for g, pairs in enumerate(self.groups) for i in pairs}
+        count_dtype = self.precision.counts
         results = []
         for i, p in enumerate(self.pairs):
-            owner = i % dist.world
-            if dist.rank == owner:
+            if dist.rank == owner[i]:
                 res = p.result()
-                if owner == 0:
+                if owner[i] == 0:
                     results.append(res)
                     continue
-                for key in ("count", "sum_xy"):
-                    tdist.send(torch.from_numpy(res[key].astype(np.float64 if key == "sum_xy" else np.int64)),
-                               dst=0, group=group)
+                tdist.send(torch.from_numpy(np.ascontiguousarray(res["count"])), dst=0, group=group)
+                tdist.send(torch.from_numpy(np.ascontiguousarray(res["sum_xy"], dtype=np.float64)), dst=0,
+                           group=group)
+                del res
             elif dist.rank == 0:
                 res = {}
-                for key, dtype in (("count", torch.int64), ("sum_xy", torch.float64)):
+                for key, dtype in (("count", count_dtype), ("sum_xy", torch.float64)):
                     buf = torch.empty(f, f, dtype=dtype)
-                    tdist.recv(buf, src=owner, group=group)
+                    tdist.recv(buf, src=owner[i], group=group)
                     res[key] = buf.numpy()
                 results.append(res)
         self.pair_results = results if dist.rank == 0 else None
+        # the owners' per-site results (small beside the pairs), one rank at a time
+        mine = self.site_result()
+        if dist.rank == 0:
+            self.site_results = {0: mine}
+            for r in range(1, dist.world):
+                box = [None]
+                tdist.recv_object_list(box, src=r, group=group)
+                self.site_results[r] = box[0]
+        else:
+            tdist.send_object_list([mine], dst=0, group=group)
         tdist.destroy_process_group(group)
 
     @torch.no_grad()
@@ -284,8 +382,8 @@ class PassState:
         """Merge the accumulators of all ranks into every rank (end of the pass)."""
         if dist.world == 1:
             return
-        if self.own_pairs is not None:  # pair-parallel: only the pairs are spread over the ranks
-            self.gather_pairs(dist)
+        if self.mode == "pairs":  # pair-parallel: the pairs and the sites are spread over the ranks
+            self.gather(dist)
             return
         f = self.features
         for t in (f.fired, f.sum, f.sum_sq, f.n_tokens):
@@ -409,8 +507,8 @@ def run_pass(
 
     ``plan``: under torchrun ``"data"`` (data-parallel) or ``"pairs"`` (pair-parallel); in one
     process ``"passes"`` (the adjacent pairs split over several passes over the tokens, each
-    holding a run of consecutive pairs: the first pass also counts every per-site statistic,
-    the later ones encode only the sites of their pairs); ``"auto"``: all pairs at once when
+    holding a run of consecutive pairs, encoding only their sites and holding the per-site
+    statistics of the sites it owns); ``"auto"``: all pairs at once when
     they fit the device, else pair-parallel under torchrun, else the fewest passes that fit.
     ``passes``: force that many passes (``plan`` ``"passes"`` or ``"auto"``). Every plan gives
     the same artefacts: integer counts equal, float sums equal to the bit (the same updates in
@@ -434,10 +532,7 @@ def run_pass(
     if saes is None:
         check_sae_configs(exp)  # what the SAEs need from their input, before the model loads
     subject = subject or load_subject(exp.replace(device=str(device)))
-    saes = saes or load_saes(exp, device=subject.device)
-    n_features = next(iter(saes.values())).cfg.d_sae
-    if n_features != exp.sae_width:
-        raise ConfigError(f"the SAEs have {n_features} features but the experiment says sae_width={exp.sae_width}")
+    n_features = exp.sae_width  # checked against the SAEs once they are loaded
     n_params = sum(p.numel() for p in subject.hf_model.parameters())
     docs = load_corpus(exp.corpus, exp.max_documents)
     max_tokens = exp.token_budget
@@ -449,12 +544,23 @@ def run_pass(
     mode, precision = choice.mode, choice.precision
     plan_words = describe_plan(mode, len(exp.site_pairs), dist.world, choice.passes)
     log.info("plan: %s", plan_words)
+    n_pairs = len(exp.site_pairs)
+    # the pairs of each group: the passes (one device), the ranks (pair-parallel), or one group
+    groups = (pass_groups(n_pairs, choice.passes) if mode == "passes" else pass_groups(n_pairs, dist.world)
+              if mode == "pairs" else None)
+    state = PassState(exp, n_features, subject.device, precision, groups=groups,
+                      group=dist.rank if mode == "pairs" else 0, mode=mode, passes=choice.passes)
+    # the SAEs: pair-parallel, only this rank's sites; several passes on a GPU, on the host, each
+    # pass moving its sites' to the device (_place_saes)
+    movable = saes is None and mode == "passes" and subject.device.type != "cpu"
+    if saes is None:
+        saes = load_saes(exp, device="cpu" if movable else subject.device,
+                         sites=state.encoded if mode == "pairs" else None)
+    widths = sorted({sae.cfg.d_sae for sae in saes.values()})
+    if widths != [exp.sae_width]:
+        raise ConfigError(f"the SAEs have {'/'.join(map(str, widths))} features but the experiment says "
+                          f"sae_width={exp.sae_width}")
     floors = floors.to(subject.device) if floors is not None else None
-    groups = pass_groups(len(exp.site_pairs), choice.passes) if mode == "passes" else [None]
-    own_pairs = ({i for i in range(len(exp.site_pairs)) if i % dist.world == dist.rank} if mode == "pairs"
-                 else set(groups[0]) if mode == "passes" else None)
-    state = PassState(exp, n_features, subject.device, precision, own_pairs=own_pairs, mode=mode,
-                      passes=choice.passes)
     ckpt = out / CHECKPOINT.format(rank=f".rank{dist.rank}" if dist.world > 1 else "")
     if resume:
         if not ckpt.is_file():
@@ -482,7 +588,7 @@ def run_pass(
             )
         index = saved["state"].get("pass_index", 0)
         if index:
-            state.begin_pass(index, groups[index])
+            state.begin_pass(index)
         state.load_state_dict(saved["state"])
         log.info("resuming %safter %d batches (%d tokens)", f"pass {index + 1} of {choice.passes} " if index else "",
                  state.batches, state.tokens)
@@ -495,11 +601,12 @@ def run_pass(
     if record_codes and (dist.world > 1 or resume):
         log.info("per-token SAE codes not recorded (%s): later steps re-run the model",
                  "several processes" if dist.world > 1 else "a resumed pass")
-    elif record_codes:  # (several passes: recorded in the first, the only one that encodes every site)
+    elif record_codes:  # (several passes: each pass records the codes of the sites it owns)
         codes = CodeWriter(out, exp.sites, n_features, expected_tokens=max_tokens)
     from ..interventions.embeddings import FirstRowPooling
 
     # the encoder's document embeddings (notebook 07) from this very forward pass, where they apply
+    # (several passes: in the pass that owns the model's last site)
     pooling = (FirstRowPooling(len(docs), subject.spec.site_names()[-1])
                if codes is not None and FirstRowPooling.applies(exp, subject) else None)
     t0 = time.perf_counter()
@@ -507,21 +614,26 @@ def run_pass(
     # pair-parallel and several passes: every rank takes every batch (a "round" of one), as a
     # single process does
     slot, slots = (0, 1) if mode in ("pairs", "passes") else (dist.rank, dist.world)
-    for j in range(state.pass_index, len(groups)):
+    n_passes = choice.passes if mode == "passes" else 1
+    for j in range(state.pass_index, n_passes):
         if j != state.pass_index:
-            state.begin_pass(j, groups[j])
-        desc = f"statistics ({exp.name})" + (f", pass {j + 1}/{len(groups)}" if mode == "passes" else "")
+            state.begin_pass(j)
+        if movable:
+            _place_saes(saes, state.encoded, subject.device)
+        desc = f"statistics ({exp.name})" + (f", pass {j + 1}/{n_passes}" if mode == "passes" else "")
         counted += _count_stream(state, exp, subject, saes, docs, dist, floors, slot, slots, ckpt,
-                                 checkpoint_tokens, codes=codes if j == 0 else None,
-                                 pooling=pooling if j == 0 else None,
+                                 checkpoint_tokens, codes=codes,
+                                 pooling=pooling if pooling is not None and pooling.site in state.owned else None,
                                  bar=tqdm(total=max_tokens, initial=state.tokens, unit="tok", desc=desc,
                                           disable=not progress or dist.rank != 0, smoothing=0.1))
         if mode == "passes":
             state.end_pass()
+    if movable:
+        _place_saes(saes, (), subject.device)
     state.reduce(dist)
     seconds = time.perf_counter() - t0
     result = PassResult(out, state.tokens, seconds,
-                        counted / len(groups) / max(seconds, 1e-9), precision=precision.describe(subject.device),
+                        counted / n_passes / max(seconds, 1e-9), precision=precision.describe(subject.device),
                         plan=plan_words)
     if dist.rank == 0:
         result.files = write_artefacts(state, exp, out, seconds=seconds, world=dist.world, plan=mode,
@@ -541,16 +653,24 @@ def run_pass(
     return result
 
 
+def _place_saes(saes: dict[str, Any], sites: "tuple[str, ...]", device: torch.device) -> None:
+    """The SAEs of ``sites`` on ``device``, the others on the host (several passes on a GPU)."""
+    for site, sae in saes.items():
+        sae.to(device if site in sites else torch.device("cpu"))
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
 def _count_stream(state: PassState, exp: Experiment, subject, saes: dict[str, Any], docs, dist: Dist,
                   floors: torch.Tensor | None, slot: int, slots: int, ckpt: Path, checkpoint_tokens: int,
                   bar, codes: CodeWriter | None = None, pooling=None) -> int:
     """One pass over the token stream (from the batch ``state`` stopped at): encode, update the
     accumulators, record the curves at every step, checkpoint. Returns the tokens counted here.
 
-    Rank ``slot`` of ``slots`` takes batch ``slot`` of every round of ``slots`` batches. In a
-    later pass over the pairs, ``acts`` hold only the sites of that pass's pairs
-    (:meth:`PassState.sites_of_pass`). ``codes``: the writer that records every batch's codes;
-    ``pooling``: the document embeddings pooled from the same forward pass.
+    Rank ``slot`` of ``slots`` takes batch ``slot`` of every round of ``slots`` batches. ``acts``
+    hold only the sites of the state's group (:meth:`PassState.sites_of_pass`; the forward pass
+    stops after the last). ``codes``: the writer that records every batch's codes (of the sites
+    the group owns); ``pooling``: the document embeddings pooled from the same forward pass.
     """
     stream = iter_token_batches(
         docs, subject.tokenizer, subject.special_tokens, exp.context_length, exp.batch_size, exp.token_budget
@@ -570,7 +690,7 @@ def _count_stream(state: PassState, exp: Experiment, subject, saes: dict[str, An
                                           on_residuals=pooling.update if pooling is not None else None)
             state.defer_finite_check(index, acts)
             if codes is not None:
-                codes.add(acts)
+                codes.add(acts, sites=state.owned, new_batch=state.pass_index == 0)
             lo_g, hi_g = start + int(offsets[slot]), start + int(offsets[slot + 1])
         cursor = start + (int(offsets[slot]) if mine else 0)
         end = start + int(offsets[-1])

@@ -38,51 +38,118 @@ def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).replace("torch.", "")
 
 
+def group_sites(n_sites: int, groups: "list[list[int]]") -> list[tuple[list[int], list[int]]]:
+    """``(encoded, owned)`` site indices of each group of consecutive pairs (:func:`pass_groups`).
+
+    A group encodes the sites of its pairs (one group: every site); it owns those no earlier group
+    encodes (each site has exactly one owner, the first group whose pairs include it), and holds
+    their heavy per-site statistics (histograms, top examples, within-site co-activation graph).
+    """
+    if len(groups) <= 1:
+        every = list(range(n_sites))
+        return [(every, every)]
+    out, first_free = [], 0
+    for g in groups:
+        encoded = list(range(g[0], g[-1] + 2))
+        out.append((encoded, [s for s in encoded if s >= first_free]))
+        first_free = encoded[-1] + 1
+    return out
+
+
+def _held(exp: Experiment, pairs_held: int | None) -> tuple[int, int, int]:
+    """``(pairs, sites encoded, sites owned)`` of the biggest group holding ``pairs_held`` pairs:
+    the first group of :func:`pass_groups` (the largest) encodes and owns ``pairs_held + 1`` sites."""
+    s = len(exp.sites)
+    if pairs_held is None:
+        return len(exp.site_pairs), s, s
+    return pairs_held, min(s, pairs_held + 1), min(s, pairs_held + 1)
+
+
+def _edges(exp: Experiment, n_features: int, sites: int, max_tokens: int | None) -> int:
+    """Distinct within-site edges of ``sites`` sites: measured at ~2% of the links made on the
+    offline preset; budget 5%."""
+    f = n_features
+    links = exp.graph_top_k * (exp.graph_top_k - 1) // 2
+    return min(sites * (f * (f - 1) // 2), int(0.05 * (max_tokens or 10**7) * sites * links))
+
+
 def memory_bill(exp: Experiment, n_features: int, n_model_params: int, world: int = 1,
                 precision: Precision | None = None, max_tokens: int | None = None,
                 pairs_held: int | None = None) -> dict[str, int]:
-    """Bytes the pass needs on its device, by item (the host copy of flushed sums: :func:`host_bill`).
+    """Bytes the pass needs on its device, by item (the host: :func:`host_bill`).
 
-    ``pairs_held``: pair-parallel, the adjacent pairs this device holds (None: all of them,
-    data-parallel, whose ranks also need buffers to sum the counts at every step).
+    ``pairs_held``: the adjacent pairs of the device's group (pair-parallel: its rank; several
+    passes: its largest pass); None: all of them (one process or data-parallel, whose ranks also
+    need buffers to sum the counts at every step). A group of ``h`` pairs encodes ``h + 1``
+    sites, whose SAEs, residuals and feature statistics it holds, and owns at most ``h + 1``
+    (:func:`group_sites`: the first group owns all of its sites, a later one all but its first),
+    whose histograms, top examples and within-site graph it holds.
     """
     precision = precision or Precision()
-    s, f, k = len(exp.sites), n_features, exp.top_k_examples
-    p = len(exp.site_pairs) if pairs_held is None else pairs_held
+    f, k = n_features, exp.top_k_examples
+    p, enc, own = _held(exp, pairs_held)
     d = exp.model_spec.d_model
     cb, sb = _nbytes(precision.counts), _nbytes(precision.sums)
     tokens = exp.batch_size * exp.context_length
     tri = f * (f - 1) // 2
-    links = exp.graph_top_k * (exp.graph_top_k - 1) // 2
-    # distinct edges: measured at ~2% of the links made on the offline preset; budget 5%
-    edges = min(s * tri, int(0.05 * (max_tokens or 10**7) * s * links))
+    edges = _edges(exp, f, own, max_tokens)
     counts, sums = _dtype_name(precision.counts), _dtype_name(precision.sums)
     bill = {
         "model": n_model_params * (2 if exp.dtype in ("bfloat16", "float16") else 4),
-        "saes": s * (2 * d * f + f + d) * 4,
-        # every site's residuals, one site's dense SAE pre-activations and codes, all sparse codes
-        "batch (residuals, SAE codes)": tokens * (s * d * 4 + 3 * f * 4 + s * min(f, 256) * 12),
-        "feature statistics": s * f * (8 + 4 + 8 + 8),
-        "activation histograms (int64, log bins)": s * f * (HIST_EDGES.numel() + 1) * 8,
+        "saes": enc * (2 * d * f + f + d) * 4,
+        # the encoded sites' residuals, one site's dense SAE pre-activations and codes, their sparse codes
+        "batch (residuals, SAE codes)": tokens * (enc * d * 4 + 3 * f * 4 + enc * min(f, 256) * 12),
+        "feature statistics": enc * f * (8 + 4 + 8 + 8),
+        "activation histograms (int64, log bins)": own * f * (HIST_EDGES.numel() + 1) * 8,
         f"pair statistics ({counts} counts + {sums} sums)": p * f * f * (cb + sb),
-        f"co-activation graph ({sums} sums, upper triangle)": s * tri * sb,
+        f"co-activation graph ({sums} sums, upper triangle)": own * tri * sb,
         # edges: key + count; the link buffer: a key each, and a count each while it is merged
         "co-activation graph edge list (estimated)": edges * 16 * 2 + COMPACT_EVERY * 16,
-        "top examples": s * f * k * 2 * (4 + 8 + 8),
+        "top examples": own * f * k * 2 * (4 + 8 + 8),
         "step scratch (threshold comparisons)": f * f,
     }
     if world > 1 and pairs_held is None:
-        bill["step synchronisation buffers"] = f * f * cb + s * f * 8
+        bill["step synchronisation buffers"] = f * f * cb + enc * f * 8
     return bill
 
 
-def host_bill(exp: Experiment, n_features: int, precision: Precision, pairs_held: int | None = None) -> int:
-    """Host bytes of the float64 copies of flushed float32 sums (0 for float64 sums)."""
-    if precision.sums == torch.float64:
-        return 0
-    s, f = len(exp.sites), n_features
-    p = len(exp.site_pairs) if pairs_held is None else pairs_held
-    return (p * f * f + s * (f * (f - 1) // 2)) * 8
+def host_items(exp: Experiment, n_features: int, precision: Precision, pairs_held: int | None = None,
+               writer: bool = True, device_type: str = "cuda", max_tokens: int | None = None) -> dict[str, int]:
+    """Host bytes of one process, by item.
+
+    Every process: the float64 copies of its flushed float32 sums (its pairs, its owned sites'
+    graph). The writer (the one process, or rank 0) also holds, until the artefacts are written,
+    the results of every pair (counts and float64 sums: several passes keep each finished pass's
+    pairs on the host, pair-parallel gathers them on rank 0; a pass's own flushed sums are those
+    copies, and on the CPU its pairs' results are its accumulators), while writing one pair's
+    compact counts more (the counts are compacted one pair at a time) and the per-site results
+    (histograms and their compact copy, top examples, feature statistics, the edge list).
+    """
+    s, f, k = len(exp.sites), n_features, exp.top_k_examples
+    p, _, own = _held(exp, pairs_held)
+    n_pairs = len(exp.site_pairs)
+    cb = _nbytes(precision.counts)
+    flushed = precision.sums != torch.float64
+    items = {}
+    if flushed:
+        items["float64 copies of the flushed float32 sums"] = (p * f * f + own * (f * (f - 1) // 2)) * 8
+    if writer:
+        results = n_pairs * f * f * (cb + 8)
+        if device_type == "cpu":  # this pass's results are its accumulators (billed on the device)
+            results -= p * f * f * (cb + 8)
+        elif flushed:  # this pass's sums are the float64 copies above
+            results -= p * f * f * 8
+        items["pair results until written (counts + float64 sums)"] = results + f * f * cb
+        items["per-site results until written"] = (
+            s * f * ((HIST_EDGES.numel() + 1) * 8 * 2 + k * 2 * (4 + 8 + 8) + 4 * 8)
+            + _edges(exp, f, s, max_tokens) * (2 + 4 + 4 + 8 + 8))
+    return items
+
+
+def host_bill(exp: Experiment, n_features: int, precision: Precision, pairs_held: int | None = None,
+              writer: bool = True, device_type: str = "cuda", max_tokens: int | None = None) -> int:
+    """Host bytes of one process (the writer unless ``writer=False``): :func:`host_items` summed."""
+    return sum(host_items(exp, n_features, precision, pairs_held, writer, device_type, max_tokens).values())
 
 
 def available_memory(device: torch.device) -> int:
@@ -104,11 +171,14 @@ def plan_precision(exp: Experiment, n_features: int, n_model_params: int, device
                    world: int = 1, max_tokens: int | None = None,
                    available: int | None = None, host_available: int | None = None,
                    pairs_held: int | None = None, plan: str | None = None,
-                   quiet: bool = False) -> tuple[Precision, dict[str, int]]:
+                   quiet: bool = False, ranks_per_host: int | None = None) -> tuple[Precision, dict[str, int]]:
     """Choose the accumulator dtypes and check the memory bill; refuse with a way out.
 
     ``plan``: the plan in words (:func:`describe_plan`), stated in the logged bill;
-    ``quiet``: log nothing (an attempt among several).
+    ``quiet``: log nothing (an attempt among several). ``ranks_per_host``: the processes that
+    share the host (default: one per GPU seen here, at most ``world``); the host must hold the
+    writer's bill (:func:`host_items`) and the others'. On the CPU the device is the host: the
+    device bill and this process's host bill share its memory.
 
     Counts are int32 when the stream is known to hold fewer than 2^31 tokens (exact).
     Sums follow ``exp.sum_dtype``; ``"auto"`` takes float64 when its bill fits the device
@@ -120,10 +190,10 @@ def plan_precision(exp: Experiment, n_features: int, n_model_params: int, device
     counts = count_dtype_for(max_tokens)
     avail = available_memory(device) if available is None else available
     host_avail = available_memory(torch.device("cpu")) if host_available is None else host_available
-    if device.type == "cpu":
+    cpu = device.type == "cpu"
+    if cpu:
         avail //= world  # the ranks of one machine share its memory
-    else:
-        host_avail //= max(1, min(world, torch.cuda.device_count() or 1))
+    ranks = ranks_per_host or (1 if cpu else max(1, min(world, torch.cuda.device_count() or 1)))
 
     def bill_for(sums: torch.dtype) -> tuple[Precision, dict[str, int]]:
         prec = Precision(counts, sums, exp.flush_tokens)
@@ -131,18 +201,26 @@ def plan_precision(exp: Experiment, n_features: int, n_model_params: int, device
 
     if exp.sum_dtype == "auto":
         prec, bill = bill_for(torch.float64)
-        if sum(bill.values()) > 0.9 * avail and device.type != "cpu":
+        if sum(bill.values()) > 0.9 * avail and not cpu:
             prec, bill = bill_for(torch.float32)
             if not quiet:
                 log.info("float64 sums do not fit %s: sums in float32, flushed into float64 on the host", device)
     else:
         prec, bill = bill_for(getattr(torch, exp.sum_dtype))
+    hkw = dict(device_type=device.type, max_tokens=max_tokens)
+    writer = host_items(exp, n_features, prec, pairs_held, **hkw)
+    others = host_bill(exp, n_features, prec, pairs_held, writer=False, **hkw)
+    host = sum(writer.values()) + (ranks - 1) * others
+    if cpu:  # one memory: the device bill and the writer's host bill
+        bill = {**bill, **{f"host: {k}": v for k, v in writer.items()}}
+        host = 0
     total = sum(bill.values())
     lines = ", ".join(f"{k} {_gib(v)}" for k, v in bill.items())
-    host = host_bill(exp, n_features, prec, pairs_held)
+    host_lines = ", ".join(f"{k} {_gib(v)}" for k, v in writer.items()) + (
+        f"; {ranks - 1} other process(es) {_gib(others)} each" if ranks > 1 else "")
     if not quiet:
-        log.info("memory bill on %s%s: %s (%s); available %s; host copy of the sums %s", device,
-                 f" ({plan})" if plan else "", _gib(total), lines, _gib(avail), _gib(host))
+        log.info("memory bill on %s%s: %s (%s); available %s; host %s (%s)", device,
+                 f" ({plan})" if plan else "", _gib(total), lines, _gib(avail), _gib(host), host_lines or "nothing")
     if total > 0.9 * avail:
         raise ConfigError(
             f"the pass needs {_gib(total)} on {device} ({lines}) but only {_gib(avail)} are free: "
@@ -151,8 +229,8 @@ def plan_precision(exp: Experiment, n_features: int, n_model_params: int, device
         )
     if host > 0.9 * host_avail:
         raise ConfigError(
-            f"the float64 host copy of the float32 sums needs {_gib(host)} but the host has only "
-            f"{_gib(host_avail)} free: use fewer sites or narrower SAEs, or a host with more memory"
+            f"the host needs {_gib(host)} ({host_lines}) but has only {_gib(host_avail)} free: "
+            "use fewer sites or narrower SAEs, or a host with more memory"
         )
     return prec, bill
 
@@ -212,6 +290,10 @@ def check_plan_arguments(exp: Experiment, world: int, plan: str, passes: int | N
         if plan not in ("passes", "auto"):
             raise ConfigError(f"--passes {passes} goes with --plan passes (or auto), not --plan {plan}")
         pass_groups(len(exp.site_pairs), passes)  # in range
+    n_pairs = len(exp.site_pairs)
+    if plan == "pairs" and world > n_pairs:
+        raise ConfigError(f"the pair-parallel plan gives each process at least one of the {n_pairs} adjacent "
+                          f"pairs: run at most {n_pairs} processes (--nproc-per-node), or --plan data")
     if world > 1 and (plan == "passes" or passes is not None):
         raise ConfigError("several passes over the pairs run in one process: under torchrun use "
                           "--plan pairs (each rank holds some of the pairs)")
@@ -224,9 +306,11 @@ def choose_plan(exp: Experiment, n_features: int, n_model_params: int, device: t
     """How the ranks share the work, and the accumulator dtypes (a :class:`PlanChoice`).
 
     One process, or data-parallel (every rank holds every pair) when that fits each device;
-    otherwise, under torchrun, pair-parallel (each rank holds ``ceil(P / K)`` of the P
-    adjacent pairs and sees every token), and in one process, several passes over the tokens,
-    each holding a run of consecutive pairs (the fewest passes that fit, or ``passes``).
+    otherwise, under torchrun, pair-parallel (rank r holds run r of at most ``ceil(P / K)``
+    consecutive adjacent pairs, the sites they join and the per-site statistics of the sites
+    it owns, and sees every token), and in one process, several passes over the tokens, each
+    holding such a run (the fewest passes that fit, or ``passes``). The bill of a run is that
+    of the first, the largest (:func:`memory_bill`).
     Refuses, with the ways out, what fits none.
     """
     check_plan_arguments(exp, world, plan, passes)
@@ -255,6 +339,9 @@ def choose_plan(exp: Experiment, n_features: int, n_model_params: int, device: t
     else:
         first_error = None
     if world > 1:
+        if world > n_pairs:
+            raise ConfigError(f"{first_error}; the pair-parallel plan gives each process at least one of the "
+                              f"{n_pairs} adjacent pairs: run at most {n_pairs} processes") from None
         held = -(-n_pairs // world)
         precision, _ = plan_precision(exp, n_features, n_model_params, device, world, pairs_held=held,
                                       plan=describe_plan("pairs", n_pairs, world), **kw)
@@ -302,11 +389,10 @@ def plan_for(exp: Experiment, n_features: int, n_model_params: int, machine: Mac
     gpu = torch.device("cuda")
     p = len(exp.site_pairs)
     k = machine.count
-    # plan_precision shares the host among the GPUs it sees here: give it the per-rank share back
-    host = machine.host_bytes // k * max(1, min(k, torch.cuda.device_count() or 1))
-    kw = dict(max_tokens=max_tokens, available=machine.device_bytes, host_available=host)
+    kw = dict(max_tokens=max_tokens, available=machine.device_bytes, host_available=machine.host_bytes,
+              ranks_per_host=k)
     attempts = [("one process" if k == 1 else "data-parallel", None)]
-    if k > 1:
+    if 1 < k <= p:
         attempts.append(("pair-parallel", -(-p // k)))
     else:  # one device: the pairs in several passes over the tokens, as many as fit at once
         attempts += [(describe_plan("passes", p, passes=n), -(-p // n)) for n in range(2, p + 1)]
@@ -321,13 +407,24 @@ def plan_for(exp: Experiment, n_features: int, n_model_params: int, machine: Mac
         except ConfigError:
             continue
         return {"machine": machine.name, "plan": name, "pairs_per_device": held or p, "pairs": p,
-                "device_bytes": sum(bill.values()), "bill": bill,
-                "host_bytes": host_bill(exp, n_features, prec, held), "precision": prec.describe("GPU")}
+                "device_bytes": sum(bill.values()), "bill": bill, **_host_figures(exp, n_features, prec, held, k,
+                                                                                   max_tokens),
+                "precision": prec.describe("GPU")}
     # nothing fits: the bill of the most spread plan, float32 sums, says what is too big
     from .accumulators import count_dtype_for
 
     prec = Precision(count_dtype_for(max_tokens), torch.float32, exp.flush_tokens)
     bill = memory_bill(exp, n_features, n_model_params, k, prec, max_tokens, held)
     return {"machine": machine.name, "plan": "does not fit", "pairs_per_device": held or p, "pairs": p,
-            "device_bytes": sum(bill.values()), "bill": bill, "host_bytes": host_bill(exp, n_features, prec, held),
+            "device_bytes": sum(bill.values()), "bill": bill,
+            **_host_figures(exp, n_features, prec, held, k, max_tokens),
             "precision": prec.describe("GPU")}
+
+
+def _host_figures(exp: Experiment, n_features: int, prec: Precision, held: int | None, ranks: int,
+                  max_tokens: int | None) -> dict[str, object]:
+    """The writer's host bill (``host_bytes``, by item in ``host_items``) and the node's (``host_node_bytes``)."""
+    writer = host_items(exp, n_features, prec, held, max_tokens=max_tokens)
+    other = host_bill(exp, n_features, prec, held, writer=False, max_tokens=max_tokens)
+    return {"host_bytes": sum(writer.values()), "host_items": writer,
+            "host_node_bytes": sum(writer.values()) + (ranks - 1) * other}

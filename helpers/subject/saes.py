@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -192,10 +192,13 @@ def trained_saes_ready(exp: Experiment) -> bool:
     return all((base / s / "cfg.json").is_file() for s in exp.sites)
 
 
-def load_saes(exp: Experiment, device: torch.device | str = "cpu") -> dict[str, Any]:
-    """``{site: sae_lens.SAE}`` for every site of the experiment, checked against the model."""
+def load_saes(exp: Experiment, device: torch.device | str = "cpu",
+              sites: Sequence[str] | None = None) -> dict[str, Any]:
+    """``{site: sae_lens.SAE}`` for every site of the experiment (or only ``sites``), checked
+    against the model."""
     from sae_lens import SAE
 
+    wanted = exp.sites if sites is None else tuple(s for s in exp.sites if s in set(sites))
     saes: dict[str, Any] = {}
     if exp.sae_source == "trained":
         base = sae_dir(exp.name)
@@ -210,7 +213,7 @@ def load_saes(exp: Experiment, device: torch.device | str = "cpu") -> dict[str, 
                 f"the SAEs in {base} were trained for another configuration ({'; '.join(diff)}): "
                 f"retrain with `python -m helpers train-saes --experiment {exp.name} --force`"
             )
-        for site in exp.sites:
+        for site in wanted:
             path = base / site
             if not (path / "cfg.json").is_file():
                 raise MissingArtefactError(
@@ -219,7 +222,7 @@ def load_saes(exp: Experiment, device: torch.device | str = "cpu") -> dict[str, 
                 )
             saes[site] = SAE.load_from_disk(str(path), device=str(device))
     else:
-        for site in exp.sites:
+        for site in wanted:
             saes[site] = load_pretrained_sae(exp.sae_release, exp.sae_id(site), device)
     check_saes(saes, exp.model_spec.d_model, exp)
     return saes

@@ -115,24 +115,27 @@ def test_torchrun_two_processes_equal_one(env, reference, tmp_path, sums):
     same_statistics(reference, out, exact_floats=False, atol=2e-6 if sums else 1e-7)
 
 
-def test_torchrun_pair_parallel_equals_one_process_exactly(env, reference, tmp_path):
-    """Each of 2 ranks holds half of the 6 adjacent pairs and sees every token: every number,
-    float sums included, equals the single process's (the same updates in the same order)."""
+@pytest.mark.parametrize("procs", [2, 3])
+def test_torchrun_pair_parallel_equals_one_process_exactly(env, reference, tmp_path, procs):
+    """Each rank holds a run of consecutive pairs of the 6 (2 ranks: pairs 0-2 and 3-5; 3 ranks:
+    0-1, 2-3, 4-5), encodes only their sites, holds the per-site statistics of the sites it owns
+    (2 ranks: 0-3 and 4-6; 3 ranks: 0-2, 3-4, 5-6) and sees every token: every number, float
+    sums included, equals the single process's (the same updates in the same order)."""
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
     out = tmp_path / "pairs"
-    cmd = [torchrun, "--standalone", "--nproc-per-node", "2", "-m", "helpers", "collect", "--experiment",
+    cmd = [torchrun, "--standalone", "--nproc-per-node", str(procs), "-m", "helpers", "collect", "--experiment",
            "smoke", "--quiet", "--plan", "pairs", "--out", str(out), *sum((["--set", s] for s in SETS), [])]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     import json
 
     meta = json.loads((out / "metadata.json").read_text())
-    assert meta["processes"] == 2 and meta["plan"] == "pairs-parallel"
+    assert meta["processes"] == procs and meta["plan"] == "pairs-parallel"
     same_statistics(reference, out, exact_floats=True)
-    # one process cannot hold pairs on other ranks: one line, no traceback
-    done = cli("collect", "--quiet", "--plan", "pairs", "--out", str(tmp_path / "one"), env=env)
-    assert done.returncode == 2 and done.stderr.startswith("error: the pair-parallel plan needs several processes")
-    assert done.stderr.count("\n") == 1  # refused before the model loads
+    if procs == 2:  # one process cannot hold pairs on other ranks: one line, no traceback
+        done = cli("collect", "--quiet", "--plan", "pairs", "--out", str(tmp_path / "one"), env=env)
+        assert done.returncode == 2 and done.stderr.startswith("error: the pair-parallel plan needs several processes")
+        assert done.stderr.count("\n") == 1  # refused before the model loads
 
 
 def test_bad_input_is_one_line(env, tmp_path):

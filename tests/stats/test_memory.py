@@ -4,7 +4,9 @@ import pytest
 import torch
 
 from helpers.errors import ConfigError
-from helpers.stats import Machine, choose_plan, describe_plan, memory_bill, pass_groups, plan_for
+from helpers.stats import (Machine, Precision, choose_plan, describe_plan, host_bill, memory_bill, pass_groups,
+                           plan_for)
+from helpers.stats.memory import group_sites, host_items
 from helpers.subject.releases import experiment_from_release
 
 GIB = 2**30
@@ -27,6 +29,50 @@ def test_pairs_held_scale_the_pair_bill(gemma16k):
     assert full["model"] == GEMMA_2B * 2  # bfloat16
 
 
+def test_groups_own_each_site_once():
+    assert group_sites(7, pass_groups(6, 3)) == [([0, 1, 2], [0, 1, 2]), ([2, 3, 4], [3, 4]), ([4, 5, 6], [5, 6])]
+    assert group_sites(7, pass_groups(6, 2)) == [([0, 1, 2, 3], [0, 1, 2, 3]), ([3, 4, 5, 6], [4, 5, 6])]
+    assert group_sites(3, pass_groups(2, 1)) == [([0, 1, 2], [0, 1, 2])]
+    assert group_sites(1, pass_groups(0, 1)) == [([0], [0])]  # one site, no pair
+    for n_pairs in range(1, 9):
+        for passes in range(1, n_pairs + 1):
+            owned = [s for _, own in group_sites(n_pairs + 1, pass_groups(n_pairs, passes)) for s in own]
+            assert owned == list(range(n_pairs + 1))
+
+
+def test_the_bill_of_a_group_counts_only_its_sites(gemma16k):
+    """Gemma Scope 2B at 16k, 26 sites: a device holding 13 pairs (2 passes) encodes and owns 14
+    sites, one holding 4 pairs (pair-parallel over 8) 5; every per-site item shrinks with them."""
+    f, d, k = 16384, 2304, gemma16k.top_k_examples
+    tri = f * (f - 1) // 2
+    prec = Precision(torch.int32, torch.float32)
+    bills = {held: memory_bill(gemma16k, f, GEMMA_2B, precision=prec, max_tokens=17_500_000, pairs_held=held)
+             for held in (None, 13, 4)}
+    for held, sites in ((None, 26), (13, 14), (4, 5)):
+        bill = bills[held]
+        assert bill["saes"] == sites * (2 * d * f + f + d) * 4
+        assert bill["feature statistics"] == sites * f * 28
+        assert bill["activation histograms (int64, log bins)"] == sites * f * 66 * 8
+        assert bill["top examples"] == sites * f * k * 2 * 20
+        assert bill["co-activation graph (float32 sums, upper triangle)"] == sites * tri * 4
+        assert bill["pair statistics (int32 counts + float32 sums)"] == (held or 25) * f * f * 8
+        assert bill["batch (residuals, SAE codes)"] == 8 * 1024 * (sites * d * 4 + 3 * f * 4 + sites * 256 * 12)
+    totals = [sum(bills[h].values()) for h in (None, 13, 4)]
+    assert totals[0] > totals[1] > totals[2]
+    assert [round(t / 2**30, 1) for t in totals] == [84.0, 47.4, 19.9]
+    # the host: each process the float64 copies of its flushed sums; the writer also every pair's
+    # results until they are written (its own flushed sums are those copies) and the per-site results
+    other = host_bill(gemma16k, f, prec, 13, writer=False)
+    assert other == (13 * f * f + 14 * tri) * 8
+    items = host_items(gemma16k, f, prec, 13, max_tokens=17_500_000)
+    assert items["pair results until written (counts + float64 sums)"] == 25 * f * f * 12 - 13 * f * f * 8 + f * f * 4
+    assert host_items(gemma16k, f, Precision(torch.int32), None)["pair results until written (counts + float64 sums)"] \
+        == 25 * f * f * 12 + f * f * 4  # float64 sums on the device: every result is a copy
+    # on the CPU a pass's own results are its accumulators
+    assert host_items(gemma16k, f, Precision(torch.int32), 13, device_type="cpu")[
+        "pair results until written (counts + float64 sums)"] == 12 * f * f * 12 + f * f * 4
+
+
 def test_choose_plan_prefers_data_parallel_then_pairs(gemma16k):
     gpu = torch.device("cuda")
     kw = dict(max_tokens=17_500_000, host_available=2000 * GIB)
@@ -35,17 +81,22 @@ def test_choose_plan_prefers_data_parallel_then_pairs(gemma16k):
     assert mode == "pairs" and prec.counts == torch.int32
     with pytest.raises(ConfigError, match="data-parallel|free"):
         choose_plan(gemma16k, 16384, GEMMA_2B, gpu, 8, plan="data", available=79 * GIB, **kw)
-    # one H100: all 25 pairs do not fit, 13 do: two passes over the pairs
+    # one H100: all 25 pairs do not fit, 13 do: two passes over the pairs, and since each pass
+    # holds the statistics of only its 14 sites, with float64 sums
     mode, prec, passes = choose_plan(gemma16k, 16384, GEMMA_2B, gpu, 1, available=79 * GIB, **kw)
-    assert (mode, passes) == ("passes", 2) and prec.sums == torch.float32
+    assert (mode, passes) == ("passes", 2) and prec.sums == torch.float64
     assert choose_plan(gemma16k, 16384, GEMMA_2B, gpu, 1, plan="passes", passes=5, available=79 * GIB,
                        **kw).passes == 5
     with pytest.raises(ConfigError, match=r"several passes \(--plan passes\) or on several devices"):
         choose_plan(gemma16k, 16384, GEMMA_2B, gpu, 1, plan="data", available=79 * GIB, **kw)
+    # one pair and its two sites: 10.8 GiB with float32 sums (the model alone is 4.9 GiB)
+    assert choose_plan(gemma16k, 16384, GEMMA_2B, gpu, 1, available=12 * GIB, **kw).passes == 25
     with pytest.raises(ConfigError, match="even one pair per pass does not fit"):
-        choose_plan(gemma16k, 16384, GEMMA_2B, gpu, 1, available=40 * GIB, **kw)
+        choose_plan(gemma16k, 16384, GEMMA_2B, gpu, 1, available=11 * GIB, **kw)
     with pytest.raises(ConfigError, match="needs several processes"):
         choose_plan(gemma16k, 16384, GEMMA_2B, gpu, 1, plan="pairs", **kw)
+    with pytest.raises(ConfigError, match="at least one of the 25 adjacent pairs: run at most 25 processes"):
+        choose_plan(gemma16k, 16384, GEMMA_2B, gpu, 26, plan="pairs", **kw)
     with pytest.raises(ConfigError, match="run in one process: under torchrun use --plan pairs"):
         choose_plan(gemma16k, 16384, GEMMA_2B, gpu, 8, plan="passes", **kw)
 

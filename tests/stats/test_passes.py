@@ -2,7 +2,9 @@
 
 A random 6-block GPT-2 (d_model 64) with 7 sites (6 adjacent pairs) and random SAEs: the pass
 run as 2 passes over the pairs (3 pairs each) and as 3 passes (2 pairs each) writes the same
-arrays as one pass, float sums included, bit for bit (the same updates in the same order).
+arrays as one pass, float sums included, bit for bit (the same updates in the same order),
+although each pass encodes only the sites of its pairs and holds the heavy per-site statistics
+of only the sites it owns.
 """
 
 import json
@@ -15,7 +17,7 @@ import helpers.stats.collect as collect
 from helpers.cli import main
 from helpers.errors import ConfigError
 from helpers.experiment import PRESETS, ModelSpec
-from helpers.stats import ARTEFACT_FILES, load_artefact, memory_bill, run_pass
+from helpers.stats import ARTEFACT_FILES, host_bill, load_artefact, memory_bill, run_pass
 
 from ..conftest import make_random_sae, make_tiny_gpt2
 
@@ -84,21 +86,98 @@ def test_passes_equal_one_pass_exactly(six_blocks, saes, reference, tmp_path, mo
     same_artefacts(exp, reference[sums], tmp_path)
     meta = json.loads((tmp_path / "metadata.json").read_text())
     assert meta["plan"] == words
-    # the first pass encodes every site; a later one only the sites of its pairs
+    # every pass encodes only the sites of its pairs (the first pass too)
     per_pass = len(encoded) // passes
-    assert set(encoded[:per_pass]) == {SITES}
-    later = [set(encoded[j * per_pass:(j + 1) * per_pass]) for j in range(1, passes)]
-    expected = {2: [{SITES[3:]}], 3: [{SITES[2:5]}, {SITES[4:]}]}[passes]
-    assert later == expected
+    assert len(encoded) == per_pass * passes
+    each = [set(encoded[j * per_pass:(j + 1) * per_pass]) for j in range(passes)]
+    expected = {2: [{SITES[:4]}, {SITES[3:]}], 3: [{SITES[:3]}, {SITES[2:5]}, {SITES[4:]}]}[passes]
+    assert each == expected
+    # the per-token codes: each pass wrote those of the sites it owns, the same bytes as one pass
+    one, many = reference[sums] / "codes", tmp_path / "codes"
+    bins = sorted(p.name for p in one.glob("*.bin"))
+    assert len(bins) == 3 * len(SITES) and bins == sorted(p.name for p in many.glob("*.bin"))
+    for site_file in bins:
+        assert (one / site_file).read_bytes() == (many / site_file).read_bytes(), site_file
+    meta_one, meta_many = (json.loads((d / "codes.json").read_text()) for d in (one, many))
+    for m in (meta_one, meta_many):
+        m.pop("metadata_sha256")
+    assert meta_one == meta_many
+
+
+def test_each_pass_holds_only_its_sites(six_blocks, saes, tmp_path, monkeypatch):
+    """3 passes (pairs 0-1, 2-3, 4-5): pass j encodes the sites of its pairs and holds the
+    histograms, top examples and graph of the sites it owns (the first pass holding a site)."""
+    seen = []
+    real = collect.PassState.end_pass
+
+    def spy(state):
+        seen.append({
+            "encoded": state.encoded, "owned": state.owned, "features": state.features.sites,
+            "histograms": state.histograms.sites, "histogram rows": state.histograms.counts.shape[0],
+            "top": state.top.sites, "top rows": state.top.hi_val.shape[0], "graph": state.graph.sites,
+            "graph sums": state.graph.sum_xy.device_sums.numel(),
+            "pairs": [i for i, p in enumerate(state.pairs) if p is not None],
+        })
+        real(state)
+
+    monkeypatch.setattr(collect.PassState, "end_pass", spy)
+    run_pass(EXP, out=tmp_path, progress=False, subject=six_blocks, saes=saes, plan="passes", passes=3)
+    tri = 24 * 23 // 2
+    owned = [SITES[:3], SITES[3:5], SITES[5:]]
+    for j, (s, own) in enumerate(zip(seen, owned)):
+        assert s["encoded"] == s["features"] == SITES[2 * j:2 * j + 3]
+        assert s["owned"] == s["histograms"] == s["top"] == s["graph"] == own
+        assert s["histogram rows"] == s["top rows"] == len(own) and s["graph sums"] == len(own) * tri
+        assert s["pairs"] == [2 * j, 2 * j + 1]
+    # each site has exactly one owner
+    assert sum(owned, ()) == SITES
+
+
+def test_pair_parallel_rank_holds_only_its_group():
+    """Pair-parallel over 2 ranks: rank 1 holds pairs 3-5, encodes sites 3-6 and owns sites 4-6."""
+    from helpers.stats import PassState, pass_groups
+
+    exp = EXP.replace(sum_dtype="float64")
+    groups = pass_groups(6, 2)
+    assert groups == [[0, 1, 2], [3, 4, 5]]
+    ranks = [PassState(exp, 24, torch.device("cpu"), groups=groups, group=r, mode="pairs") for r in (0, 1)]
+    assert [r.encoded for r in ranks] == [SITES[:4], SITES[3:]]
+    assert [r.owned for r in ranks] == [SITES[:4], SITES[4:]]
+    for r, rows in zip(ranks, (4, 3)):
+        assert r.features.fired.shape == (4, 24)  # the sites it encodes
+        assert r.histograms.counts.shape[0] == r.top.hi_val.shape[0] == rows  # the sites it owns
+        assert r.graph.sum_xy.device_sums.numel() == rows * 24 * 23 // 2
+    assert [i for i, p in enumerate(ranks[1].pairs) if p is not None] == [3, 4, 5]
+
+
+def test_a_changed_stream_between_passes_is_caught(six_blocks, saes, tmp_path, monkeypatch):
+    """Site 2 is encoded by passes 1 and 2: if it fires otherwise in pass 2, the pass stops."""
+    real = collect.encode_batch
+
+    def changed(subject, saes_, exp_, batch, index, floors=None, sites=None, **kw):
+        acts, doc, pos = real(subject, saes_, exp_, batch, index, floors, sites, **kw)
+        if tuple(sites) == SITES[2:5] and index == 1:
+            a = acts[SITES[2]]
+            acts[SITES[2]] = type(a)(a.indices, torch.zeros_like(a.values), a.n_features, a.finite)
+        return acts, doc, pos
+
+    monkeypatch.setattr(collect, "encode_batch", changed)
+    with pytest.raises(AssertionError, match=r"site 'blocks.2.hook_resid_pre' fired differently in pass 2 than "
+                                             r"in pass 1: the token stream or the SAEs changed"):
+        run_pass(EXP, out=tmp_path, progress=False, subject=six_blocks, saes=saes, plan="passes", passes=3)
 
 
 def test_auto_takes_passes_when_all_pairs_do_not_fit(six_blocks, saes, reference, tmp_path, monkeypatch, caplog):
     import helpers.stats.memory as memory
 
     n_params = sum(p.numel() for p in six_blocks.hf_model.parameters())
-    three = sum(memory_bill(EXP, 24, n_params, max_tokens=500, pairs_held=3,
-                            precision=memory.Precision(torch.int32)).values())
-    six = sum(memory_bill(EXP, 24, n_params, max_tokens=500, precision=memory.Precision(torch.int32)).values())
+    prec = memory.Precision(torch.int32)
+
+    def need(held):  # on the CPU the device bill and the host's (the results of the other pairs) add up
+        return (sum(memory_bill(EXP, 24, n_params, max_tokens=500, pairs_held=held, precision=prec).values())
+                + host_bill(EXP, 24, prec, held, device_type="cpu", max_tokens=500))
+
+    three, six = need(3), need(None)
     free = int(three / 0.9) + 1
     assert six > 0.9 * free  # all six pairs do not fit, three do
     monkeypatch.setattr(memory, "available_memory", lambda device: free)
@@ -134,6 +213,10 @@ def test_crash_in_a_later_pass_then_resume_equals_one_pass(six_blocks, saes, ref
                  checkpoint_tokens=100)
     saved = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
     assert saved["state"]["pass_index"] == 2 and set(saved["state"]["done_pairs"]) == {0, 1, 2, 3}
+    # the finished passes' per-site results; the third pass's accumulators hold only its sites
+    assert set(saved["state"]["site_results"]) == {0, 1}
+    assert saved["state"]["encoded"] == SITES[4:] and saved["state"]["owned"] == SITES[5:]
+    assert saved["state"]["acc"]["histograms"]["counts"].shape[0] == 2
     assert not (tmp_path / "metadata.json").exists()
     # another number of passes cannot continue it: one line, the checkpoint left as it was
     with pytest.raises(ConfigError, match=r"3 passes over the pairs, 2 pairs each\), this run would be "
