@@ -173,17 +173,27 @@ def _usable_tokens(tokenizer, vocab: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def effect_tokens(subject, saes: dict, sites, k: int = 8, chunk: int = 2048) -> dict[str, np.ndarray]:
+def effect_tokens(subject, saes: dict, sites, k: int = 8, chunk: int = 2048,
+                  present: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """What each decoder direction does to tokens, ``[S, F, k]`` each.
 
     Causal LM: ``boosted``/``suppressed`` token ids (and ``*_value``) of the direction through the
-    unembedding (direct logit effect, final LayerNorm ignored). Encoder: ``boosted`` = the input
-    tokens whose embeddings have the highest cosine with the direction (``suppressed`` empty).
+    unembedding (direct logit effect, final LayerNorm ignored), over the whole vocabulary.
+    Encoder: ``boosted`` = the input tokens whose embeddings have the highest cosine with the
+    direction (``suppressed`` empty), among the tokens of the corpus when ``present`` (token ids)
+    is given: a token the corpus never holds cannot be looked up in the examples (on the
+    offline preset 22,827 of MiniLM's 30,522 tokens occur, and the product is a quarter cheaper).
     """
     hf = subject.hf_model
     causal = subject.spec.causal
     W = (hf.get_output_embeddings() if causal else hf.get_input_embeddings()).weight.detach().float().cpu()
-    keep = torch.nonzero(_usable_tokens(subject.tokenizer, W.shape[0]))[:, 0]
+    usable = _usable_tokens(subject.tokenizer, W.shape[0])
+    if present is not None and not causal:
+        seen = torch.zeros(W.shape[0], dtype=torch.bool)
+        ids = torch.as_tensor(np.asarray(present, dtype=np.int64))
+        seen[ids[(ids >= 0) & (ids < W.shape[0])]] = True
+        usable &= seen
+    keep = torch.nonzero(usable)[:, 0]
     W = W[keep]
     if not causal:
         W = W / W.norm(dim=1, keepdim=True).clamp_min(1e-12)

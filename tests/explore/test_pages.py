@@ -1,9 +1,10 @@
 """The explorer's per-feature views equal a per-feature brute force (no model needed)."""
 
 import numpy as np
+import pytest
 
 from helpers.explore.pages import decode_levels, graph_neighbours, level_string, levels, top_rows
-from helpers.explore.site import ID_CHARS, encode_ids
+from helpers.explore.site import ID_CHARS, encode_ids, pack_ints, unpack_ints
 
 
 def test_graph_neighbours_equal_brute_force():
@@ -36,3 +37,18 @@ def test_levels_and_ids_round_trip():
     text = encode_ids(ids)
     digits = np.array([ID_CHARS.index(c) for c in text]).reshape(-1, 3)
     assert (digits[:, 0] * 4096 + digits[:, 1] * 64 + digits[:, 2]).tolist() == ids.tolist()
+
+
+@pytest.mark.parametrize("values, width", [([0], 1), ([0, 5, 63], 1), ([64], 2), ([0, 127, 4095], 2),
+                                           ([4096, 10032], 3), ([2**24 - 1], 4), ([], 1)])
+def test_packed_ints_take_the_fewest_characters_and_round_trip(values, width):
+    packed = pack_ints(np.array(values, dtype=np.int64))
+    assert packed["width"] == width and len(packed["chars"]) == width * len(values)
+    assert unpack_ints(packed).tolist() == values
+    digits = np.array([ID_CHARS.index(c) for c in packed["chars"]], dtype=np.int64).reshape(-1, width)
+    assert (digits @ (64 ** np.arange(width - 1, -1, -1))).tolist() == values  # most significant first
+
+
+def test_pack_ints_refuses_negative_values():
+    with pytest.raises(ValueError, match="non-negative"):
+        pack_ints(np.array([3, -1]))

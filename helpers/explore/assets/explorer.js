@@ -17,8 +17,24 @@ var EXPLORER = (function () {
   function link(site, f, text) { return '<a href="#site=' + encodeURIComponent(site) + '&feature=' + f + '">' + esc(text || (site + " #" + f)) + "</a>"; }
   function siteFile(site) { return "explorer/data/site-" + site + ".js"; }
 
+  // integer columns sent packed by the builder (site.py pack_ints): `width` base-64 characters each
+  var PACKED = ["kind", "doc", "pos", "left", "length"];
+  function unpackInts(p) {
+    if (!p || typeof p.chars !== "string") return p;
+    var w = p.width, s = p.chars, n = s.length / w, out = new Int32Array(n);
+    for (var i = 0, c = 0; i < n; i++) {
+      var v = 0;
+      for (var j = 0; j < w; j++) v = (v << 6) | LV[s[c++]];
+      out[i] = v;
+    }
+    return out;
+  }
+
   api.register = function (kind, name, payload) {
-    if (kind === "site") data.site[name] = payload; else data[kind] = payload;
+    if (kind === "site") {
+      PACKED.forEach(function (k) { payload.examples[k] = unpackInts(payload.examples[k]); });
+      data.site[name] = payload;
+    } else data[kind] = payload;
     var key = kind + ":" + name;
     (waiting[key] || []).forEach(function (cb) { cb(); });
     delete waiting[key];
