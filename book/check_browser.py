@@ -189,6 +189,25 @@ def check_causal(drv, page: Path) -> tuple[list[str], dict]:
     return problems, {"offered": True, "pearson_at_0.1": pearson, "causal_edges": counts}
 
 
+def pick_isolated(nodes: list, pos: list, window: list, radius: float = 8.0, margin: float = 10.0):
+    """The node closest to the middle of ``nodes`` whose screen position ``pos`` is inside the
+    ``window`` (width, height) and has no other node within ``radius`` px; None if there is none."""
+    import numpy as np
+
+    xy = np.asarray(pos, dtype=np.float64).reshape(-1, 2)
+    inside = ((xy[:, 0] > margin) & (xy[:, 0] < window[0] - margin)
+              & (xy[:, 1] > margin) & (xy[:, 1] < window[1] - margin))
+    alone = np.zeros(len(xy), dtype=bool)
+    for lo in range(0, len(xy), 1024):  # nearest-other distance, in blocks of rows
+        d2 = ((xy[lo:lo + 1024, None, :] - xy[None, :, :]) ** 2).sum(-1)
+        d2[np.arange(d2.shape[0]), np.arange(lo, lo + d2.shape[0])] = np.inf
+        alone[lo:lo + 1024] = d2.min(1) > radius**2
+    ok = np.flatnonzero(inside & alone)
+    if ok.size == 0:
+        return None
+    return nodes[int(ok[np.argmin(np.abs(ok - len(nodes) // 2))])]
+
+
 def check_click(drv, page: Path) -> list[str]:
     """Hovering a node fills the panel; clicking it opens its explorer page."""
     from selenium.webdriver.common.action_chains import ActionChains
@@ -197,15 +216,12 @@ def check_click(drv, page: Path) -> list[str]:
     nodes = drv.execute_script("return BROWSER.visibleNodes()")
     if not nodes:
         return ["no node to click at pearson >= 0.1"]
-    # a node with no other within 8 px (on a dense full view, dots overlap and the pointer picks the
-    # nearest of several), else the middle one
+    # a node with no other within 8 px, inside the window (on a dense full view, dots overlap and the
+    # pointer rightly picks the nearest of several), the one closest to the middle of the list
     pos = drv.execute_script("return arguments[0].map(function (n) { return BROWSER.screenPosition(n); })", nodes)
-    xy = [(float(a), float(b)) for a, b in pos]
-    n = nodes[len(nodes) // 2]
-    for i in sorted(range(len(nodes)), key=lambda i: abs(i - len(nodes) // 2))[:300]:
-        if all((xy[i][0] - x) ** 2 + (xy[i][1] - y) ** 2 > 64 for j, (x, y) in enumerate(xy) if j != i):
-            n = nodes[i]
-            break
+    n = pick_isolated(nodes, pos, drv.execute_script("return [window.innerWidth, window.innerHeight]"))
+    if n is None:
+        return ["every visible node has another within 8 px: nothing can be hovered unambiguously"]
     site, feature = drv.execute_script("return [BROWSER.site(arguments[0]), BROWSER.feature(arguments[0])]", n)
     x, y = drv.execute_script("return BROWSER.screenPosition(arguments[0])", n)
     body = drv.find_element("tag name", "body")
