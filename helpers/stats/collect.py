@@ -85,6 +85,9 @@ from .memory import Precision, check_plan_arguments, choose_plan, describe_plan,
 log = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint{rank}.pt"
+#: the way out when a later pass over the pairs does not see the stream the first one saw
+STREAM_FIX = (": rerun the pass from the start (delete the checkpoint, no --resume), with the corpus and SAEs "
+              "left unchanged")
 
 
 # --------------------------------------------------------------------------- the state
@@ -178,8 +181,9 @@ class PassState:
             for row, site in enumerate(done["sites"]):
                 mine = result["encoded_fired"][site - self._first] if site in encoded else None
                 if mine is not None and not np.array_equal(done["fired"][row], mine):
-                    raise AssertionError(f"site {self.exp.sites[site]!r} fired differently in pass {self.group + 1} "
-                                         f"than in pass {g + 1}: the token stream or the SAEs changed between passes")
+                    raise ConfigError(f"site {self.exp.sites[site]!r} fired differently in pass {self.group + 1} "
+                                      f"than in pass {g + 1}: the token stream or the SAEs changed between passes"
+                                      f"{STREAM_FIX}")
 
     def sites_of_pass(self) -> tuple[str, ...]:
         """The sites this group encodes (one group: every site), in forward order."""
@@ -242,8 +246,8 @@ class PassState:
             self.steps.append(tokens)
         else:  # a later pass: the same steps of the same stream as the first; add its pairs' rows
             if self._step >= len(self.steps) or self.steps[self._step] != tokens:
-                raise AssertionError(f"pass {self.pass_index + 1} reached step {tokens} where the first pass "
-                                     "recorded another: the token stream changed between passes")
+                raise ConfigError(f"pass {self.pass_index + 1} reached step {tokens} where the first pass "
+                                  f"recorded another: the token stream changed between passes{STREAM_FIX}")
             self.coact_all[self._step] += all_rows
             self.coact_alive[self._step] += alive_rows
         self._step += 1
@@ -253,8 +257,8 @@ class PassState:
         if self._step == 0 or self.steps[self._step - 1] != self.tokens:
             self.snapshot(dist, self.tokens)
         if self.pass_index > 0 and self._step != len(self.steps):
-            raise AssertionError(f"pass {self.pass_index + 1} recorded {self._step} steps, the first "
-                                 f"{len(self.steps)}: the token stream changed between passes")
+            raise ConfigError(f"pass {self.pass_index + 1} recorded {self._step} steps, the first "
+                              f"{len(self.steps)}: the token stream changed between passes{STREAM_FIX}")
 
     def accumulators(self):
         return {"features": self.features, "histograms": self.histograms, "top": self.top, "graph": self.graph,

@@ -162,8 +162,9 @@ def test_a_changed_stream_between_passes_is_caught(six_blocks, saes, tmp_path, m
         return acts, doc, pos
 
     monkeypatch.setattr(collect, "encode_batch", changed)
-    with pytest.raises(AssertionError, match=r"site 'blocks.2.hook_resid_pre' fired differently in pass 2 than "
-                                             r"in pass 1: the token stream or the SAEs changed"):
+    with pytest.raises(ConfigError, match=r"site 'blocks.2.hook_resid_pre' fired differently in pass 2 than "
+                                          r"in pass 1: the token stream or the SAEs changed between passes: "
+                                          r"rerun the pass from the start"):
         run_pass(EXP, out=tmp_path, progress=False, subject=six_blocks, saes=saes, plan="passes", passes=3)
 
 
