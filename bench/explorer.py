@@ -106,7 +106,8 @@ def main() -> None:
           f"(what an unloaded machine gives with one core busy)")
     print(f"example contexts from the recorded codes: {ex.batches_run} batches, {ex.tokens_run:,} tokens in "
           f"{data['seconds_rerun']:.1f} s = {codes_rate:,.0f} tokens/s; on the offline preset (~all of its "
-          f"{offline_tokens:,} tokens) about {offline_tokens / codes_rate / 60:.1f} min")
+          f"{offline_tokens:,} tokens) at most {offline_tokens / codes_rate / 60:.1f} min (a linear upper bound: "
+          "fixed costs dominate a few batches; `python -m helpers explorer` prints the real time)")
     print(f"the same contexts re-run through the model (no recorded codes): {rerun.tokens_run:,} tokens in "
           f"{t_model:.1f} s = {rerun_rate:,.0f} tokens/s; on the offline preset about "
           f"{offline_tokens / rerun_rate / 60:.1f} min ({rerun_rate and codes_rate / rerun_rate:.1f}x slower "
