@@ -163,7 +163,7 @@ def ours(exp, subject, saes, tokens):
 
 def plans(free_gib=(79.0, 139.0), host_gib=120.0):
     """The accumulator plan and memory bill of the gpt2-res-jb preset on GPUs with ``free_gib`` free."""
-    from helpers.stats import host_bill, plan_precision
+    from helpers.stats import host_bill, plan_precision, spool_bytes
 
     exp = get_experiment("gpt2-res-jb")
     rows = {}
@@ -176,6 +176,7 @@ def plans(free_gib=(79.0, 139.0), host_gib=120.0):
             # the float64 copies of the flushed sums, and with them what the writer holds until written
             "host_copy_gib": round(host_bill(exp, 24576, prec, writer=False) / 2**30, 1),
             "host_writer_gib": round(host_bill(exp, 24576, prec, max_tokens=exp.token_budget) / 2**30, 1),
+            "spool_disk_gib": round(spool_bytes(exp, 24576, prec) / 2**30, 1),
             "bill_gib": {k: round(v / 2**30, 2) for k, v in bill.items()},
         }
     return rows
@@ -209,6 +210,8 @@ def release_plans(tokens=17_500_000):
                 "plan": r["plan"], "pairs_per_device": r["pairs_per_device"], "pairs": r["pairs"],
                 "device_gib": gib(r["device_bytes"]), "host_gib_writer": gib(r["host_bytes"]),
                 "host_gib_node": gib(r["host_node_bytes"]),
+                # the writer's spool of the pairs' compact counts and r, on disk until written
+                "spool_gib": gib(r["spool_bytes"]),
                 "sums": None if r["precision"] is None else r["precision"]["product_sums"].split(" ")[0],
                 "pair_statistics_gib": gib(next(v for k, v in r["bill"].items() if k.startswith("pair statistics"))),
                 # the within-site graph of the sites the device owns
@@ -219,10 +222,11 @@ def release_plans(tokens=17_500_000):
 
 def format_release_plans(rows) -> str:
     head = ("release", "width", "machine", "plan", "pairs/device", "device GiB", "of which pairs",
-            "of which graph", "host GiB writer / node", "sums")
+            "of which graph", "host GiB writer / node", "spool disk GiB", "sums")
     body = [(r["release"], f"{r['width'] // 1024}k", r["machine"], r["plan"],
              f"{r['pairs_per_device']}/{r['pairs']}", str(r["device_gib"]), str(r["pair_statistics_gib"]),
-             str(r["graph_gib"]), f"{r['host_gib_writer']} / {r['host_gib_node']}", str(r["sums"]))
+             str(r["graph_gib"]), f"{r['host_gib_writer']} / {r['host_gib_node']}", str(r["spool_gib"]),
+             str(r["sums"]))
             for r in rows]
     widths = [max(len(x[i]) for x in (head, *body)) for i in range(len(head))]
     return "\n".join("| " + " | ".join(c.ljust(w) for c, w in zip(row, widths)) + " |" for row in (head, *body))

@@ -83,9 +83,22 @@ def write_artefacts(state: PassState, exp: Experiment, out: Path, seconds: float
 
     ``plan_words``: the plan as recorded in ``metadata.json`` when it is not the default
     (one process, or ``<plan>-parallel`` for several), e.g. "3 passes over the pairs, 2 pairs each".
-    The per-site arrays are stitched from their owners (:meth:`PassState.results_of_sites`); the
-    pairs' full-width counts are consumed (``None`` after: each is dropped once compacted).
+    The per-site arrays are stitched from their owners (:meth:`PassState.results_of_sites`). The
+    pairs' derived arrays (compact counts, Pearson r) come from the spool (:mod:`.spool`): the pairs
+    spooled when their results became final (at the end of their pass, or on rank 0 as they
+    arrived), the others spooled here one pair at a time from the accumulators, each r checked to
+    come from the stitched feature sums. ``pair_coactivation.npz`` and ``correlation.npz`` are
+    written from the memory-mapped spool files (numpy streams them into the npz in chunks), so the
+    host holds one pair's full results at a time, never every pair's; the spool is removed once
+    ``metadata.json`` is written.
     """
+    from .collect import STREAM_FIX
+    from .spool import PairSpool
+
+    if state.spool is None:  # a state not made by run_pass: spool here, from a clean folder
+        state.spool = PairSpool(out)
+        state.spool.clear()
+    spool = state.spool
     sites = np.array(exp.sites)
     pairs = np.array([f"{a}->{b}" for a, b in exp.site_pairs])
     per_site = state.results_of_sites()  # stitched from the sites' owners (several passes, ranks)
@@ -98,13 +111,11 @@ def write_artefacts(state: PassState, exp: Experiment, out: Path, seconds: float
         dead=per_site["dead"],  # [n_steps, n_thr, S]
         thresholds=np.array(exp.dead_thresholds), tokens=steps, fired=feats["fired"], sites=sites,
     )
-    pair_res = state.results_of_pairs()
-    # the counts are compacted one pair at a time and their full-width copy dropped, so the host
-    # holds one pair's counts more, not every pair's (the results are consumed by the writing)
-    counts = {}
-    for i, r in enumerate(pair_res):
-        counts[f"count_{i}"] = smallest_uint(r["count"])
-        r["count"] = None
+    state.spool_pairs()  # those not spooled yet, one pair at a time
+    for i in range(len(pairs)):  # every r from exactly the feature sums of its sites' owners
+        spool.check_sums(i, n, (feats["sum"][i], feats["sum_sq"][i], feats["sum"][i + 1], feats["sum_sq"][i + 1]),
+                         STREAM_FIX)
+    counts = {f"count_{i}": spool.load("count", i) for i in range(len(pairs))}
     atomic_save_npz(
         out / "pair_coactivation.npz",
         never_all=torch.stack(state.coact_all, -1).numpy(),  # [n_thr, P, n_steps]
@@ -112,10 +123,7 @@ def write_artefacts(state: PassState, exp: Experiment, out: Path, seconds: float
         thresholds=np.array(exp.coactivation_thresholds), tokens=steps, pairs=pairs, sites=sites, **counts,
     )
     del counts
-    corr = {}
-    for i, r in enumerate(pair_res):
-        corr[f"r_{i}"] = _pearson32(n, feats["sum"][i], feats["sum_sq"][i], feats["sum"][i + 1],
-                                    feats["sum_sq"][i + 1], r["sum_xy"])
+    corr = {f"r_{i}": spool.load("r", i) for i in range(len(pairs))}
     atomic_save_npz(out / "correlation.npz", pairs=pairs, n_tokens=np.int64(n),
                     mean=feats["sum"] / n, **corr)
     del corr
@@ -142,6 +150,7 @@ def write_artefacts(state: PassState, exp: Experiment, out: Path, seconds: float
         "file_bytes": sizes,
         "sha256": {name: sha256_file(out / name) for name in ARTEFACT_FILES},
     })
+    spool.clear()
     return sizes
 
 

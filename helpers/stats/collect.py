@@ -32,18 +32,28 @@ plans (:func:`~helpers.stats.memory.choose_plan` states which and why):
   model on every batch up to its last site, encodes only its sites and holds only the
   per-site statistics of the sites it owns (and only their SAEs are loaded on its device). At
   each step the ranks sum their pairs' curve rows (small); at the end rank 0 receives each
-  pair's counts and sums, one pair at a time, and each rank's per-site results, on the host
-  (gloo), and writes the artefacts. Every number equals a single process exactly (the same
-  updates in the same order).
+  rank's per-site results, then each pair's counts and sums, one pair at a time, on the host
+  (gloo), spools each pair as it arrives (below), and writes the artefacts. Every number
+  equals a single process exactly (the same updates in the same order).
 
 In one process whose device cannot hold every pair (``plan="passes"``, or ``"auto"``), pass
 ``j`` over the tokens holds group ``j``, as a rank would; on a GPU only its sites' SAEs are on
-the device (those of the others wait on the host). After each pass its pairs' and its owned
-sites' results move to the host (where they stay until the artefacts are written); a later
-pass checks that it met the same steps and that a site it shares with an earlier pass fired
-exactly as there (else the token stream or the SAEs changed between passes). Every number
-equals one ordinary pass exactly (the same updates in the same order). Checkpoints record the
-pass, the finished passes' results and which sites the group encodes and owns.
+the device (those of the others wait on the host). After each pass its owned sites' results move
+to the host (where they stay until the artefacts are written) and its pairs are spooled
+(below); a later pass checks that it met the same steps and that a site it shares with an
+earlier pass fired exactly as there (else the token stream or the SAEs changed between
+passes). Every number equals one ordinary pass exactly (the same updates in the same order).
+Checkpoints record the pass, the finished passes' per-site results, the spooled pairs and which
+sites the group encodes and owns.
+
+The streaming writer (:mod:`.spool`): as soon as a pair's result is final (several passes: at
+the end of its pass, r from that pass's feature sums, which cover both sites of its pairs;
+pair-parallel: on rank 0 as it arrives; one process: pair by pair when writing), its compact
+counts and Pearson r, exactly the arrays the artefacts store, are saved to
+``<out>/.pair_spool/`` and its full-width counts and sums dropped, so the writer's host holds one
+pair's results at a time. :func:`~.artefacts.write_artefacts` writes the pair artefacts from the
+spool and removes it. A fresh run clears a stale spool; a resumed one verifies the files its
+checkpoint records.
 
 Memory: :func:`plan_precision` chooses the accumulator dtypes (int32 pair
 counts when exact; float64 sums of products, or float32 ones flushed into
@@ -79,6 +89,7 @@ from .accumulators import (ActivationHistogram, CoactivationGraph, FeatureStats,
                            SparseActs, TopExamples)
 from .codes import CODES_DIR, CodeWriter, discard_codes
 from .artefacts import METADATA, STAT_FIELDS, write_artefacts
+from .spool import PairSpool
 from .distributed import Dist
 from .memory import Precision, check_plan_arguments, choose_plan, describe_plan, group_sites, pass_groups
 
@@ -113,8 +124,10 @@ class PassState:
         self._big = 1 << 20 if device.type == "cuda" else 1 << 17  # pair increments per scatter call
         self.groups = groups if groups is not None else [list(range(len(exp.site_pairs)))]
         self.layout = group_sites(len(exp.sites), self.groups)
-        self.pair_results: "list[dict] | None" = None  # every pair's result, on the writer's host
-        self.done_pairs: dict[int, dict] = {}  # results of the pairs of finished passes (host)
+        #: where the writer spools each pair's derived arrays once its result is final (set by run_pass)
+        self.spool: PairSpool | None = None
+        #: the spool records of the pairs of finished passes (their full results are on disk, derived)
+        self.done_pairs: dict[int, dict] = {}
         self.site_results: dict[int, dict] = {}  # per-site results of finished groups, by group (host)
         self.tokens = 0  # global tokens counted so far (in this pass)
         self.batches = 0  # global batches consumed so far (in this pass)
@@ -159,17 +172,22 @@ class PassState:
         self.tokens = self.batches = 0
 
     def end_pass(self) -> None:
-        """Several passes: move this pass's per-site results and its pairs' results to the host and
-        free the device."""
+        """Several passes: move this pass's per-site results to the host, spool its pairs' derived
+        arrays (one pair's full results on the host at a time; r from this pass's feature sums, which
+        cover both sites of each of its pairs and are final) and free the device."""
+        if self.spool is None:
+            raise AssertionError("several passes need a spool for the pairs' results (run_pass sets it)")
         result = self.site_result()
         self._check_shared_sites(result)
         self.site_results[self.group] = result
+        feats = self.features.result()
         for i, p in enumerate(self.pairs):
             if p is not None:
-                self.done_pairs[i] = p.result()
+                a = i - self._first
+                self.spool.add(i, p.result(), feats["n_tokens"], feats["sum"][a], feats["sum_sq"][a],
+                               feats["sum"][a + 1], feats["sum_sq"][a + 1])
                 self.pairs[i] = None
-        if len(self.done_pairs) == len(self.pairs):
-            self.pair_results = [self.done_pairs[i] for i in range(len(self.pairs))]
+        self.done_pairs = self.spool.records
         self.features = self.histograms = self.top = self.graph = None
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
@@ -334,28 +352,64 @@ class PassState:
         graph = {k: cat(k, "graph") for k in parts[0]["graph"]}
         return {"features": feats, "dead": cat("dead", axis=2), "top": top, "histograms": hist, "graph": graph}
 
-    def results_of_pairs(self) -> list[dict]:
-        """``PairStats.result()`` of every pair (several passes or pair-parallel: on the writer's host)."""
-        if self.pair_results is not None:
-            return self.pair_results
-        return [p.result() for p in self.pairs]
+    def features_of_sites(self) -> dict[str, Any]:
+        """Every site's feature statistics (``n_tokens``, ``fired``, ``max``, ``sum``, ``sum_sq``),
+        stitched from their owners as in :meth:`results_of_sites`."""
+        parts = dict(self.site_results)
+        if len(parts) < len(self.groups):  # the writer's own, from its feature statistics alone
+            feats = self.features.result()
+            rows = slice(self._own_rows[0], self._own_rows[-1] + 1) if self._own_rows else slice(0, 0)
+            parts[self.group] = {"n_tokens": feats["n_tokens"],
+                                 **{k: feats[k][rows] for k in ("fired", "max", "sum", "sum_sq")}}
+        parts = [parts[g] for g in range(len(self.groups))]
+        return {"n_tokens": parts[0]["n_tokens"],
+                **{k: np.concatenate([p[k] for p in parts]) for k in ("fired", "max", "sum", "sum_sq")}}
+
+    def spool_pair(self, i: int, result: dict, feats: dict[str, Any]) -> None:
+        """Spool pair ``i``'s derived arrays from its full ``result`` (consumed) and the stitched ``feats``."""
+        self.spool.add(i, result, feats["n_tokens"], feats["sum"][i], feats["sum_sq"][i], feats["sum"][i + 1],
+                       feats["sum_sq"][i + 1])
+
+    def spool_pairs(self) -> None:
+        """The writer: spool every pair not spooled yet (one process or data-parallel: all of them,
+        from the accumulators, one pair at a time)."""
+        missing = [i for i in range(len(self.pairs)) if i not in self.spool.records]
+        if not missing:
+            return
+        feats = self.features_of_sites()
+        for i in missing:
+            if self.pairs[i] is None:
+                raise AssertionError(f"pair {i} is neither spooled nor held by the writer")
+            self.spool_pair(i, self.pairs[i].result(), feats)
 
     @torch.no_grad()
     def gather(self, dist: Dist) -> None:
-        """Pair-parallel: bring every pair's result (one pair at a time) and every rank's per-site
-        results to rank 0's host (gloo: host tensors, whatever the device backend)."""
+        """Pair-parallel: bring every rank's per-site results, then every pair's result (one pair
+        at a time), to rank 0's host (gloo: host tensors, whatever the device backend); rank 0 spools
+        each pair's derived arrays as it arrives (r from the stitched feature sums), so its host holds
+        one pair's full results at a time."""
         import torch.distributed as tdist
 
         group = tdist.new_group(backend="gloo")
+        # the owners' per-site results (small beside the pairs), one rank at a time
+        mine = self.site_result()
+        if dist.rank == 0:
+            self.site_results = {0: mine}
+            for r in range(1, dist.world):
+                box = [None]
+                tdist.recv_object_list(box, src=r, group=group)
+                self.site_results[r] = box[0]
+            feats = self.features_of_sites()
+        else:
+            tdist.send_object_list([mine], dst=0, group=group)
         f = self.n_features
         owner = {i: g for g, pairs in enumerate(self.groups) for i in pairs}
         count_dtype = self.precision.counts
-        results = []
         for i, p in enumerate(self.pairs):
             if dist.rank == owner[i]:
                 res = p.result()
                 if owner[i] == 0:
-                    results.append(res)
+                    self.spool_pair(i, res, feats)
                     continue
                 tdist.send(torch.from_numpy(np.ascontiguousarray(res["count"])), dst=0, group=group)
                 tdist.send(torch.from_numpy(np.ascontiguousarray(res["sum_xy"], dtype=np.float64)), dst=0,
@@ -367,18 +421,8 @@ class PassState:
                     buf = torch.empty(f, f, dtype=dtype)
                     tdist.recv(buf, src=owner[i], group=group)
                     res[key] = buf.numpy()
-                results.append(res)
-        self.pair_results = results if dist.rank == 0 else None
-        # the owners' per-site results (small beside the pairs), one rank at a time
-        mine = self.site_result()
-        if dist.rank == 0:
-            self.site_results = {0: mine}
-            for r in range(1, dist.world):
-                box = [None]
-                tdist.recv_object_list(box, src=r, group=group)
-                self.site_results[r] = box[0]
-        else:
-            tdist.send_object_list([mine], dst=0, group=group)
+                self.spool_pair(i, res, feats)
+                del res, buf
         tdist.destroy_process_group(group)
 
     @torch.no_grad()
@@ -554,6 +598,7 @@ def run_pass(
               if mode == "pairs" else None)
     state = PassState(exp, n_features, subject.device, precision, groups=groups,
                       group=dist.rank if mode == "pairs" else 0, mode=mode, passes=choice.passes)
+    state.spool = PairSpool(out)  # the writer's (rank 0's) pairs' derived arrays, as they become final
     # the SAEs: pair-parallel, only this rank's sites; several passes on a GPU, on the host, each
     # pass moving its sites' to the device (_place_saes)
     movable = saes is None and mode == "passes" and subject.device.type != "cpu"
@@ -594,9 +639,14 @@ def run_pass(
         if index:
             state.begin_pass(index)
         state.load_state_dict(saved["state"])
+        if dist.rank == 0:  # the spooled pairs the checkpoint records must be there, whole
+            state.spool.verify(state.done_pairs)
+            state.done_pairs = state.spool.records
         log.info("resuming %safter %d batches (%d tokens)", f"pass {index + 1} of {choice.passes} " if index else "",
                  state.batches, state.tokens)
     out.mkdir(parents=True, exist_ok=True)
+    if not resume and dist.rank == 0:
+        state.spool.clear()  # a stale spool of a killed run
 
     checkpoint_tokens = checkpoint_tokens or max(exp.step_tokens, 50 * exp.batch_size * exp.context_length)
     codes = None

@@ -118,32 +118,38 @@ def host_items(exp: Experiment, n_features: int, precision: Precision, pairs_hel
     """Host bytes of one process, by item.
 
     Every process: the float64 copies of its flushed float32 sums (its pairs, its owned sites'
-    graph). The writer (the one process, or rank 0) also holds, until the artefacts are written,
-    the results of every pair (counts and float64 sums: several passes keep each finished pass's
-    pairs on the host, pair-parallel gathers them on rank 0; a pass's own flushed sums are those
-    copies, and on the CPU its pairs' results are its accumulators), while writing one pair's
-    compact counts more (the counts are compacted one pair at a time) and the per-site results
-    (histograms and their compact copy, top examples, feature statistics, the edge list).
+    graph). The writer (the one process, or rank 0) also holds one pair's full results at a time
+    (counts and float64 sums: the pair being spooled, :mod:`.spool`; on the CPU they are its
+    accumulators, billed on the device) and its derived arrays (compact counts, at most as wide as
+    the counts, and float32 r) until they are on disk: each pair is spooled as soon as its result
+    is final (at the end of its pass, on rank 0 as it arrives, or pair by pair when writing), and
+    the artefacts are written from the spool. Until they are written it also holds the per-site
+    results (histograms and their compact copy, top examples, feature statistics, the edge list).
+    The spool's disk: :func:`spool_bytes`.
     """
     s, f, k = len(exp.sites), n_features, exp.top_k_examples
     p, _, own = _held(exp, pairs_held)
-    n_pairs = len(exp.site_pairs)
     cb = _nbytes(precision.counts)
     flushed = precision.sums != torch.float64
     items = {}
     if flushed:
         items["float64 copies of the flushed float32 sums"] = (p * f * f + own * (f * (f - 1) // 2)) * 8
     if writer:
-        results = n_pairs * f * f * (cb + 8)
-        if device_type == "cpu":  # this pass's results are its accumulators (billed on the device)
-            results -= p * f * f * (cb + 8)
-        elif flushed:  # this pass's sums are the float64 copies above
-            results -= p * f * f * 8
-        items["pair results until written (counts + float64 sums)"] = results + f * f * cb
+        full = 0 if device_type == "cpu" else f * f * (cb + 8)
+        items["one pair's results while spooled (counts + float64 sums, compact counts + float32 r)"] = (
+            full + f * f * (cb + 4))
+        # _pearson32 works in blocks of 2048 rows: about 4 float64 temporaries of a block at once
+        items["Pearson r blocks (float64 temporaries)"] = 4 * min(f, 2048) * f * 8
         items["per-site results until written"] = (
             s * f * ((HIST_EDGES.numel() + 1) * 8 * 2 + k * 2 * (4 + 8 + 8) + 4 * 8)
             + _edges(exp, f, s, max_tokens) * (2 + 4 + 4 + 8 + 8))
     return items
+
+
+def spool_bytes(exp: Experiment, n_features: int, precision: Precision) -> int:
+    """Disk the writer's spool needs at most (every pair's compact counts, at most as wide as the
+    counts, and float32 r, uncompressed), in the output folder beside the artefacts, until written."""
+    return len(exp.site_pairs) * n_features**2 * (_nbytes(precision.counts) + 4)
 
 
 def host_bill(exp: Experiment, n_features: int, precision: Precision, pairs_held: int | None = None,
@@ -427,4 +433,5 @@ def _host_figures(exp: Experiment, n_features: int, prec: Precision, held: int |
     writer = host_items(exp, n_features, prec, held, max_tokens=max_tokens)
     other = host_bill(exp, n_features, prec, held, writer=False, max_tokens=max_tokens)
     return {"host_bytes": sum(writer.values()), "host_items": writer,
-            "host_node_bytes": sum(writer.values()) + (ranks - 1) * other}
+            "host_node_bytes": sum(writer.values()) + (ranks - 1) * other,
+            "spool_bytes": spool_bytes(exp, n_features, prec)}

@@ -6,7 +6,7 @@ import torch
 from helpers.errors import ConfigError
 from helpers.stats import (Machine, Precision, choose_plan, describe_plan, host_bill, memory_bill, pass_groups,
                            plan_for)
-from helpers.stats.memory import group_sites, host_items
+from helpers.stats.memory import group_sites, host_items, spool_bytes
 from helpers.subject.releases import experiment_from_release
 
 GIB = 2**30
@@ -60,17 +60,28 @@ def test_the_bill_of_a_group_counts_only_its_sites(gemma16k):
     totals = [sum(bills[h].values()) for h in (None, 13, 4)]
     assert totals[0] > totals[1] > totals[2]
     assert [round(t / 2**30, 1) for t in totals] == [84.0, 47.4, 19.9]
-    # the host: each process the float64 copies of its flushed sums; the writer also every pair's
-    # results until they are written (its own flushed sums are those copies) and the per-site results
+    # the host: each process the float64 copies of its flushed sums; the writer also one pair's full
+    # results and its compact counts and r at a time (the pairs are spooled to disk as they become
+    # final), Pearson's float64 blocks and the per-site results
     other = host_bill(gemma16k, f, prec, 13, writer=False)
     assert other == (13 * f * f + 14 * tri) * 8
     items = host_items(gemma16k, f, prec, 13, max_tokens=17_500_000)
-    assert items["pair results until written (counts + float64 sums)"] == 25 * f * f * 12 - 13 * f * f * 8 + f * f * 4
-    assert host_items(gemma16k, f, Precision(torch.int32), None)["pair results until written (counts + float64 sums)"] \
-        == 25 * f * f * 12 + f * f * 4  # float64 sums on the device: every result is a copy
-    # on the CPU a pass's own results are its accumulators
-    assert host_items(gemma16k, f, Precision(torch.int32), 13, device_type="cpu")[
-        "pair results until written (counts + float64 sums)"] == 12 * f * f * 12 + f * f * 4
+    one_pair = "one pair's results while spooled (counts + float64 sums, compact counts + float32 r)"
+    assert items[one_pair] == f * f * (4 + 8) + f * f * (4 + 4)
+    assert items["Pearson r blocks (float64 temporaries)"] == 4 * 2048 * f * 8
+    assert set(items) == {"float64 copies of the flushed float32 sums", one_pair,
+                          "Pearson r blocks (float64 temporaries)", "per-site results until written"}
+    # not every pair's results: the same whatever the pairs held, the number of pairs or the sums
+    assert host_items(gemma16k, f, Precision(torch.int32), None)[one_pair] == items[one_pair]
+    assert host_items(gemma16k, f, prec, 1)[one_pair] == items[one_pair]
+    # on the CPU the pair's results are its accumulators: only its derived arrays
+    assert host_items(gemma16k, f, Precision(torch.int32), 13, device_type="cpu")[one_pair] == f * f * 8
+    assert host_items(gemma16k, f, Precision(torch.int64), 13)[one_pair] == f * f * (8 + 8) + f * f * (8 + 4)
+    # the spool's disk: every pair's compact counts (at most as wide as the counts) and float32 r
+    assert spool_bytes(gemma16k, f, prec) == 25 * f * f * (4 + 4)
+    # the writer's whole bill, in GiB: 2 passes of 13 pairs on a GPU (float32 sums flushed; 40 GiB of
+    # copies), 94.1 GiB when every pair's results waited on the host
+    assert round(sum(items.values()) / 2**30, 1) == 50.1
 
 
 def test_choose_plan_prefers_data_parallel_then_pairs(gemma16k):

@@ -224,8 +224,17 @@ def test_crash_in_a_later_pass_then_resume_equals_one_pass(six_blocks, saes, ref
                                           r"2 passes over the pairs.*--passes"):
         run_pass(EXP, out=tmp_path, progress=False, subject=six_blocks, saes=saes, plan="passes", passes=2,
                  resume=True)
+    # the first two passes' pairs are spooled; a stale file of a pair the checkpoint does not record
+    # (a killed run's) is rewritten, not read
+    from helpers.stats.spool import SPOOL_DIR
+
+    spool = tmp_path / SPOOL_DIR
+    spooled = sorted(f"{k}_{i}.npy" for i in range(4) for k in ("count", "r"))
+    assert sorted(f.name for f in spool.glob("*.npy")) == spooled
+    np.save(spool / "count_4.npy", np.full((24, 24), 7, dtype=np.uint8))
     monkeypatch.setattr(collect, "encode_batch", real)
     run_pass(EXP, out=tmp_path, progress=False, subject=six_blocks, saes=saes, plan="passes", passes=3, resume=True)
+    assert not spool.exists()
     assert not (tmp_path / "checkpoint.pt").exists()
     same_artefacts(EXP, reference["float64"], tmp_path)
 
@@ -242,3 +251,86 @@ def test_bad_passes_are_one_line_before_the_model_loads(args, message, tmp_path,
     assert main(["collect", "--experiment", "smoke", "--quiet", "--out", str(tmp_path), *args]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: {message}") and err.count("\n") == 1
+
+
+def test_done_pairs_are_spooled_not_held_and_the_spool_is_gone_after(six_blocks, saes, reference, tmp_path,
+                                                                    monkeypatch):
+    """3 passes: at the end of each pass its 2 pairs' derived arrays are on disk (compact counts,
+    float32 r: at most 24 x 24 x (4 + 4) bytes and a header each) and the host keeps no
+    full-width array of a done pair; the writer spools nothing more and removes the spool."""
+    from helpers.stats.spool import SPOOL_DIR, PairSpool
+
+    seen, adds = [], []
+    real_end, real_add = collect.PassState.end_pass, PairSpool.add
+
+    def end_spy(state):
+        real_end(state)
+        files = sorted((tmp_path / SPOOL_DIR).glob("*.npy"))
+        held = [a for rec in state.done_pairs.values() for a in rec["sums"]]
+        seen.append({"pairs": sorted(state.done_pairs), "files": [f.name for f in files],
+                     "bytes": sum(f.stat().st_size for f in files), "held": {a.shape for a in held},
+                     "pairs held": [i for i, p in enumerate(state.pairs) if p is not None]})
+
+    def add_spy(spool, i, result, *args):
+        adds.append((i, result["count"].shape, len(seen)))
+        real_add(spool, i, result, *args)
+        assert result == {"count": None, "sum_xy": None}  # the full-width arrays are dropped
+
+    monkeypatch.setattr(collect.PassState, "end_pass", end_spy)
+    monkeypatch.setattr(PairSpool, "add", add_spy)
+    run_pass(EXP, out=tmp_path, progress=False, subject=six_blocks, saes=saes, plan="passes", passes=3)
+    header = 128  # an .npy header
+    for j, s in enumerate(seen):
+        done = list(range(2 * j + 2))
+        assert s["pairs"] == done and s["pairs held"] == []
+        assert s["files"] == sorted(f"{k}_{i}.npy" for i in done for k in ("count", "r"))
+        assert s["bytes"] <= len(done) * (24 * 24 * (4 + 4) + 2 * header)
+        assert s["held"] == {(24,)}  # a done pair keeps only its sites' feature sums (its r's inputs)
+    # each pair spooled once, at the end of its pass (none at write time)
+    assert adds == [(i, (24, 24), i // 2) for i in range(6)]
+    assert not (tmp_path / SPOOL_DIR).exists()
+    same_artefacts(EXP, reference["float64"], tmp_path)
+
+
+@pytest.mark.parametrize("passes", [None, 3])
+def test_a_stale_spool_of_a_killed_run_is_not_in_the_artefacts(six_blocks, saes, reference, tmp_path, passes):
+    from helpers.stats.spool import SPOOL_DIR
+
+    stale = tmp_path / SPOOL_DIR
+    stale.mkdir(parents=True)
+    for i in range(6):  # whole files of the right shapes and dtypes, other numbers
+        np.save(stale / f"count_{i}.npy", np.full((24, 24), 7, dtype=np.uint8))
+        np.save(stale / f"r_{i}.npy", np.full((24, 24), 0.5, dtype=np.float32))
+    (stale / ".count_0.npy.x.npy").write_bytes(b"half a file")  # a write killed half way
+    kw = dict(plan="passes", passes=passes) if passes else {}
+    run_pass(EXP, out=tmp_path, progress=False, subject=six_blocks, saes=saes, **kw)
+    assert not stale.exists()
+    same_artefacts(EXP, reference["float64"], tmp_path)
+
+
+def test_resume_with_a_spooled_pair_missing_is_one_line(six_blocks, saes, tmp_path, monkeypatch, capsys):
+    from helpers.stats.spool import SPOOL_DIR
+
+    real = collect.encode_batch
+
+    def crashing(subject, saes_, exp_, batch, index, floors=None, sites=None, **kw):
+        if sites is not None and tuple(sites) == SITES[2:5] and index == 3:  # the second pass
+            raise Crash
+        return real(subject, saes_, exp_, batch, index, floors, sites, **kw)
+
+    monkeypatch.setattr(collect, "encode_batch", crashing)
+    with pytest.raises(Crash):
+        run_pass(EXP, out=tmp_path, progress=False, subject=six_blocks, saes=saes, plan="passes", passes=3,
+                 checkpoint_tokens=100)
+    monkeypatch.setattr(collect, "encode_batch", real)
+    spool = tmp_path / SPOOL_DIR
+    assert sorted(f.name for f in spool.glob("*.npy")) == ["count_0.npy", "count_1.npy", "r_0.npy", "r_1.npy"]
+    np.save(spool / "r_1.npy", np.zeros((24, 23), dtype=np.float32))  # another shape
+    with pytest.raises(ConfigError, match=r"^--resume: the spooled results of pair 1 \(.*r_1.npy\) are missing or "
+                                          r"do not match the checkpoint: run without --resume$"):
+        run_pass(EXP, out=tmp_path, progress=False, subject=six_blocks, saes=saes, plan="passes", passes=3,
+                 resume=True)
+    (spool / "count_0.npy").unlink()
+    with pytest.raises(ConfigError, match=r"spooled results of pair 0 .*run without --resume$"):
+        run_pass(EXP, out=tmp_path, progress=False, subject=six_blocks, saes=saes, plan="passes", passes=3,
+                 resume=True)
