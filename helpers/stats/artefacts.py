@@ -93,7 +93,7 @@ def write_artefacts(state: PassState, exp: Experiment, out: Path, seconds: float
     ``metadata.json`` is written.
     """
     from .collect import STREAM_FIX
-    from .spool import PairSpool
+    from .spool import PairSpool, pair_sums
 
     if state.spool is None:  # a state not made by run_pass: spool here, from a clean folder
         state.spool = PairSpool(out)
@@ -113,8 +113,7 @@ def write_artefacts(state: PassState, exp: Experiment, out: Path, seconds: float
     )
     state.spool_pairs()  # those not spooled yet, one pair at a time
     for i in range(len(pairs)):  # every r from exactly the feature sums of its sites' owners
-        spool.check_sums(i, n, (feats["sum"][i], feats["sum_sq"][i], feats["sum"][i + 1], feats["sum_sq"][i + 1]),
-                         STREAM_FIX)
+        spool.check_sums(i, n, pair_sums(feats, i), STREAM_FIX)
     counts = {f"count_{i}": spool.load("count", i) for i in range(len(pairs))}
     atomic_save_npz(
         out / "pair_coactivation.npz",

@@ -89,13 +89,15 @@ from .accumulators import (ActivationHistogram, CoactivationGraph, FeatureStats,
                            SparseActs, TopExamples)
 from .codes import CODES_DIR, CodeWriter, discard_codes
 from .artefacts import METADATA, STAT_FIELDS, write_artefacts
-from .spool import PairSpool
+from .spool import PairSpool, pair_sums
 from .distributed import Dist
 from .memory import Precision, check_plan_arguments, choose_plan, describe_plan, group_sites, pass_groups
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint{rank}.pt"
+#: the per-feature arrays of ``FeatureStats.result()`` that an owner hands on for its sites
+FEATURE_SUMS = ("fired", "max", "sum", "sum_sq")
 #: the way out when a later pass over the pairs does not see the stream the first one saw
 STREAM_FIX = (": rerun the pass from the start (delete the checkpoint, no --resume), with the corpus and SAEs "
               "left unchanged")
@@ -146,7 +148,8 @@ class PassState:
         self.encoded = tuple(exp.sites[i] for i in encoded)
         self.owned = tuple(exp.sites[i] for i in owned)
         self._first = encoded[0] if encoded else 0  # global index of the first encoded site
-        self._own_rows = [i - self._first for i in owned]  # owned sites among the encoded
+        # the owned sites' rows among the encoded (they are consecutive, and last)
+        self._own_rows = slice(owned[0] - self._first, owned[-1] + 1 - self._first) if owned else slice(0, 0)
         self.own_pairs = set(self.groups[group])
         self.features = FeatureStats(self.encoded, f, dev)
         self.histograms = ActivationHistogram(self.owned, f, dev)
@@ -183,9 +186,7 @@ class PassState:
         feats = self.features.result()
         for i, p in enumerate(self.pairs):
             if p is not None:
-                a = i - self._first
-                self.spool.add(i, p.result(), feats["n_tokens"], feats["sum"][a], feats["sum_sq"][a],
-                               feats["sum"][a + 1], feats["sum_sq"][a + 1])
+                self.spool.add(i, p.result(), feats["n_tokens"], pair_sums(feats, i - self._first))
                 self.pairs[i] = None
         self.done_pairs = self.spool.records
         self.features = self.histograms = self.top = self.graph = None
@@ -237,7 +238,7 @@ class PassState:
         # pair-parallel and several passes: every group sees every token, its counts are global
         fired = dist.all_reduce(self.features.fired.clone()) if data_parallel else self.features.fired
         thr_dead = torch.tensor(self.exp.dead_thresholds, device=fired.device)
-        own = fired[self._own_rows[0]:self._own_rows[-1] + 1] if self._own_rows else fired[:0]
+        own = fired[self._own_rows]
         self.dead.append((own.unsqueeze(0) <= thr_dead.view(-1, 1, 1)).sum(-1).cpu())
         alive = (fired > 0).sum(1).cpu()  # the encoded sites
         f2 = self.n_features**2
@@ -316,14 +317,12 @@ class PassState:
         """The per-site results of the sites this group owns (host arrays): feature statistics,
         dead-feature curves, top examples, histogram counts, the graph's edges (global site index)."""
         feats = self.features.result()
-        rows = slice(self._own_rows[0], self._own_rows[-1] + 1) if self._own_rows else slice(0, 0)
         owned = self.layout[self.group][1]
-        graph = self.graph.result(feats["sum_sq"][rows])
+        graph = self.graph.result(feats["sum_sq"][self._own_rows])
         if owned:
             graph["edge_site"] = (graph["edge_site"].astype(np.int64) + owned[0]).astype(np.int16)
         return {
-            "sites": owned, "n_tokens": feats["n_tokens"],
-            **{key: feats[key][rows] for key in ("fired", "max", "sum", "sum_sq")},
+            "sites": owned, **self._owned_features(feats),
             "encoded_fired": feats["fired"],  # every encoded site's counts (the check between passes)
             "dead": torch.stack(self.dead).numpy(),  # [n_steps, n_thr, owned sites]
             "top": self.top.result(), "histograms": self.histograms.result(), "graph": graph,
@@ -346,7 +345,7 @@ class PassState:
             raise AssertionError(f"the groups counted different tokens {sorted(tokens)}")
         cat = lambda key, sub=None, axis=0: np.concatenate(  # noqa: E731
             [(p[sub] if sub else p)[key] for p in parts], axis=axis)
-        feats = {"n_tokens": tokens.pop(), **{k: cat(k) for k in ("fired", "max", "sum", "sum_sq")}}
+        feats = {"n_tokens": tokens.pop(), **{k: cat(k) for k in FEATURE_SUMS}}
         top = {k: cat(k, "top") for k in parts[0]["top"]}
         hist = {"counts": cat("counts", "histograms"), "edges": parts[0]["histograms"]["edges"]}
         graph = {k: cat(k, "graph") for k in parts[0]["graph"]}
@@ -357,18 +356,18 @@ class PassState:
         stitched from their owners as in :meth:`results_of_sites`."""
         parts = dict(self.site_results)
         if len(parts) < len(self.groups):  # the writer's own, from its feature statistics alone
-            feats = self.features.result()
-            rows = slice(self._own_rows[0], self._own_rows[-1] + 1) if self._own_rows else slice(0, 0)
-            parts[self.group] = {"n_tokens": feats["n_tokens"],
-                                 **{k: feats[k][rows] for k in ("fired", "max", "sum", "sum_sq")}}
+            parts[self.group] = self._owned_features(self.features.result())
         parts = [parts[g] for g in range(len(self.groups))]
         return {"n_tokens": parts[0]["n_tokens"],
-                **{k: np.concatenate([p[k] for p in parts]) for k in ("fired", "max", "sum", "sum_sq")}}
+                **{k: np.concatenate([p[k] for p in parts]) for k in FEATURE_SUMS}}
+
+    def _owned_features(self, feats: dict[str, Any]) -> dict[str, Any]:
+        """``FeatureStats.result()`` of the encoded sites, cut to the sites this group owns."""
+        return {"n_tokens": feats["n_tokens"], **{k: feats[k][self._own_rows] for k in FEATURE_SUMS}}
 
     def spool_pair(self, i: int, result: dict, feats: dict[str, Any]) -> None:
         """Spool pair ``i``'s derived arrays from its full ``result`` (consumed) and the stitched ``feats``."""
-        self.spool.add(i, result, feats["n_tokens"], feats["sum"][i], feats["sum_sq"][i], feats["sum"][i + 1],
-                       feats["sum_sq"][i + 1])
+        self.spool.add(i, result, feats["n_tokens"], pair_sums(feats, i))
 
     def spool_pairs(self) -> None:
         """The writer: spool every pair not spooled yet (one process or data-parallel: all of them,

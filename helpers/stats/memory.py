@@ -285,6 +285,11 @@ def describe_plan(mode: str, n_pairs: int, world: int = 1, passes: int = 1) -> s
     return f"one process, one pass, all {n_pairs} pairs"
 
 
+def _too_many_processes(n_pairs: int) -> str:
+    return (f"the pair-parallel plan gives each process at least one of the {n_pairs} adjacent pairs: "
+            f"run at most {n_pairs} processes")
+
+
 def check_plan_arguments(exp: Experiment, world: int, plan: str, passes: int | None) -> None:
     """Refuse, before anything heavy loads, a plan the processes cannot run."""
     if plan not in PLANS:
@@ -298,8 +303,7 @@ def check_plan_arguments(exp: Experiment, world: int, plan: str, passes: int | N
         pass_groups(len(exp.site_pairs), passes)  # in range
     n_pairs = len(exp.site_pairs)
     if plan == "pairs" and world > n_pairs:
-        raise ConfigError(f"the pair-parallel plan gives each process at least one of the {n_pairs} adjacent "
-                          f"pairs: run at most {n_pairs} processes (--nproc-per-node), or --plan data")
+        raise ConfigError(f"{_too_many_processes(n_pairs)} (--nproc-per-node), or --plan data")
     if world > 1 and (plan == "passes" or passes is not None):
         raise ConfigError("several passes over the pairs run in one process: under torchrun use "
                           "--plan pairs (each rank holds some of the pairs)")
@@ -346,8 +350,7 @@ def choose_plan(exp: Experiment, n_features: int, n_model_params: int, device: t
         first_error = None
     if world > 1:
         if world > n_pairs:
-            raise ConfigError(f"{first_error}; the pair-parallel plan gives each process at least one of the "
-                              f"{n_pairs} adjacent pairs: run at most {n_pairs} processes") from None
+            raise ConfigError(f"{first_error}; {_too_many_processes(n_pairs)}") from None
         held = -(-n_pairs // world)
         precision, _ = plan_precision(exp, n_features, n_model_params, device, world, pairs_held=held,
                                       plan=describe_plan("pairs", n_pairs, world), **kw)

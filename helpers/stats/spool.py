@@ -29,6 +29,13 @@ from ..io import atomic_path
 SPOOL_DIR = ".pair_spool"
 
 
+def pair_sums(feats: dict[str, Any], a: int) -> "tuple[np.ndarray, ...]":
+    """``(sum_a, sum_sq_a, sum_b, sum_sq_b)``: the feature sums, in ``feats``
+    (``FeatureStats.result()``), of the pair whose first site is row ``a`` and second row ``a + 1``
+    (what Pearson r of the pair is computed from)."""
+    return feats["sum"][a], feats["sum_sq"][a], feats["sum"][a + 1], feats["sum_sq"][a + 1]
+
+
 class PairSpool:
     """The derived arrays of the pairs whose results are final, on disk in ``out/.pair_spool``.
 
@@ -49,20 +56,18 @@ class PairSpool:
     def file(self, key: str, i: int) -> Path:
         return self.folder / f"{key}_{i}.npy"
 
-    def add(self, i: int, result: dict[str, np.ndarray], n: int, sum_a: np.ndarray, sum_sq_a: np.ndarray,
-            sum_b: np.ndarray, sum_sq_b: np.ndarray) -> None:
+    def add(self, i: int, result: dict[str, np.ndarray], n: int, sums: "tuple[np.ndarray, ...]") -> None:
         """Spool pair ``i`` from its full result (``count``, ``sum_xy``; consumed: ``None`` after)
-        and the feature sums of its two sites over ``n`` tokens."""
+        and the feature sums of its two sites over ``n`` tokens (:func:`pair_sums`)."""
         from .artefacts import _pearson32, smallest_uint
 
         self.folder.mkdir(parents=True, exist_ok=True)
-        record: dict[str, Any] = {"n": int(n), "sums": [np.array(x, dtype=np.float64, copy=True)
-                                                     for x in (sum_a, sum_sq_a, sum_b, sum_sq_b)]}
+        record: dict[str, Any] = {"n": int(n), "sums": [np.array(x, dtype=np.float64, copy=True) for x in sums]}
         count = smallest_uint(result["count"])
         result["count"] = None
         record["count"] = self._save("count", i, count)
         del count
-        r = _pearson32(n, sum_a, sum_sq_a, sum_b, sum_sq_b, result["sum_xy"])
+        r = _pearson32(n, *sums, result["sum_xy"])
         result["sum_xy"] = None
         record["r"] = self._save("r", i, r)
         del r

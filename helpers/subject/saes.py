@@ -198,7 +198,8 @@ def load_saes(exp: Experiment, device: torch.device | str = "cpu",
     against the model."""
     from sae_lens import SAE
 
-    wanted = exp.sites if sites is None else tuple(s for s in exp.sites if s in set(sites))
+    chosen = None if sites is None else set(sites)
+    wanted = exp.sites if chosen is None else tuple(s for s in exp.sites if s in chosen)
     saes: dict[str, Any] = {}
     if exp.sae_source == "trained":
         base = sae_dir(exp.name)
