@@ -72,12 +72,16 @@ class ExplorerResult:
                 f"({self.features / max(self.seconds_build, 1e-9) * 60:,.0f} features/min)")
 
 
+def _base64(a: np.ndarray, width: int) -> str:
+    """Non-negative integers as ``width`` characters of :data:`ID_CHARS` each, most significant first."""
+    lut = np.frombuffer(ID_CHARS.encode(), np.uint8)
+    digits = np.stack([(a >> (6 * (width - 1 - j))) & 63 for j in range(width)], 1)
+    return lut[digits.ravel()].tobytes().decode("ascii")
+
+
 def encode_ids(ids: np.ndarray) -> str:
     """Token ids as 3 characters each (base 64, most significant first)."""
-    ids = np.asarray(ids, dtype=np.int64)
-    lut = np.frombuffer(ID_CHARS.encode(), np.uint8)
-    digits = np.stack([(ids >> 12) & 63, (ids >> 6) & 63, ids & 63], 1)
-    return lut[digits.ravel()].tobytes().decode("ascii")
+    return _base64(np.asarray(ids, dtype=np.int64).ravel(), 3)
 
 
 def pack_ints(a) -> dict:
@@ -92,9 +96,7 @@ def pack_ints(a) -> dict:
     width = 1
     while top >= 64**width:
         width += 1
-    lut = np.frombuffer(ID_CHARS.encode(), np.uint8)
-    digits = np.stack([(a >> (6 * (width - 1 - j))) & 63 for j in range(width)], 1)
-    return {"width": width, "chars": lut[digits.ravel()].tobytes().decode("ascii")}
+    return {"width": width, "chars": _base64(a, width)}
 
 
 def unpack_ints(packed: dict) -> np.ndarray:
