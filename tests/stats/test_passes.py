@@ -197,21 +197,30 @@ class Crash(Exception):
     pass
 
 
-def test_crash_in_a_later_pass_then_resume_equals_one_pass(six_blocks, saes, reference, tmp_path, monkeypatch):
+def crash_in_three_passes(monkeypatch, out, subject, saes, pass_sites, crash):
+    """Run 3 passes over the pairs with checkpoints every 100 tokens, and crash in the pass that encodes
+    ``pass_sites`` at its first batch where ``crash(batches of that pass so far, batch index)`` holds;
+    the real ``encode_batch`` is back afterwards."""
     real = collect.encode_batch
-    calls = {"third": 0}
+    calls = [0]
 
-    def crashing(subject, saes_, exp_, batch, index, floors=None, sites=None, **kw):
-        if sites is not None and tuple(sites) == SITES[4:]:  # the third pass (pairs 4 and 5)
-            calls["third"] += 1
-            if calls["third"] == 3:  # half way through its 5 batches
+    def crashing(subject_, saes_, exp_, batch, index, floors=None, sites=None, **kw):
+        if sites is not None and tuple(sites) == pass_sites:
+            calls[0] += 1
+            if crash(calls[0], index):
                 raise Crash
-        return real(subject, saes_, exp_, batch, index, floors, sites, **kw)
+        return real(subject_, saes_, exp_, batch, index, floors, sites, **kw)
 
     monkeypatch.setattr(collect, "encode_batch", crashing)
     with pytest.raises(Crash):
-        run_pass(EXP, out=tmp_path, progress=False, subject=six_blocks, saes=saes, plan="passes", passes=3,
+        run_pass(EXP, out=out, progress=False, subject=subject, saes=saes, plan="passes", passes=3,
                  checkpoint_tokens=100)
+    monkeypatch.setattr(collect, "encode_batch", real)
+
+
+def test_crash_in_a_later_pass_then_resume_equals_one_pass(six_blocks, saes, reference, tmp_path, monkeypatch):
+    # the third pass (pairs 4 and 5), half way through its 5 batches
+    crash_in_three_passes(monkeypatch, tmp_path, six_blocks, saes, SITES[4:], lambda calls, index: calls == 3)
     saved = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
     assert saved["state"]["pass_index"] == 2 and set(saved["state"]["done_pairs"]) == {0, 1, 2, 3}
     # the finished passes' per-site results; the third pass's accumulators hold only its sites
@@ -232,7 +241,6 @@ def test_crash_in_a_later_pass_then_resume_equals_one_pass(six_blocks, saes, ref
     spooled = sorted(f"{k}_{i}.npy" for i in range(4) for k in ("count", "r"))
     assert sorted(f.name for f in spool.glob("*.npy")) == spooled
     np.save(spool / "count_4.npy", np.full((24, 24), 7, dtype=np.uint8))
-    monkeypatch.setattr(collect, "encode_batch", real)
     run_pass(EXP, out=tmp_path, progress=False, subject=six_blocks, saes=saes, plan="passes", passes=3, resume=True)
     assert not spool.exists()
     assert not (tmp_path / "checkpoint.pt").exists()
@@ -311,18 +319,8 @@ def test_a_stale_spool_of_a_killed_run_is_not_in_the_artefacts(six_blocks, saes,
 def test_resume_with_a_spooled_pair_missing_is_one_line(six_blocks, saes, tmp_path, monkeypatch, capsys):
     from helpers.stats.spool import SPOOL_DIR
 
-    real = collect.encode_batch
-
-    def crashing(subject, saes_, exp_, batch, index, floors=None, sites=None, **kw):
-        if sites is not None and tuple(sites) == SITES[2:5] and index == 3:  # the second pass
-            raise Crash
-        return real(subject, saes_, exp_, batch, index, floors, sites, **kw)
-
-    monkeypatch.setattr(collect, "encode_batch", crashing)
-    with pytest.raises(Crash):
-        run_pass(EXP, out=tmp_path, progress=False, subject=six_blocks, saes=saes, plan="passes", passes=3,
-                 checkpoint_tokens=100)
-    monkeypatch.setattr(collect, "encode_batch", real)
+    # the second pass, at batch 3
+    crash_in_three_passes(monkeypatch, tmp_path, six_blocks, saes, SITES[2:5], lambda calls, index: index == 3)
     spool = tmp_path / SPOOL_DIR
     assert sorted(f.name for f in spool.glob("*.npy")) == ["count_0.npy", "count_1.npy", "r_0.npy", "r_1.npy"]
     np.save(spool / "r_1.npy", np.zeros((24, 23), dtype=np.float32))  # another shape
