@@ -14,7 +14,7 @@ import sys
 from typing import Sequence
 
 from .errors import ConfigError, SaeEvolutionError
-from .experiment import EXPERIMENT_ENV, PRESETS, get_experiment
+from .experiment import DEFAULT_EXPERIMENT, EXPERIMENT_ENV, PRESETS, get_experiment
 
 
 def _experiment_arg(parser: argparse.ArgumentParser) -> None:
@@ -22,7 +22,7 @@ def _experiment_arg(parser: argparse.ArgumentParser) -> None:
         "--experiment",
         "-e",
         default=None,
-        help=f"preset: one of {sorted(PRESETS)} (default: ${EXPERIMENT_ENV} or 'offline')",
+        help=f"preset: one of {sorted(PRESETS)} (default: ${EXPERIMENT_ENV} or '{DEFAULT_EXPERIMENT}')",
     )
     parser.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N")
     parser.add_argument(
@@ -134,7 +134,9 @@ def parse_overrides(items: Sequence[str]) -> dict:
             value = json.loads(raw)
         except json.JSONDecodeError:
             value = raw
-        if (hints[key] is str or str in typing.get_args(hints[key])) and not isinstance(value, str) and value is not None:
+        text_field = hints[key] is str or (typing.get_origin(hints[key]) is not tuple
+                                           and str in typing.get_args(hints[key]))
+        if text_field and not isinstance(value, str) and value is not None:
             value = raw  # a text field keeps what was typed: --set name=2024
         out[key] = tuple(value) if isinstance(value, list) else value
     return out

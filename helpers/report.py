@@ -71,10 +71,17 @@ def format_info(info: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+#: what the project asks of its trained SAEs at every site
+FVU_TARGET = 0.25
+LOSS_RECOVERED_TARGET = 85.0
+
+
 def format_quality(report: dict[str, dict[str, float]]) -> str:
-    rows = [f"{'site':<28} {'FVU':>7} {'L0':>7} {'dead':>7}"]
+    causal = all("loss_recovered" in q for q in report.values())
+    rows = [f"{'site':<28} {'FVU':>7} {'L0':>7} {'dead':>7}" + (f" {'loss rec.':>10}" if causal else "")]
     for site, q in report.items():
-        rows.append(f"{site:<28} {q['fvu']:>7.3f} {q['l0']:>7.1f} {q['dead_fraction']:>7.1%}")
+        rows.append(f"{site:<28} {q['fvu']:>7.3f} {q['l0']:>7.1f} {q['dead_fraction']:>7.1%}"
+                    + (f" {q['loss_recovered']:>9.1f}%" if causal else ""))
     return "\n".join(rows)
 
 
@@ -84,13 +91,35 @@ def format_training(result) -> str:
 
 
 def quality_table(report: dict[str, dict[str, float]]):
-    """The per-site SAE quality report as a pandas DataFrame (one row per site)."""
+    """The per-site SAE quality report as a pandas DataFrame (one row per site): FVU, L0, dead and
+    dense features (%), and for causal LMs the loss recovered (%) with the three losses."""
     import pandas as pd
 
     df = pd.DataFrame.from_dict(report, orient="index")
     df.index.name = "site"
     df["dead_%"] = 100 * df.pop("dead_fraction")
-    return df[["fvu", "l0", "dead_%", "n_tokens", "train_tokens"]]
+    columns = ["fvu", "l0", "dead_%"]
+    if "dense_fraction" in df:
+        df["dense_%"] = 100 * df.pop("dense_fraction")
+        columns.append("dense_%")
+    if "loss_recovered" in df:
+        df = df.rename(columns={"loss_recovered": "loss_recovered_%"})
+        columns += ["loss_recovered_%", "ce_clean", "ce_spliced", "ce_zero"]
+    return df[columns + ["n_tokens", "train_tokens"]]
+
+
+def missed_targets(report: dict[str, dict[str, float]]) -> list[str]:
+    """One line per site whose SAE misses FVU <= 0.25 or (causal LMs) loss recovered >= 85%."""
+    lines = []
+    for site, q in report.items():
+        misses = []
+        if q["fvu"] > FVU_TARGET:
+            misses.append(f"FVU {q['fvu']:.3f} > {FVU_TARGET}")
+        if q.get("loss_recovered", LOSS_RECOVERED_TARGET) < LOSS_RECOVERED_TARGET:
+            misses.append(f"loss recovered {q['loss_recovered']:.1f}% < {LOSS_RECOVERED_TARGET:.0f}%")
+        if misses:
+            lines.append(f"{site}: " + ", ".join(misses))
+    return lines
 
 
 def format_pass(res) -> str:

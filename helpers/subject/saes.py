@@ -56,8 +56,12 @@ SAE_FIELDS = (
     "seed",
     "center_residual",
     "prepend_bos",
+    "sae_seed_per_site",
+    "sae_save_dtype",
 )
 REPORT_FILE = "training_report.json"
+#: a feature firing on more than this share of tokens counts as dense
+DENSE_FREQUENCY = 0.1
 #: tokens without firing after which training treats a feature as dead (TopK aux loss)
 DEAD_WINDOW_TOKENS = 40_000
 
@@ -304,14 +308,15 @@ def encode(sae, x: torch.Tensor) -> torch.Tensor:
 # --------------------------------------------------------------------------- quality
 @torch.no_grad()
 def sae_quality(sae, acts: torch.Tensor, chunk: int = 4096) -> dict[str, float]:
-    """FVU, L0 and dead fraction of ``sae`` on activations ``[n_tokens, d_in]``."""
+    """FVU, L0, and the dead and dense fractions of ``sae`` on activations ``[n_tokens, d_in]``
+    (dense: firing on more than :data:`DENSE_FREQUENCY` of the tokens)."""
     if acts.ndim != 2 or acts.shape[0] == 0:
         raise ConfigError(f"need activations [n_tokens > 0, d_in], got shape {tuple(acts.shape)}")
     device = sae.W_enc.device
     mean = acts.double().mean(0).to(device)
     sse = sst = 0.0
     l0 = 0
-    fired = torch.zeros(sae.cfg.d_sae, dtype=torch.bool, device=device)
+    fires = torch.zeros(sae.cfg.d_sae, dtype=torch.long, device=device)
     for start in range(0, acts.shape[0], chunk):
         x = acts[start : start + chunk].to(device=device, dtype=sae.W_enc.dtype)
         f = sae.encode(x)
@@ -320,12 +325,13 @@ def sae_quality(sae, acts: torch.Tensor, chunk: int = 4096) -> dict[str, float]:
         sst += float(((x.double() - mean) ** 2).sum())
         active = f > 0
         l0 += int(active.sum())
-        fired |= active.any(0)
+        fires += active.sum(0)
     n = acts.shape[0]
     return {
         "fvu": sse / sst,
         "l0": l0 / n,
-        "dead_fraction": float((~fired).float().mean()),
+        "dead_fraction": float((fires == 0).float().mean()),
+        "dense_fraction": float((fires > DENSE_FREQUENCY * n).float().mean()),
         "n_tokens": n,
     }
 
@@ -337,22 +343,40 @@ def collect_activations(
     exp: Experiment,
     n_tokens: int,
     progress: bool = True,
-) -> dict[str, torch.Tensor]:
-    """``{site: [n, d_model]}`` float32 on the CPU for the first ``n_tokens`` tokens of the corpus."""
+    keep_batches_from: int | None = None,
+):
+    """``{site: [n, d_model]}`` float32 on the CPU for the first ``n_tokens`` tokens of the corpus.
+
+    With ``keep_batches_from``, returns ``(acts, batches)``: also the token batches that lie wholly
+    at or after that token (the held-out tail, for the loss recovered).
+    """
     docs = load_corpus(exp.corpus, exp.max_documents)
     batches = iter_token_batches(
         docs, subject.tokenizer, subject.special_tokens, exp.context_length, exp.batch_size, n_tokens
     )
-    parts: dict[str, list[torch.Tensor]] = {s: [] for s in exp.sites}
+    # filled in place: one copy of the activations in memory, not a list and its concatenation
+    out = {s: torch.empty(n_tokens, exp.model_spec.d_model) for s in exp.sites}
+    kept = []
     seen = 0
     with tqdm(total=n_tokens, desc="activations", unit="tok", disable=not progress) as bar:
         for batch in batches:
             acts = capture_residuals(subject, batch.input_ids, batch.attention_mask, exp.sites)
             for site, a in flatten_tokens(acts, batch.token_mask).items():
-                parts[site].append(a.float().cpu())
+                out[site][seen : seen + a.shape[0]] = a.float().cpu()
+            if keep_batches_from is not None and seen >= keep_batches_from:
+                kept.append(batch)
             seen += batch.n_tokens
             bar.update(batch.n_tokens)
-    return {s: torch.cat(p) for s, p in parts.items()}
+    acts = {s: a[:seen] for s, a in out.items()}
+    return acts if keep_batches_from is None else (acts, kept)
+
+
+def site_seed(seed: int, site: str) -> int:
+    """The seed of one site's SAE, derived from the experiment's seed and the site's name, so that
+    no two sites start from the same random matrices."""
+    import hashlib
+
+    return int.from_bytes(hashlib.sha256(f"{seed}:{site}".encode()).digest()[:4], "little") & 0x7FFFFFFF
 
 
 def _shuffled_batches(acts: torch.Tensor, batch: int, seed: int, device) -> Iterator[torch.Tensor]:
@@ -365,22 +389,12 @@ def _shuffled_batches(acts: torch.Tensor, batch: int, seed: int, device) -> Iter
             yield acts[perm[start : start + batch]].to(device)
 
 
-def train_sae(
-    acts: torch.Tensor,
-    exp: Experiment,
-    site: str,
-    device: torch.device | str = "cpu",
-    progress: bool = True,
-):
-    """Train one TopK SAE on ``acts`` ``[n, d_model]`` with ``sae_lens.SAETrainer``."""
-    from sae_lens import SAETrainer, TopKTrainingSAE, TopKTrainingSAEConfig
-    from sae_lens.config import SAETrainerConfig
+def initial_sae(exp: Experiment, site: str, d_in: int, device: torch.device | str = "cpu"):
+    """The untrained TopK SAE of ``site`` and its seed (its own per site, see :func:`site_seed`)."""
+    from sae_lens import TopKTrainingSAE, TopKTrainingSAEConfig
 
-    n, d_in = acts.shape
-    batch = min(exp.sae_train_batch, n)
-    if n < batch or n == 0:
-        raise ConfigError(f"only {n} training tokens for site {site!r}: raise sae_train_tokens")
-    torch.manual_seed(exp.seed)
+    seed = site_seed(exp.seed, site) if exp.sae_seed_per_site else exp.seed
+    torch.manual_seed(seed)
     cfg = TopKTrainingSAEConfig(
         d_in=d_in,
         d_sae=exp.sae_width,
@@ -390,7 +404,25 @@ def train_sae(
     )
     cfg.metadata.model_name = exp.model_spec.source
     cfg.metadata.hook_name = site
-    sae = TopKTrainingSAE(cfg)
+    return TopKTrainingSAE(cfg), seed
+
+
+def train_sae(
+    acts: torch.Tensor,
+    exp: Experiment,
+    site: str,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+):
+    """Train one TopK SAE on ``acts`` ``[n, d_model]`` with ``sae_lens.SAETrainer``."""
+    from sae_lens import SAETrainer
+    from sae_lens.config import SAETrainerConfig
+
+    n, d_in = acts.shape
+    batch = min(exp.sae_train_batch, n)
+    if n < batch or n == 0:
+        raise ConfigError(f"only {n} training tokens for site {site!r}: raise sae_train_tokens")
+    sae, seed = initial_sae(exp, site, d_in, device)
     steps = max(1, (n // batch) * exp.sae_epochs)
     trainer_cfg = SAETrainerConfig(
         total_training_samples=steps * batch,
@@ -407,7 +439,7 @@ def train_sae(
         dead_feature_window=max(1, DEAD_WINDOW_TOKENS // batch),
         feature_sampling_window=max(1, DEAD_WINDOW_TOKENS // batch),
     )
-    provider = _shuffled_batches(acts, batch, exp.seed, device)
+    provider = _shuffled_batches(acts, batch, seed, device)
     import contextlib
     import io as _io
 
@@ -449,29 +481,63 @@ def train_saes(
     subject = subject or load_subject(exp)
     total = exp.sae_train_tokens + exp.sae_heldout_tokens
     t0 = time.perf_counter()
-    acts = collect_activations(subject, exp, total, progress=progress)
+    acts, tail = collect_activations(subject, exp, total, progress=progress,
+                                     keep_batches_from=exp.sae_train_tokens)
     n = next(iter(acts.values())).shape[0]
     if n < total:
         log.warning("the corpus holds %d tokens, fewer than the %d asked for", n, total)
     n_heldout = min(exp.sae_heldout_tokens, n // 5)
     report: dict[str, dict[str, float]] = {}
+    saes = {}
+    from sae_lens import SAE
+
     with atomic_dir(base) as tmp:
         for site in tqdm(exp.sites, desc="SAEs", unit="site", disable=not progress):
             train, heldout = acts[site][: n - n_heldout], acts[site][n - n_heldout :]
             sae = train_sae(train, exp, site, device=subject.device, progress=progress)
             sae.save_inference_model(str(tmp / site))
-            from sae_lens import SAE
-
-            reloaded = SAE.load_from_disk(str(tmp / site), device=str(subject.device))
-            report[site] = sae_quality(reloaded, heldout)
+            if exp.sae_save_dtype != "float32":
+                store_weights_as(tmp / site, exp.sae_save_dtype)
+            saes[site] = SAE.load_from_disk(str(tmp / site), device=str(subject.device))
+            report[site] = sae_quality(saes[site], heldout)
             report[site]["train_tokens"] = int(train.shape[0])
             log.info("%s: %s", site, report[site])
+        del acts
+        if subject.spec.causal:
+            from .splice import loss_recovered
+
+            tail = _first_tokens(tail, exp.sae_ce_tokens)
+            for site, q in loss_recovered(subject, saes, tail).items():
+                report[site].update(q)
         exp.save(tmp)
         atomic_write_json(
             tmp / REPORT_FILE,
             {"preset": exp.name, "seconds": time.perf_counter() - t0, "sites": report},
         )
     return TrainingResult(exp.name, report, False)
+
+
+def _first_tokens(batches, n_tokens: int) -> list:
+    """The first batches holding about ``n_tokens`` counted tokens (at least one batch)."""
+    out, seen = [], 0
+    for batch in batches:
+        if out and seen >= n_tokens:
+            break
+        out.append(batch)
+        seen += batch.n_tokens
+    return out
+
+
+def store_weights_as(folder, dtype: str) -> None:
+    """Rewrite an SAE's weights in ``dtype`` (half the disk in float16); its config keeps float32,
+    so ``SAE.load_from_disk`` reads them back as float32."""
+    from pathlib import Path
+
+    from safetensors.torch import load_file, save_file
+
+    path = Path(folder) / "sae_weights.safetensors"
+    weights = load_file(str(path))
+    save_file({k: v.to(getattr(torch, dtype)).contiguous() for k, v in weights.items()}, str(path))
 
 
 def training_report(exp: Experiment) -> dict[str, Any]:

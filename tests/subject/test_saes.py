@@ -290,3 +290,24 @@ def test_feature_edits_move_the_stream_as_sae_lens_decode_does(gpt2_batch, tmp_p
             expected = sae.decode(edited) - sae.decode(sae.encode(x))  # decode reads encode's scale
             torch.testing.assert_close(delta, expected, rtol=1e-4, atol=1e-5)
             assert delta.abs().max() > 1e-3  # the edit does something
+
+
+def test_each_site_starts_from_its_own_seed():
+    """Two sites' untrained SAEs differ, and their decoders' top-1 cosine partners share the
+    feature index no more than chance would (1/F), as they did when every site used one seed."""
+    from helpers.experiment import PRESETS
+    from helpers.subject.saes import initial_sae, site_seed
+
+    exp = PRESETS["gemma"].replace(sae_width=512)
+    a, seed_a = initial_sae(exp, exp.sites[3], 640)
+    b, seed_b = initial_sae(exp, exp.sites[4], 640)
+    assert seed_a != seed_b and site_seed(exp.seed, exp.sites[3]) == seed_a
+    assert not torch.equal(a.W_dec, b.W_dec)
+    wa = torch.nn.functional.normalize(a.W_dec, dim=1)
+    wb = torch.nn.functional.normalize(b.W_dec, dim=1)
+    same_index = float(((wa @ wb.T).argmax(1) == torch.arange(512)).float().mean())
+    assert same_index < 0.01  # chance: 1/512; one shared seed gives 1.0
+    shared = exp.replace(sae_seed_per_site=False)
+    c, _ = initial_sae(shared, shared.sites[3], 640)
+    d, _ = initial_sae(shared, shared.sites[4], 640)
+    assert torch.equal(c.W_dec, d.W_dec)
