@@ -1,5 +1,6 @@
 """Command line: ``python -m helpers {info,train-saes,collect,partners,gates,matching,prepare,explorer,browser} --experiment PRESET|FILE``,
-``--release NAME [--layers A:B] [--width N]`` instead of a preset, and ``releases [--model TEXT]``.
+``--release NAME [--layers A:B] [--width N]`` instead of a preset, ``releases [--model TEXT]`` and
+``publish [--html DIR] [--remote NAME|URL]``.
 
 Errors the helpers raise on purpose are printed as one line (``error: ...``)
 with exit status 2, not as a traceback.
@@ -111,6 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
     _experiment_arg(bro)
     bro.add_argument("--out", default=None, help="output folder (default: book/_browser, copied into the book)")
     bro.add_argument("--k-edges", type=int, default=None, help="partners per feature, measure and direction (default 8)")
+    pub = sub.add_parser("publish", help="push the built book to a gh-pages branch with ghp-import (make publish)")
+    pub.add_argument("--html", default="book/_build/html", help="the built book (default: book/_build/html)")
+    pub.add_argument("--remote", default="origin", help="git remote name or URL to push to (default: origin)")
+    pub.add_argument("--branch", default="gh-pages", help="branch to write (default: gh-pages)")
+    pub.add_argument("--repo", default=".", help="the git repository whose branch is written (default: .)")
     return parser
 
 
@@ -184,6 +190,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not found:
                 raise ConfigError(f"no usable residual-stream release for a model matching {args.model!r}")
             print(format_releases(found))
+            return 0
+        if args.command == "publish":
+            from .publish import publish_book
+
+            print(publish_book(args.html, args.remote, args.branch, args.repo))
             return 0
         exp = build_experiment(args)
         if args.command == "info":

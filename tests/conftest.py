@@ -138,9 +138,11 @@ def tiny_llama_dir(tiny_tokenizer, tmp_path_factory):
 ARCHITECTURES = ("standard", "topk", "jumprelu", "gated")
 
 
-def make_random_arch_sae(architecture: str, d_in=64, d_sae=48, seed=0, k=6):
-    """A random sae_lens SAE of ``architecture`` (standard, topk, jumprelu, gated) with some
-    features that never fire, and JumpReLU thresholds that cut some positive pre-activations."""
+def make_random_arch_sae(architecture: str, d_in=64, d_sae=48, seed=0, k=6, **flags):
+    """A random sae_lens SAE of ``architecture`` (standard, topk, jumprelu, gated; also abstopk,
+    matching_pursuit and batchtopk, the last one sae_lens' training class) with some features
+    that never fire, and JumpReLU thresholds that cut some positive pre-activations. ``flags``
+    go to the config (e.g. ``rescale_acts_by_decoder_norm``, ``apply_b_dec_to_input``)."""
     import sae_lens
 
     torch.manual_seed(seed)
@@ -149,9 +151,12 @@ def make_random_arch_sae(architecture: str, d_in=64, d_sae=48, seed=0, k=6):
         "topk": (sae_lens.TopKSAE, sae_lens.TopKSAEConfig),
         "jumprelu": (sae_lens.JumpReLUSAE, sae_lens.JumpReLUSAEConfig),
         "gated": (sae_lens.GatedSAE, sae_lens.GatedSAEConfig),
+        "abstopk": (sae_lens.AbsTopKSAE, sae_lens.AbsTopKSAEConfig),
+        "matching_pursuit": (sae_lens.MatchingPursuitSAE, sae_lens.MatchingPursuitSAEConfig),
+        "batchtopk": (sae_lens.BatchTopKTrainingSAE, sae_lens.BatchTopKTrainingSAEConfig),
     }[architecture]
-    extra = {"k": k} if architecture == "topk" else {}
-    sae = cls(cfg(d_in=d_in, d_sae=d_sae, **extra))
+    extra = {"k": k} if architecture in ("topk", "abstopk", "batchtopk") else {}
+    sae = cls(cfg(d_in=d_in, d_sae=d_sae, **extra, **flags))
     with torch.no_grad():
         for name, p in sae.named_parameters():
             if name == "threshold":

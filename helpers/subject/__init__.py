@@ -2,7 +2,8 @@
 
 :mod:`.corpus` (documents and token batches with provenance), :mod:`.models`
 (nnsight-wrapped models), :mod:`.capture` (every site in one forward pass),
-:mod:`.saes` (load, encode, measure and train SAEs), :mod:`.releases` (sae_lens' registry of
+:mod:`.saes` (load, encode, measure and train SAEs), :mod:`.decode` (what a feature edit adds to
+the stream, as the SAE's own decode does), :mod:`.releases` (sae_lens' registry of
 pretrained SAEs, read offline), :mod:`.hub` (a model's config from the hub).
 """
 

@@ -17,7 +17,8 @@ token stream, never seen in training):
 Input normalisation (``normalize_activations`` of an SAE's config): features are always
 computed by ``sae.encode``, which applies sae_lens' run-time normalisations; what the helpers
 cannot reproduce is refused before the model loads (:func:`check_sae_configs`,
-:func:`check_normalization`); :func:`decoder_scale` carries a feature edit back to the stream.
+:func:`check_normalization`); :mod:`.decode` gives what a feature edit adds to the stream, as the
+SAE's own ``decode`` does, and :func:`check_saes` checks it on every SAE it is given.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .capture import capture_residuals, flatten_tokens
+from .decode import check_decode
 from .corpus import hub_offline, iter_token_batches, load_corpus
 from ..errors import ArtefactMismatchError, ConfigError, HubUnavailableError, MissingArtefactError
 from ..experiment import Experiment
@@ -86,26 +88,6 @@ LOADER_NORMALIZATION = {
     "deepseek_r1": "none", "goodfire": "none",
     "llama_scope": "expected_average_only_in", "llama_scope_r1_distill": "expected_average_only_in",
 }
-
-
-def decoder_scale(sae, x: torch.Tensor) -> torch.Tensor | None:
-    """The per-token factor ``[..., 1]`` by which sae_lens' ``decode`` carries a change of the SAE's
-    reconstruction back to the activations ``x`` ``[..., d_in]`` the SAE read; None where it is 1.
-
-    A run-time normalisation divides the input by a per-token scale and ``decode`` multiplies it
-    back (the mean that ``layer_norm`` adds back cancels in a difference): ``||x|| / sqrt(d_in)``
-    for ``constant_norm_rescale``, ``std(x)`` (unbiased, without the 1e-5) for ``layer_norm``. So
-    changing feature ``a`` by ``d`` moves the residual stream by ``d * W_dec[a] * scale``, which
-    is what the interventions add (:mod:`helpers.interventions`).
-    """
-    norm = getattr(sae.cfg, "normalize_activations", "none")
-    if norm == "constant_norm_rescale":
-        x = x.to(sae.W_dec.dtype)
-        return 1 / ((sae.cfg.d_in**0.5) / x.norm(dim=-1, keepdim=True))
-    if norm == "layer_norm":
-        x = x.to(sae.W_dec.dtype)
-        return (x - x.mean(dim=-1, keepdim=True)).std(dim=-1, keepdim=True)
-    return None
 
 
 def check_normalization(value: str | None, what: str, scale_known: bool = False) -> None:
@@ -257,7 +239,8 @@ def load_pretrained_sae(release: str, sae_id: str, device: torch.device | str = 
 
 def check_saes(saes: Mapping[str, Any], d_model: int, exp: Experiment | None = None) -> None:
     """Every SAE reads ``d_model`` (and, given ``exp``, its site of its model) with an input
-    normalisation the helpers reproduce (:func:`check_normalization`); all have one width."""
+    normalisation the helpers reproduce (:func:`check_normalization`) and a ``decode`` the edits
+    reproduce (:func:`~helpers.subject.decode.check_decode`); all have one width."""
     for site, sae in saes.items():
         check_normalization(getattr(sae.cfg, "normalize_activations", "none"), f"the SAE for site {site!r}")
         if sae.cfg.d_in != d_model:
@@ -265,6 +248,7 @@ def check_saes(saes: Mapping[str, Any], d_model: int, exp: Experiment | None = N
                 f"the SAE for site {site!r} reads d_in={sae.cfg.d_in}, but the model's residual "
                 f"stream has d_model={d_model}: load the SAEs trained for this model"
             )
+        check_decode(sae, f"the SAE for site {site!r}")
         if exp is not None:
             check_sae_metadata(sae, site, exp)
     widths = {sae.cfg.d_sae for sae in saes.values()}
