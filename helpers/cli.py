@@ -1,6 +1,6 @@
 """Command line: ``python -m helpers {info,train-saes,collect,partners,gates,matching,prepare,explorer,browser} --experiment PRESET|FILE``,
-``--release NAME [--layers A:B] [--width N]`` instead of a preset, ``releases [--model TEXT]`` and
-``publish [--html DIR] [--remote NAME|URL]``.
+``--release NAME [--layers A:B] [--width N] [--l0 VARIANT]`` instead of a preset, ``releases
+[--model TEXT]`` and ``publish [--html DIR] [--remote NAME|URL]``.
 
 Errors the helpers raise on purpose are printed as one line (``error: ...``)
 with exit status 2, not as a traceback.
@@ -43,6 +43,10 @@ def _experiment_arg(parser: argparse.ArgumentParser) -> None:
                         help="with --release: keep the SAEs of blocks FIRST..LAST (inclusive)")
     parser.add_argument("--width", type=int, default=None,
                         help="with --release: the SAE width, for releases that have several")
+    parser.add_argument("--l0", default=None, metavar="VARIANT",
+                        help="with --release: the L0 variant where a site has several SAEs: small, medium "
+                             "or big (Gemma Scope 2), or a number (the nearest registry L0); default: the "
+                             "one with a Neuronpedia page, else small, else the registry's first")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -163,8 +167,8 @@ def build_experiment(args: argparse.Namespace):
     """The experiment the command line asks for: a preset, a file, or a release, with overrides."""
     overrides = parse_overrides(args.overrides)
     if args.release is None:
-        if args.layers is not None or args.width is not None:
-            raise ConfigError("--layers and --width go with --release NAME")
+        if args.layers is not None or args.width is not None or args.l0 is not None:
+            raise ConfigError("--layers, --width and --l0 go with --release NAME")
         return get_experiment(args.experiment, device=args.device, **overrides)
     if args.experiment is not None:
         raise ConfigError("give --experiment or --release, not both")
@@ -172,7 +176,7 @@ def build_experiment(args: argparse.Namespace):
 
     if args.device is not None:
         overrides["device"] = args.device
-    return experiment_from_release(args.release, parse_layers(args.layers), args.width, **overrides)
+    return experiment_from_release(args.release, parse_layers(args.layers), args.width, l0=args.l0, **overrides)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -136,9 +136,11 @@ def check_sae_configs(exp: Experiment) -> None:
                 cfg = json.loads(path.read_text())
                 check_normalization(cfg.get("normalize_activations"), f"the SAE for site {site!r} ({path.parent})")
         return
-    from .releases import get_release
+    from .releases import check_model_shape, get_release
 
     rel = get_release(exp.sae_release)
+    if exp.model != rel.model:  # an experiment file or --set model: the release's SAEs must fit it
+        check_model_shape(exp.sae_release, rel.model, exp.model)
     by_id = {s.sae_id: s for s in rel.saes}
     for site in exp.sites:
         sae_id = exp.sae_id(site)
@@ -215,26 +217,71 @@ def load_saes(exp: Experiment, device: torch.device | str = "cpu",
     return saes
 
 
+def _offline_fix(release: str) -> str:
+    """What to do without the hub: the preset that trains SAEs on the release's model, if any."""
+    from .releases import get_release, twin_preset
+
+    twin = twin_preset(get_release(release).model)
+    if twin is None:
+        return "use the offline preset (--experiment offline)"
+    return f"use preset {twin.name!r}, the same model with SAEs trained here (--experiment {twin.name})"
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """True for the errors of a hub that cannot be reached (no network, DNS, timeout, offline mode),
+    as opposed to one that answers with an error (gated, missing)."""
+    import requests
+    from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled
+
+    kinds: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError, LocalEntryNotFoundError,
+                                              OfflineModeIsEnabled, requests.ConnectionError, requests.Timeout)
+    import importlib
+
+    for name in ("httpx", "httpx2"):  # the HTTP clients of huggingface_hub 1.x and 2.x
+        try:
+            kinds += (importlib.import_module(name).TransportError,)
+        except ImportError:
+            pass
+    return isinstance(exc, kinds)
+
+
+def check_hub_for_saes(release: str, sae_id: str) -> None:
+    """HubUnavailableError, in one line, when HF_HUB_OFFLINE forbids the download of a release's SAE
+    (the statistics pass asks before it loads the model)."""
+    if hub_offline():
+        raise HubUnavailableError(
+            f"SAE {release}/{sae_id} must come from the Hugging Face hub and HF_HUB_OFFLINE is set: "
+            f"go online, or {_offline_fix(release)}"
+        )
+
+
 def load_pretrained_sae(release: str, sae_id: str, device: torch.device | str = "cpu"):
-    """``SAE.from_pretrained`` with a one-line error when the hub cannot be reached.
+    """``SAE.from_pretrained`` with a one-line error when the hub cannot be reached or refuses.
 
     sae_lens folds an ``expected_average_only_in`` scale into the weights here when its registry
     has the release's ``norm_scaling_factor`` (else it warns and leaves the config as it was,
     which :func:`check_saes` refuses)."""
     from sae_lens import SAE
 
-    if hub_offline():
-        raise HubUnavailableError(
-            f"SAE {release}/{sae_id} must come from the Hugging Face hub and HF_HUB_OFFLINE is set: "
-            "go online, or use the offline preset (--experiment offline)"
-        )
-    try:  # pragma: no cover - needs the network
+    check_hub_for_saes(release, sae_id)
+    try:
         return SAE.from_pretrained(release, sae_id, device=str(device))
-    except (OSError, ConnectionError) as exc:  # pragma: no cover - needs the network
-        raise HubUnavailableError(
-            f"cannot download SAE {release}/{sae_id} from the Hugging Face hub "
-            f"({exc.__class__.__name__}): offline? use the offline preset (--experiment offline)"
-        ) from None
+    except Exception as exc:  # noqa: BLE001 - sorted below: the hub's, the network's, or re-raised
+        if _unreachable(exc):
+            raise HubUnavailableError(
+                f"cannot download SAE {release}/{sae_id}: the Hugging Face hub cannot be reached "
+                f"({exc.__class__.__name__}): go online, or {_offline_fix(release)}"
+            ) from None
+        import requests
+        from huggingface_hub.errors import HfHubHTTPError
+
+        if isinstance(exc, (HfHubHTTPError, requests.HTTPError)):  # the hub answered: gated, missing
+            raise HubUnavailableError(
+                f"the Hugging Face hub refused SAE {release}/{sae_id} ({exc.__class__.__name__}: "
+                f"{(str(exc).splitlines() or [''])[0][:160]}): log in (`hf auth login`) and accept the model's terms "
+                f"if it is gated, or {_offline_fix(release)}"
+            ) from None
+        raise
 
 
 def check_saes(saes: Mapping[str, Any], d_model: int, exp: Experiment | None = None) -> None:
@@ -244,6 +291,12 @@ def check_saes(saes: Mapping[str, Any], d_model: int, exp: Experiment | None = N
     for site, sae in saes.items():
         check_normalization(getattr(sae.cfg, "normalize_activations", "none"), f"the SAE for site {site!r}")
         if sae.cfg.d_in != d_model:
+            if exp is not None and exp.sae_source == "pretrained":
+                raise ConfigError(
+                    f"SAE {exp.sae_release}/{exp.sae_id(site)} for site {site!r} reads d_in={sae.cfg.d_in}, "
+                    f"but model {exp.model!r} has d_model={d_model}: use a release of this model "
+                    f"(`python -m helpers releases --model {exp.model.split('/')[-1]}`)"
+                )
             raise ConfigError(
                 f"the SAE for site {site!r} reads d_in={sae.cfg.d_in}, but the model's residual "
                 f"stream has d_model={d_model}: load the SAEs trained for this model"
