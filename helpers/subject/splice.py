@@ -73,13 +73,17 @@ def replaced(subject: Subject, site: str, mask: torch.Tensor, fn):
         handle.remove()
 
 
-def next_token_loss(logits: torch.Tensor, batch: TokenBatch) -> tuple[float, int]:
+#: rows per forward pass when scoring: a vocabulary of 262,144 makes the logits of one row of 128
+#: tokens 134 MB in float32
+SCORE_ROWS = 4
+
+
+def next_token_loss(logits: torch.Tensor, input_ids: torch.Tensor, token_mask: torch.Tensor) -> tuple[float, int]:
     """Summed cross-entropy of every next token that is a counted token, and how many there are."""
-    target = batch.input_ids[:, 1:].to(logits.device)
-    keep = batch.token_mask[:, 1:].to(logits.device)
-    logp = torch.log_softmax(logits[:, :-1].double(), dim=-1)
-    nll = -logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)
-    return float(nll[keep].sum()), int(keep.sum())
+    target = input_ids[:, 1:].to(logits.device)
+    keep = token_mask[:, 1:].to(logits.device)
+    nll = torch.nn.functional.cross_entropy(logits[:, :-1][keep].float(), target[keep], reduction="sum")
+    return float(nll), int(keep.sum())
 
 
 @torch.no_grad()
@@ -92,23 +96,24 @@ def loss_recovered(subject: Subject, saes: Mapping[str, object],
     model = subject.hf_model
     sums = {"clean": [0.0, 0]} | {(s, w): [0.0, 0] for s in saes for w in ("spliced", "zero")}
 
-    def run(batch: TokenBatch, key) -> None:
-        out = model(input_ids=batch.input_ids.to(subject.device),
-                    attention_mask=batch.attention_mask.to(subject.device))
-        loss, n = next_token_loss(out.logits, batch)
+    def run(ids, attention, counted, key) -> None:
+        out = model(input_ids=ids, attention_mask=attention)
+        loss, n = next_token_loss(out.logits, ids, counted)
         sums[key][0] += loss
         sums[key][1] += n
 
     n_batches = 0
     for batch in batches:
         n_batches += 1
-        run(batch, "clean")
-        mask = batch.token_mask.to(subject.device)
-        for site, sae in saes.items():
-            with replaced(subject, site, mask, lambda h, sae=sae: reconstruct(sae, h, subject.centered)):
-                run(batch, (site, "spliced"))
-            with replaced(subject, site, mask, torch.zeros_like):
-                run(batch, (site, "zero"))
+        for lo in range(0, batch.input_ids.shape[0], SCORE_ROWS):
+            ids, attention, counted = (t[lo : lo + SCORE_ROWS].to(subject.device) for t in
+                                       (batch.input_ids, batch.attention_mask, batch.token_mask))
+            run(ids, attention, counted, "clean")
+            for site, sae in saes.items():
+                with replaced(subject, site, counted, lambda h, sae=sae: reconstruct(sae, h, subject.centered)):
+                    run(ids, attention, counted, (site, "spliced"))
+                with replaced(subject, site, counted, torch.zeros_like):
+                    run(ids, attention, counted, (site, "zero"))
     if n_batches == 0 or sums["clean"][1] == 0:
         raise ConfigError("no next tokens to score: give batches with at least two content tokens a row")
     ce = {k: total / n for k, (total, n) in sums.items()}
