@@ -40,7 +40,7 @@ from .errors import ConfigError
 
 #: Environment variable that selects the preset for notebooks and the CLI.
 EXPERIMENT_ENV = "EXPERIMENT"
-DEFAULT_EXPERIMENT = "gemma"
+DEFAULT_EXPERIMENT = "offline"
 
 DEAD_THRESHOLDS = (0, 5, 10, 50, 100, 500, 1000, 5000, 10000)
 COACTIVATION_THRESHOLDS = (0, 5, 10, 50, 100)

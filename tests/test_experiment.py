@@ -28,7 +28,7 @@ def test_environment_variable_selects_preset(monkeypatch):
     monkeypatch.setenv("EXPERIMENT", "smoke")
     assert get_experiment().name == "smoke"
     monkeypatch.delenv("EXPERIMENT")
-    assert get_experiment().name == "gemma"
+    assert get_experiment().name == "offline"
     assert get_experiment("smoke", batch_size=3).batch_size == 3
 
 

@@ -289,3 +289,20 @@ def test_each_site_starts_from_its_own_seed():
     c, _ = initial_sae(shared, shared.sites[3], 640)
     d, _ = initial_sae(shared, shared.sites[4], 640)
     assert torch.equal(c.W_dec, d.W_dec)
+
+
+def test_weights_stored_in_half_precision_load_as_float32(tmp_path):
+    from sae_lens import SAE
+
+    from helpers.subject.saes import store_weights_as
+
+    sae = make_random_sae(d_in=64, d_sae=128, seed=5)
+    sae.save_model(str(tmp_path))
+    store_weights_as(tmp_path, "float16")
+    from safetensors.torch import load_file
+
+    assert load_file(str(tmp_path / "sae_weights.safetensors"))["W_dec"].dtype == torch.float16
+    back = SAE.load_from_disk(str(tmp_path))
+    assert back.W_dec.dtype == torch.float32
+    torch.testing.assert_close(back.W_dec, sae.W_dec.half().float())
+    assert not torch.equal(back.W_dec, sae.W_dec)  # rounded, as the report measures it

@@ -1,4 +1,4 @@
-"""The gemma and offline presets' trained SAEs ship with the repository (``artefacts/saes/<preset>``),
+"""The offline preset's trained SAEs ship with the repository (``artefacts/saes/<preset>``),
 so a fresh ``make book`` reuses them instead of training for many minutes. These tests fail when a
 preset's SAE settings change without the SAEs being retrained and committed again."""
 
@@ -12,7 +12,8 @@ from helpers.experiment import PRESETS
 from helpers.io import ARTEFACTS_ENV, REPO_ROOT, sae_dir
 from helpers.subject.saes import REPORT_FILE, load_saes, trained_saes_ready
 
-SHIPPED = ("gemma", "offline")
+#: presets whose trained SAEs are committed (gemma's join once they meet their targets: bench/RESULTS.md)
+SHIPPED = ("offline",)
 
 
 @pytest.fixture
@@ -36,24 +37,13 @@ def test_shipped_saes_are_those_of_the_preset(repo_artefacts, name):
             assert q["ce_clean"] < q["ce_spliced"] < q["ce_zero"] and 0 < q["loss_recovered"] <= 100
 
 
-def test_shipped_gemma_saes_are_half_precision_and_small(repo_artefacts):
-    folder = sae_dir("gemma")
-    size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
-    assert size < 60 * 2**20, f"{size / 2**20:.1f} MiB shipped"
-    from safetensors.torch import load_file
-
-    weights = load_file(str(folder / PRESETS["gemma"].sites[0] / "sae_weights.safetensors"))
-    assert weights["W_dec"].dtype == torch.float16
-
-
-@pytest.mark.parametrize("name, sites", [("offline", ["hidden.0", "hidden.6"]),
-                                         ("gemma", ["blocks.0.hook_resid_post", "blocks.8.hook_resid_post"])])
+@pytest.mark.parametrize("name, sites", [("offline", ["hidden.0", "hidden.6"])])
 def test_shipped_saes_load_and_encode_as_topk(repo_artefacts, name, sites):
     exp = PRESETS[name]
     saes = load_saes(exp, sites=sites)
     x = torch.randn(64, exp.model_spec.d_model, generator=torch.Generator().manual_seed(0))
     for sae in saes.values():
-        assert sae.W_enc.dtype == torch.float32  # stored in float16, read as float32
+        assert sae.W_enc.dtype == torch.float32
         assert sae.cfg.d_sae == exp.sae_width and int(sae.cfg.k) == exp.sae_k
         f = sae.encode(x)
         assert ((f > 0).sum(1) <= exp.sae_k).all() and np.isfinite(f.detach().numpy()).all()
