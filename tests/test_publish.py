@@ -107,7 +107,10 @@ def test_the_pages_workflow_builds_the_default_book_and_deploys_that_folder():
     runs = [s.get("run", "") for s in build]
     assert "make book" in runs  # the default preset: no EXPERIMENT set anywhere in the workflow
     assert "EXPERIMENT" not in str(flow.get("env", {})) + str(flow["jobs"]["build"].get("env", {}))
-    uses = {s["uses"].split("@")[0]: s for s in build if "uses" in s}
+    uses = {s["uses"].split("@")[0]: s for s in build if "uses" in s and "cache" not in s["uses"]}
+    caches = {s["with"]["path"]: s["with"] for s in build if s.get("uses", "").startswith("actions/cache")}
+    uses["actions/cache"] = {"with": caches["artefacts"]}
+    assert "~/.cache/sae-evolution" in caches  # the dequantised Gemma weights
     assert uses["actions/upload-pages-artifact"]["with"]["path"] == "book/_build/html"  # what make publish pushes
     assert uses["actions/setup-python"]["with"]["cache"] == "pip"
     cache = uses["actions/cache"]["with"]

@@ -345,7 +345,8 @@ def experiment_from_release(
 
     When a preset trains its own SAEs on the release's model (:func:`twin_preset`, e.g. ``gemma``
     for ``gemma-scope-2-270m-pt-res-all``), the experiment is its twin: the preset's study
-    (corpus, tokens, thresholds, and its sites unless ``layers`` are given) with the official
+    (corpus, tokens, thresholds, and its sites when the release has them all and no ``layers``
+    are given) with the official
     SAEs. ``fields`` override any other experiment field (corpus, token_budget, ...).
     """
     rel = get_release(release)
@@ -375,7 +376,7 @@ def experiment_from_release(
     for s in saes:
         by_site.setdefault(s.site, []).append(s)
     twin = twin_preset(rel.model)
-    if twin is not None and layers is None and set(by_site) & set(twin.sites):
+    if twin is not None and layers is None and set(twin.sites) <= set(by_site):
         by_site = {site: c for site, c in by_site.items() if site in twin.sites}
     sites = tuple(sorted(by_site, key=_site_key))
     chosen = {site: pick_sae(by_site[site], l0) for site in sites}
