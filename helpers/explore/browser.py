@@ -194,8 +194,9 @@ def strongest_lineages(graph: dict, measure: str = "pearson", threshold: float =
     strongest edge ``>= threshold`` in the graph; ties: the lower node), from a feature no other
     reaches, as :mod:`helpers.evolution.lineages` chains them. Lineages are ranked longest
     first, then by their weakest link (highest first), then by where they start, and taken
-    in that order while their new features fit in ``max_nodes`` (lineages may merge: shared
-    features count once). A lineage has at least two features.
+    in that order while they fit in ``max_nodes``; one that merges into a lineage already
+    taken is left out, so the lineages shown are disjoint (each drawn as one column). A
+    lineage has at least two features.
 
     Why this view: the question of the book is how features evolve across layers, and a
     lineage is that question's unit, read top to bottom; the strongest ones are the clearest
@@ -233,10 +234,11 @@ def strongest_lineages(graph: dict, measure: str = "pearson", threshold: float =
         chain = [s]
         while nxt[chain[-1]] >= 0:
             chain.append(int(nxt[chain[-1]]))
-        new = [x for x in chain if x not in chosen]
-        if len(chosen) + len(new) > max_nodes:
+        if chosen.intersection(chain):  # merges into a stronger lineage
+            continue
+        if len(chosen) + len(chain) > max_nodes:
             break
-        chosen.update(new)
+        chosen.update(chain)
         chains.append(chain)
         weak.append(round(float(weakest[s]), 3))
     return {"nodes": sorted(chosen), "chains": chains, "weakest": weak, "measure": measure,

@@ -233,7 +233,8 @@ def test_causal_measure_not_offered_when_nothing_can_be_drawn(data):
 
 def brute_lineages(graph, measure, threshold, max_nodes):
     """The strongest lineages by plain loops: every feature's best next partner, every chain from
-    a feature no other reaches, ranked (longest, strongest weakest link, start), taken greedily."""
+    a feature no other reaches, ranked (longest, strongest weakest link, start), taken greedily
+    unless it shares a feature with one taken before."""
     layer, vals = graph["nodes"]["layer"], measure_values(graph, measure)
     bit = 1 << graph["measures"].index(measure)
     best = {}
@@ -254,7 +255,9 @@ def brute_lineages(graph, measure, threshold, max_nodes):
         ranked.append((-len(chain), -min(links), s, chain))
     chosen, chains = set(), []
     for *_, chain in sorted(ranked):
-        if len(chosen | set(chain)) > max_nodes:
+        if chosen & set(chain):
+            continue
+        if len(chosen) + len(chain) > max_nodes:
             break
         chosen |= set(chain)
         chains.append(chain)
@@ -273,6 +276,7 @@ def test_default_view_equals_brute_force(data, measure, threshold, max_nodes):
     layer = graph["nodes"]["layer"]
     assert all(layer[c[i + 1]] == layer[c[i]] + 1 for c in chains for i in range(len(c) - 1))
     assert all(len(c) >= 2 for c in chains) and len(view["weakest"]) == len(chains)
+    assert sum(len(c) for c in chains) == len(nodes)  # disjoint
 
 
 def test_default_view_is_a_few_hundred_features_of_a_large_graph():
@@ -324,6 +328,7 @@ def test_built_browser_opens_on_a_few_hundred_features(built_browser):
     view = graph["lineages"]
     assert graph["default_view"] == "lineages" and 0 < len(view["nodes"]) <= DEFAULT_VIEW_NODES
     assert len(view["nodes"]) < res.nodes == len(graph["nodes"]["layer"])
+    assert f"opens on the {len(view['chains'])} strongest lineages ({len(view['nodes'])} features)" in res.describe()
     shown = set(filter_edges(graph, view["measure"], view["threshold"]).tolist())
     pairs = {(a, b): e for e, (a, b) in enumerate(zip(graph["edges"]["a"], graph["edges"]["b"]))}
     assert all(pairs[(c[i], c[i + 1])] in shown for c in view["chains"] for i in range(len(c) - 1))

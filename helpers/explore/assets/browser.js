@@ -92,19 +92,9 @@ var BROWSER = (function () {
   }
 
   /* ---------------------------------------------------------------- layout: barycentres per row */
-  function chainColumns() {  // the lineages view: a column per lineage, each followed by those merging into it
-    var owner = {}, parent = [], kids = {}, order = [], x = {};
-    lineages().chains.forEach(function (c, k) {
-      var joins = -1;
-      c.forEach(function (n) { if (owner[n] === undefined) owner[n] = k; else if (joins < 0) joins = owner[n]; });
-      parent.push(joins);
-      if (joins >= 0) (kids[joins] = kids[joins] || []).push(k);
-    });
-    function visit(k) { order.push(k); (kids[k] || []).forEach(visit); }
-    parent.forEach(function (p, k) { if (p < 0) visit(k); });
-    var col = {};
-    order.forEach(function (k, i) { col[k] = (i + 0.5) / order.length; });
-    Object.keys(owner).forEach(function (n) { x[n] = col[owner[n]]; });
+  function chainColumns() {  // the lineages view: a column per lineage (they are disjoint), strongest left
+    var chains = lineages().chains, x = {};
+    chains.forEach(function (c, k) { c.forEach(function (n) { x[n] = (k + 0.5) / chains.length; }); });
     return x;
   }
   function layout(nodes, edges) {
@@ -348,7 +338,7 @@ var BROWSER = (function () {
       p.appendChild(el("p", {}, s.message));
     }
     if (n < 0) {
-      if (v === "lineages") p.appendChild(el("p", {}, "The strongest lineages: " + viewNote() + ". Lineages may merge. \"show every feature\" opens the full graph."));
+      if (v === "lineages") p.appendChild(el("p", {}, "The strongest lineages: " + viewNote() + ". A lineage that merges into a stronger one is left out. \"show every feature\" opens the full graph."));
       if (v.indexOf("community:") === 0) p.appendChild(el("p", {}, "Community " + v.slice(10) + " of the graph at " + G.community_rule.measure + " >= " + G.community_rule.threshold + " (Louvain); colours are communities."));
       p.appendChild(el("p", { "class": "hint" }, "Hover a feature to see its neighbours; click it to open its page in the feature explorer."));
       if (st.measure === CAUSAL) p.appendChild(el("p", { "class": "hint", id: "causal-note" }, "Causal effect: " + causalInfo().note + "."));
