@@ -60,6 +60,7 @@ SAE_FIELDS = (
     "prepend_bos",
     "sae_seed_per_site",
     "sae_save_dtype",
+    "sae_centre_inputs",
 )
 REPORT_FILE = "training_report.json"
 #: a feature firing on more than this share of tokens counts as dense
@@ -460,6 +461,9 @@ def train_sae(
     if n < batch or n == 0:
         raise ConfigError(f"only {n} training tokens for site {site!r}: raise sae_train_tokens")
     sae, seed = initial_sae(exp, site, d_in, device)
+    mean = acts.mean(0) if exp.sae_centre_inputs else None
+    if mean is not None:
+        acts = acts - mean
     steps = max(1, (n // batch) * exp.sae_epochs)
     trainer_cfg = SAETrainerConfig(
         total_training_samples=steps * batch,
@@ -484,6 +488,10 @@ def train_sae(
     sink = contextlib.nullcontext() if progress else contextlib.redirect_stderr(_io.StringIO())
     with sink:
         trained = SAETrainer(cfg=trainer_cfg, sae=sae, data_provider=provider).fit()
+    if mean is not None:
+        # an affine map of the input, folded exactly as sae_lens folds its own whitening
+        eye = torch.eye(d_in, dtype=mean.dtype)
+        trained.fold_activation_whitening(mean=mean, whitening_matrix=eye, unwhitening_matrix=eye)
     return trained
 
 

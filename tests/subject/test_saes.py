@@ -306,3 +306,43 @@ def test_weights_stored_in_half_precision_load_as_float32(tmp_path):
     assert back.W_dec.dtype == torch.float32
     torch.testing.assert_close(back.W_dec, sae.W_dec.half().float())
     assert not torch.equal(back.W_dec, sae.W_dec)  # rounded, as the report measures it
+
+
+def _offset_sparse_data(n=6000, d=32, n_dirs=96, seed=0):
+    """Sparse combinations of random directions on top of a mean 10x their norm, as Gemma 3's
+    residual stream carries most of its energy in its mean."""
+    g = torch.Generator().manual_seed(seed)
+    dirs = torch.nn.functional.normalize(torch.randn(n_dirs, d, generator=g), dim=1)
+    codes = torch.rand(n, n_dirs, generator=g) * (torch.rand(n, n_dirs, generator=g) < 0.05)
+    mean = torch.zeros(d)
+    mean[:3] = torch.tensor([30.0, -20.0, 15.0])
+    return codes @ dirs + mean, mean
+
+
+def test_centred_training_folds_the_mean_into_b_dec():
+    """An SAE trained on centred inputs reads raw activations once the mean is folded: its b_dec
+    sits at the data's mean, it reconstructs the raw inputs, and fewer features die than when
+    the mean is left in the inputs."""
+    from helpers.subject.saes import train_sae
+
+    x, mean = _offset_sparse_data()
+    exp = PRESETS["smoke"].replace(sae_width=128, sae_k=4, sae_train_batch=256, sae_epochs=3,
+                                   sae_lr=3e-3)
+    centred = train_sae(x, exp, "hidden.1", progress=False)
+    raw = train_sae(x, exp.replace(sae_centre_inputs=False), "hidden.1", progress=False)
+    assert centred.cfg.normalize_activations == "none"
+    assert float((centred.b_dec.detach() - x.mean(0)).norm()) < 0.1 * float(mean.norm())
+    q_centred, q_raw = sae_quality(centred, x), sae_quality(raw, x)
+    assert q_centred["fvu"] < 0.6
+    assert q_centred["fvu"] < q_raw["fvu"]
+    assert q_centred["dead_fraction"] < 0.5 * q_raw["dead_fraction"]
+
+
+def test_training_leaves_its_input_unchanged():
+    from helpers.subject.saes import train_sae
+
+    x, _ = _offset_sparse_data(n=1024)
+    before = x.clone()
+    train_sae(x, PRESETS["smoke"].replace(sae_width=64, sae_k=4, sae_train_batch=256),
+              "hidden.1", progress=False)
+    assert torch.equal(x, before)
