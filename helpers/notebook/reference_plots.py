@@ -31,7 +31,8 @@ def _title(ours: Ours) -> str:
 
 
 def _two_panels(ours: Ours, ylabel: str):
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True, constrained_layout=True)
+    """Ours left, the study's right, on the same axes (tokens, and the y quantity)."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharex=True, sharey=True, constrained_layout=True)
     axes[0].set_title(_title(ours), fontsize=10)
     axes[1].set_title(f"study: {STUDY.model}, {STUDY.width:,} features", fontsize=10)
     axes[0].set_ylabel(ylabel)
@@ -39,7 +40,6 @@ def _two_panels(ours: Ours, ylabel: str):
 
 
 def _footnote(fig, text: str = STUDY_NOTE) -> None:
-    fig.get_layout_engine().set(h_pad=0.3)
     fig.supxlabel(text, fontsize=7, color="0.35")
 
 
@@ -146,7 +146,7 @@ def plot_matching_beside_feature_flow(source):
     ax.set(ylabel="success rate (%)", ylim=(0, 100), xlabel="matching method (top-1 partner)")
     ax.set_title("Ablating the top-1 upstream partner, beside Feature Flow")
     ax.legend(fontsize=8, loc="upper right")
-    _footnote(fig, f"Feature Flow: {FEATURE_FLOW.citation}")
+    _footnote(fig, "Feature Flow: Laptev et al. 2025, arXiv 2502.03032 (the figure as quoted)")
     return fig
 
 
@@ -156,11 +156,11 @@ def _share(v: float) -> str:
     return f"{v:.2%}" if 0 < abs(v) < 0.001 else f"{v:.1%}"
 
 
-def _format(value, unit: str) -> str:
+def _format(value, unit: str, approximate: bool = False) -> str:
     one = _share if unit == "share" else (lambda v: f"{v:.4g}")
     if isinstance(value, tuple):
         return f"{one(value[0])} – {one(value[1])}"
-    return one(value)
+    return f"about {value:.0%}" if approximate and unit == "share" else one(value)
 
 
 def reference_table(source, quantities: Sequence[str] | str | None = None) -> Html:
@@ -172,9 +172,10 @@ def reference_table(source, quantities: Sequence[str] | str | None = None) -> Ht
     sources = {"study": STUDY, "feature-flow": FEATURE_FLOW}
     used = dict.fromkeys(r["source"] for r in rows)
     table = [{"quantity": r["quantity"], "ours": _format(r["ours"], r["unit"]),
-              "reference": _format(r["reference"], r["unit"]),
+              "reference": _format(r["reference"], r["unit"], r["approximate"]),
               "source": "study" if r["source"] == "study" else "Feature Flow",
               "what differs": r["what differs"]} for r in rows]
-    caption = f"Ours ({ours.name}) beside the references. " + " ".join(sources[k].cite for k in used)
+    caption = f"Ours ({ours.name}) beside the references. Sources: " + "; ".join(
+        sources[k].cite for k in used)
     return html_table(table, columns=["quantity", "ours", "reference", "source", "what differs"],
                       caption=caption)

@@ -162,9 +162,10 @@ def _differs(ours: Ours, src: Source, extra: str = "") -> str:
     return "; ".join(parts) or "nothing: same model, SAE width and tokens"
 
 
-def _row(quantity: str, ours: Any, reference: Any, src: Source, differs: str, unit: str) -> dict[str, Any]:
+def _row(quantity: str, ours: Any, reference: Any, src: Source, differs: str, unit: str,
+         approximate: bool = False) -> dict[str, Any]:
     return {"quantity": quantity, "ours": ours, "reference": reference, "unit": unit,
-            "source": src.key, "what differs": differs}
+            "approximate": approximate, "source": src.key, "what differs": differs}
 
 
 def _span(values: np.ndarray) -> tuple[float, float]:
@@ -172,10 +173,12 @@ def _span(values: np.ndarray) -> tuple[float, float]:
 
 
 def comparison_rows(ours: Ours, quantities: Sequence[str] | str | None = None) -> list[dict[str, Any]]:
-    """Rows ``{quantity, ours, reference, unit, source, what differs}``, one or two per quantity.
+    """Rows ``{quantity, ours, reference, unit, approximate, source, what differs}``, one or two
+    per quantity.
 
     Values are numbers or ``(low, high)`` ranges over sites / pairs; ``unit`` is ``share``
-    (0-1) or ``""`` (an activation or a ratio). ``source`` is ``study`` or ``feature-flow``.
+    (0-1) or ``""`` (an activation or a ratio); ``approximate`` marks a reference figure quoted
+    as "about". ``source`` is ``study`` or ``feature-flow``.
     """
     quantities = check_quantities(quantities)
     ref = figures()
@@ -210,5 +213,5 @@ def comparison_rows(ours: Ours, quantities: Sequence[str] | str | None = None) -
             for m in MATCHING_METHODS:
                 rows.append(_row(f"matching success, top-1 {m}", success.get(m, float("nan")),
                                  ref["matching_success"].value[m], FEATURE_FLOW,
-                                 _differs(ours, FEATURE_FLOW, extra), "share"))
+                                 _differs(ours, FEATURE_FLOW, extra), "share", approximate=True))
     return rows

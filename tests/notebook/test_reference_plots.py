@@ -51,6 +51,7 @@ def test_dead_curves_beside_the_study(ours):
     np.testing.assert_allclose(right.lines[0].get_ydata(), 100 * s.dead[:, 0, 0] / 24576)
     assert right.lines[0].get_ydata()[-1] == pytest.approx(100 * 4070 / 24576)
     assert "spar-2024 @ c68d126" in _study_note(fig)
+    assert left.get_xlim() == right.get_xlim() and left.get_xscale() == "log"  # the same token axis
     fig5 = plot_dead_beside_study(ours, threshold=5)
     np.testing.assert_allclose(fig5.axes[0].lines[0].get_ydata(), 100 * ours.dead[:, 1, 0] / 8)
     plt.close("all")
@@ -105,7 +106,7 @@ def test_reference_table_shows_ours_beside_theirs(ours):
     html = reference_table(ours)
     assert html._repr_html_() == str(html)
     for text in ("largest maximum activation", "639.8", "52.0%", "19.0% – 34.0%", "25.0% – 60.0%",
-                 "65.0%", "model: tiny-model vs GPT-2 small", "SAE width: 8 vs 24,576",
+                 "about 65%", "model: tiny-model vs GPT-2 small", "SAE width: 8 vs 24,576",
                  "tokens: 400 vs 17,432,576", "arXiv 2410.08869", "Stefan-Heimersheim/spar-2024 @ c68d126",
                  "arXiv 2502.03032", "Feature Flow"):
         assert text in html, text
