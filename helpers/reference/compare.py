@@ -35,7 +35,6 @@ class Ours:
 
     name: str
     model: str
-    saes: str
     n_features: int
     tokens: int
     sites: list[str]
@@ -122,10 +121,9 @@ def load_ours(exp, quantities: Sequence[str] | str | None = None, out=None) -> O
 
     quantities = check_quantities(quantities)
     meta = load_metadata(exp, out)
-    saes = exp.sae_release if exp.sae_source == "pretrained" and exp.sae_release else f"{exp.sae_source} here"
-    ours = Ours(name=exp.name, model=exp.model, saes=saes, n_features=int(meta["n_features"]),
+    ours = Ours(name=exp.name, model=exp.model, n_features=int(meta["n_features"]),
                 tokens=int(meta["tokens"]), sites=list(exp.sites))
-    if {"dead", "disappearing"} & set(quantities):
+    if "dead" in quantities:
         d = load_artefact(exp, "dead_features", out)
         ours.dead, ours.dead_thresholds, ours.steps = d["dead"], d["thresholds"], d["tokens"]
     if "never_coactivating" in quantities:

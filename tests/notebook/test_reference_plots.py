@@ -31,7 +31,7 @@ def ours():
     mx[0, :2] = 0  # two features that never fired
     flows = [{"threshold": 0.5, "pair": p, "disappear": d, "continue": 1 - d, "appear": 0.1}
              for p, d in (("s0->s1", 0.25), ("s1->s2", 0.6))]
-    return Ours(name="tiny", model="tiny-model", saes="trained here", n_features=8, tokens=400,
+    return Ours(name="tiny", model="tiny-model", n_features=8, tokens=400,
                 sites=["s0", "s1", "s2"], dead=dead, dead_thresholds=np.array([0, 5]), steps=steps,
                 never=never, never_thresholds=np.array([0, 5]), max=mx, flows=flows,
                 matching=success_table(synthetic_matching()))

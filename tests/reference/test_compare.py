@@ -77,7 +77,7 @@ def test_the_reference_side_and_what_differs(ours):
 
 
 def test_the_same_setup_says_nothing_differs():
-    o = Ours(name="gpt2", model=STUDY.model, saes="", n_features=24576, tokens=STUDY.n_tokens,
+    o = Ours(name="gpt2", model=STUDY.model, n_features=24576, tokens=STUDY.n_tokens,
              sites=["a", "b"], max=np.array([[1.0, 2.0], [0.0, 4.0]]))
     rows = comparison_rows(o, "max_activation")
     assert rows[0]["what differs"].startswith("activations in each model's own units")
@@ -99,7 +99,7 @@ def synthetic_matching(seed=0):
 
 def test_matching_success_equals_brute_force():
     data = synthetic_matching()
-    o = Ours(name="x", model="m", saes="", n_features=10, tokens=100, sites=["a", "b", "c", "d"],
+    o = Ours(name="x", model="m", n_features=10, tokens=100, sites=["a", "b", "c", "d"],
              matching=success_table(data))
     rows = comparison_rows(o, "matching_success")
     assert [r["quantity"] for r in rows] == ["matching success, top-1 cosine", "matching success, top-1 pearson"]
@@ -111,7 +111,7 @@ def test_matching_success_equals_brute_force():
 
 
 def test_bad_quantities_and_missing_arrays_are_one_clear_error():
-    o = Ours(name="x", model="m", saes="", n_features=4, tokens=10, sites=["a", "b"])
+    o = Ours(name="x", model="m", n_features=4, tokens=10, sites=["a", "b"])
     with pytest.raises(ConfigError, match="unknown reference quantity 'dead_features'.*choose among"):
         comparison_rows(o, ["dead_features"])
     with pytest.raises(ConfigError, match="needs 'dead'.*load_ours"):
