@@ -148,7 +148,7 @@ def load_ours(exp, quantities: Sequence[str] | str | None = None, out=None) -> O
 def _differs(ours: Ours, src: Source, extra: str = "") -> str:
     """What differs between our measurement and ``src``'s: model, SAE width, tokens."""
     parts = []
-    if ours.model != src.model:
+    if ours.model != src.model and ours.model not in src.model_names:
         parts.append(f"model: {ours.model} vs {src.model}")
     width = f"{src.width:,}" if src.width else src.saes
     if ours.n_features != src.width:

@@ -40,6 +40,7 @@ class Source:
     n_tokens: int | None = None
     repository: str | None = None
     commit: str | None = None
+    model_names: tuple[str, ...] = ()  # the subject's names in helpers.experiment.MODELS / on the hub
 
     @property
     def cite(self) -> str:
@@ -60,6 +61,7 @@ STUDY = Source(
     n_tokens=17_432_576,  # 266 evaluations x 65,536 tokens
     repository="Stefan-Heimersheim/spar-2024",
     commit="c68d126",
+    model_names=("gpt2", "gpt2-small", "openai-community/gpt2"),
 )
 
 FEATURE_FLOW = Source(
@@ -70,6 +72,7 @@ FEATURE_FLOW = Source(
     model="Gemma 2 2B",
     saes="Gemma Scope (residual, MLP and attention SAEs)",
     tokens="their deactivation test's texts",
+    model_names=("gemma-2-2b", "google/gemma-2-2b"),
 )
 
 

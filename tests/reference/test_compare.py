@@ -81,6 +81,9 @@ def test_the_same_setup_says_nothing_differs():
              sites=["a", "b"], max=np.array([[1.0, 2.0], [0.0, 4.0]]))
     rows = comparison_rows(o, "max_activation")
     assert rows[0]["what differs"].startswith("activations in each model's own units")
+    gpt2 = Ours(name="gpt2-res-jb", model="gpt2", n_features=24576, tokens=STUDY.n_tokens, sites=["a"],
+                dead=np.zeros((1, 1, 1)), dead_thresholds=np.array([0]))
+    assert comparison_rows(gpt2, "dead")[0]["what differs"] == "nothing: same model, SAE width and tokens"
     assert max_summary(o.max) == {"largest": 4.0, "median": 2.0, "ratio": 2.0}
 
 
