@@ -83,13 +83,16 @@ def plot_never_beside_study(source, threshold: int = 0):
     return fig
 
 
-def plot_max_beside_study(source, bins_per_decade: int = 8):
+def plot_max_beside_study(source, bins_per_decade: int = 8, clip: float = 0.01):
     """The distribution of the features' maximum activations (features that fired), one step
-    line per site: ours (left), the study's (right), on the same log-spaced bins."""
+    line per site: ours (left), the study's (right), on the same log-spaced bins. The axis
+    starts at the decade below the lowest ``clip`` share of either side's maxima; smaller
+    maxima are counted in the first bin."""
     ours, s = _ours(source, ["max_activation"]), load_study()
-    theirs = s.max_sorted.astype(np.float32)
-    positive = np.concatenate([ours.max[ours.max > 0], theirs[theirs > 0]])
-    lo, hi = math.floor(np.log10(positive.min())), math.ceil(np.log10(positive.max()))
+    theirs = s.max_sorted
+    low = min(np.quantile(x[x > 0], clip) for x in (ours.max, theirs) if (x > 0).any())
+    top = max(float(ours.max.max()), float(theirs.max()))
+    lo, hi = math.floor(np.log10(low)), math.ceil(np.log10(top))
     edges = np.logspace(lo, hi, max(hi - lo, 1) * bins_per_decade + 1)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharex=True, sharey=True, constrained_layout=True)
     for ax, values, labels, title in (
@@ -98,7 +101,7 @@ def plot_max_beside_study(source, bins_per_decade: int = 8):
     ):
         colours = plt.get_cmap("viridis", max(len(labels), 2))
         for i, (v, label) in enumerate(zip(values, labels)):
-            v = v[v > 0]
+            v = np.clip(v[v > 0], edges[0], edges[-1])
             weights = np.full(v.shape, 100.0 / max(v.size, 1))
             ax.hist(v, bins=edges, weights=weights, histtype="step", color=colours(i), label=label, lw=1.2)
         ax.set(xscale="log", xlabel="maximum activation of a feature (log scale)", title=title)
@@ -130,7 +133,7 @@ def plot_disappearing_beside_study(source):
 
 def plot_matching_beside_feature_flow(source):
     """Our matching success rate per method over all pairs (bars, the random control hatched),
-    beside Feature Flow's about 65% for top-1 cosine and Pearson (markers)."""
+    beside Feature Flow's about 65% for top-1 cosine and Pearson (red lines on their bars)."""
     ours = _ours(source, ["matching_success"])
     rows = [r for r in ours.need("matching", "matching_success") if r["pair"] == "all pairs"]
     methods = [r["method"] for r in rows]
@@ -139,9 +142,9 @@ def plot_matching_beside_feature_flow(source):
     for i, r in enumerate(rows):
         ax.bar(i, 100.0 * r["success_rate"], color="0.6" if r["method"] == "random" else "tab:blue",
                hatch="//" if r["method"] == "random" else None, label=_title(ours) if i == 0 else None)
-    ref_x = [methods.index(m) for m in reference if m in methods]
-    ax.scatter(ref_x, [100.0 * reference[methods[i]] for i in ref_x], marker="_", s=900, lw=3,
-               color="tab:red", zorder=3, label=f"Feature Flow, {FEATURE_FLOW.model}: about 65%")
+    ref_x = np.array([methods.index(m) for m in reference if m in methods])
+    ax.hlines([100.0 * reference[methods[i]] for i in ref_x], ref_x - 0.4, ref_x + 0.4, lw=3,
+              color="tab:red", zorder=3, label=f"Feature Flow, {FEATURE_FLOW.model}: about 65%")
     ax.set_xticks(range(len(methods)), methods)
     ax.set(ylabel="success rate (%)", ylim=(0, 100), xlabel="matching method (top-1 partner)")
     ax.set_title("Ablating the top-1 upstream partner, beside Feature Flow")
