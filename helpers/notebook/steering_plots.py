@@ -25,9 +25,11 @@ def plot_steering_tradeoff(summaries: Mapping[str, Sequence[Mapping[str, Any]]],
     """Effect against cost over the strength sweep, one row of panels per steered feature
     (``{label: steering_summary(...)}``): the log-prob gain of the feature's top tokens and the
     share of generated tokens on which it fires, against the perplexity of the text under the
-    unsteered model (log scale). Solid: the feature, dashed: a random direction of the same
-    norm; points labelled with their strength k; the star is the unsteered text."""
+    unsteered model (log scale where it spans a wide range). Solid: the feature, dashed: a
+    random direction of the same norm; points labelled with their strength k; the star is the
+    unsteered text."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import PercentFormatter
 
     fig, axes = plt.subplots(len(summaries), 2, figsize=(10, 3.6 * len(summaries)), squeeze=False,
                              constrained_layout=True)
@@ -47,7 +49,11 @@ def plot_steering_tradeoff(summaries: Mapping[str, Sequence[Mapping[str, Any]]],
                         ax.annotate(f"{r['k']:g}", (r["perplexity"], r[key]), fontsize=7,
                                     xytext=(3, 3), textcoords="offset points")
             ax.plot([clean["perplexity"]], [clean[key]], "*", color="k", markersize=12, label="unsteered")
-            ax.set_xscale("log")
+            ppl = [r["perplexity"] for r in summary]
+            if max(ppl) > 3 * min(ppl):  # a log scale only where perplexity spans a wide range
+                ax.set_xscale("log")
+            if key == "fires":
+                ax.yaxis.set_major_formatter(PercentFormatter(1.0))
             ax.set_xlabel(MEASURES["perplexity"] + " (cost)")
             ax.set_ylabel(MEASURES[key])
             ax.set_title(label, fontsize=9)

@@ -32,7 +32,7 @@ def test_tradeoff_plots_effect_against_perplexity_with_the_control():
     np.testing.assert_allclose(feat.get_ydata(), [0.0, 3.0])
     np.testing.assert_allclose(rand.get_ydata(), [0.0, 0.5])
     np.testing.assert_allclose(fig.axes[1].get_lines()[0].get_ydata(), [0.0, 0.5])  # fires on 1 of 2
-    assert fig.axes[0].get_xscale() == "log"
+    assert fig.axes[0].get_xscale() == "log"  # perplexity from e to e^3
 
 
 def test_tables_and_findings_read_the_sweep():
