@@ -123,7 +123,7 @@ def test_random_control_has_equal_norm(tiny_gpt2, saes):
     assert (gen.delta_norm[:, :1] == 0).all()  # BOS untouched
     # the control's direction is not the feature's
     r = random_like(sae.W_dec[f].detach(), seed=f)
-    assert abs(float(torch.nn.functional.cosine_similarity(r, sae.W_dec[f], 0))) < 0.5
+    assert abs(float(torch.nn.functional.cosine_similarity(r, sae.W_dec[f].detach(), 0))) < 0.5
 
 
 def test_top_tokens_are_the_direct_logit_effect(tiny_gpt2, saes):
