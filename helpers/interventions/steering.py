@@ -20,7 +20,9 @@ Three measures, per condition (:func:`steering_sweep`, :func:`steering_summary`)
   along the generation, against the unsteered generation of the same prompt;
 - **firing**: the share of generated tokens on which the feature fires when the generated
   text is re-read by the unsteered model and encoded by the SAE at the site;
-- **cost**: the perplexity of the generated tokens under the unsteered model.
+- **cost**: the perplexity of the generated tokens under the unsteered model. A text that
+  degenerates into one repeated token is predictable in its own context, so its perplexity
+  falls again: the share of distinct tokens in each text tells the two apart.
 """
 
 from __future__ import annotations
@@ -52,8 +54,9 @@ class SteeringConfig:
         "I am a", "My favourite place is", "The best thing about it is",
         "Yesterday we went to", "Here is a short story:",
     )
-    #: steering strengths ``k``, in multiples of the feature's maximum activation
-    strengths: tuple[float, ...] = (0.0, 1.0, 2.0, 5.0, 10.0)
+    #: steering strengths ``k``, in multiples of the feature's maximum activation (on Gemma 3
+    #: 270M the text stays fluent up to about 1x and degenerates into repetition from 5x)
+    strengths: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 5.0, 10.0)
     #: forms of steering: ``add`` (decoder direction x k x max) and/or ``clamp`` (at k x max)
     modes: tuple[str, ...] = STEER_MODES
     #: tokens generated per prompt (greedy)
@@ -317,7 +320,8 @@ class SteeringResult:
     config: SteeringConfig
     #: one dict per row: prompt, mode ("none" unsteered), k, control, value, text, ids (the
     #: prefix, prompt and new tokens), logprob (mean over steps of log P(next token is a top
-    #: token)), gain (against the prompt's unsteered row), act and nll ([new_tokens] each)
+    #: token)), gain (against the prompt's unsteered row), distinct (share of distinct tokens
+    #: among the new ones), act and nll ([new_tokens] each)
     rows: list[dict[str, Any]]
 
 
@@ -357,6 +361,7 @@ def steering_sweep(subject: Subject, saes: dict[str, Any], site: str, feature: i
             out.append({"prompt": prompt, "mode": mode, "k": k, "control": control,
                         "value": k * max_activation if mode != "none" else 0.0, "text": text,
                         "ids": gen.ids[i][gen.mask[i].bool()].numpy(),
+                        "distinct": len(set(gen.new_ids()[i].tolist())) / config.new_tokens,
                         "logprob": float(gen.watch_logprob[i].mean()), "act": scores["act"][i].numpy(),
                         "nll": scores["nll"][i].numpy()})
     clean = {r["prompt"]: r["logprob"] for r in out if r["mode"] == "none"}
@@ -368,7 +373,8 @@ def steering_sweep(subject: Subject, saes: dict[str, Any], site: str, feature: i
 
 def steering_summary(result: SteeringResult) -> list[dict[str, Any]]:
     """One row per condition (unsteered first): mean log-prob gain of the feature's top tokens
-    (nats), share of generated tokens on which it fires, perplexity under the unsteered model."""
+    (nats), share of generated tokens on which it fires, perplexity under the unsteered model
+    (of all the condition's generated tokens), mean share of distinct tokens per text."""
     groups: dict[tuple, list] = {}
     for r in result.rows:
         groups.setdefault((r["mode"], r["k"], r["control"]), []).append(r)
@@ -378,7 +384,8 @@ def steering_summary(result: SteeringResult) -> list[dict[str, Any]]:
         nll = np.concatenate([r["nll"] for r in rs])
         out.append({"mode": mode, "k": k, "direction": "random" if control else "feature",
                     "gain": float(np.mean([r["gain"] for r in rs])), "fires": float(np.mean(act > 0)),
-                    "perplexity": float(np.exp(nll.mean()))})
+                    "perplexity": float(np.exp(nll.mean())),
+                    "distinct": float(np.mean([r["distinct"] for r in rs]))})
     return out
 
 

@@ -13,6 +13,7 @@ MEASURES = {
     "gain": "log-prob gain of its top tokens (nats)",
     "fires": "share of generated tokens where it fires",
     "perplexity": "perplexity under the unsteered model",
+    "distinct": "share of distinct tokens per text",
 }
 
 
@@ -83,13 +84,14 @@ def steering_table(summary: Sequence[Mapping[str, Any]], caption: str) -> Html:
                      "direction": r["direction"] if steered else "",
                      **{MEASURES[m]: r[m] for m in MEASURES}})
     return html_table(rows, caption=caption, formats={
-        MEASURES["gain"]: "+.2f", MEASURES["fires"]: ".0%", MEASURES["perplexity"]: ",.1f", "k (x max)": "g"})
+        MEASURES["gain"]: "+.2f", MEASURES["fires"]: ".0%", MEASURES["perplexity"]: ",.1f",
+        MEASURES["distinct"]: ".0%", "k (x max)": "g"})
 
 
 def steering_findings(sweeps: Mapping[int, Any]) -> str:
     """What the sweeps show, in Markdown, with their numbers: per feature and form of steering,
-    at the strongest strength, the feature's direction against the random control and the
-    unsteered text, and the weakest strength whose gain beats the control's by 1 nat."""
+    at the strongest strength, the feature's direction against the random control, and the
+    weakest strength whose gain beats the control's by 1 nat."""
     from ..interventions.steering import steering_summary
 
     lines = []
@@ -97,22 +99,22 @@ def steering_findings(sweeps: Mapping[int, Any]) -> str:
         s = steering_summary(sweep)
         clean = _row(s, "none")
         k = max(sweep.config.strengths)
-        parts = []
+        words = ", ".join(repr(t) for t in sweep.top_tokens[:5])
+        lines.append(f"- **Feature {f}** (top tokens {words}). Unsteered, it fires on {clean['fires']:.0%} "
+                     f"of the generated tokens, at a perplexity of {clean['perplexity']:,.1f}.")
         for mode in sweep.config.modes:
             a, b = _row(s, mode, k, "feature"), _row(s, mode, k, "random")
             beats = [r["k"] for r in s if r["mode"] == mode and r.get("direction") == "feature"
                      and r["gain"] - _row(s, mode, r["k"], "random")["gain"] >= 1.0]
             first = f"from k = {min(beats):g}" if beats else "at no strength swept"
-            verb = "adding" if mode == "add" else "clamping at"
-            parts.append(
-                f"{verb} {k:g}x its maximum activation moves the log-probability of its top tokens "
-                f"by {a['gain']:+.2f} nats (random direction of the same norm: {b['gain']:+.2f}); "
-                f"it then fires on {a['fires']:.0%} of the generated tokens (random: {b['fires']:.0%}), "
-                f"at a perplexity of {a['perplexity']:,.1f} (random: {b['perplexity']:,.1f}); "
-                f"the gain beats the control's by 1 nat {first}")
-        lines.append(f"- **Feature {f}** (top tokens {', '.join(repr(t) for t in sweep.top_tokens[:5])}; "
-                     f"unsteered it fires on {clean['fires']:.0%} of the generated tokens, perplexity "
-                     f"{clean['perplexity']:,.1f}): " + "; ".join(parts) + ".")
+            verb = "Adding" if mode == "add" else "Clamping at"
+            lines.append(
+                f"  - {verb} {k:g}x its maximum activation: log-prob gain of its top tokens "
+                f"{a['gain']:+.2f} nats (random direction of the same norm: {b['gain']:+.2f}); "
+                f"fires on {a['fires']:.0%} of the generated tokens (random: {b['fires']:.0%}); "
+                f"perplexity {a['perplexity']:,.1f} (random: {b['perplexity']:,.1f}), "
+                f"{a['distinct']:.0%} distinct tokens per text (random: {b['distinct']:.0%}). "
+                f"The gain beats the control's by 1 nat {first}.")
     return "\n".join(lines)
 
 

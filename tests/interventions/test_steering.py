@@ -198,6 +198,8 @@ def test_sweep_measures_equal_brute_forces(tiny_gpt2, saes):
         assert s["perplexity"] == pytest.approx(float(np.exp(nll.mean())), rel=1e-6)
         assert s["fires"] == pytest.approx(float(np.mean(np.concatenate([r["act"] for r in rows]) > 0)))
         assert s["gain"] == pytest.approx(float(np.mean([r["gain"] for r in rows])))
+        distinct = [len(set(r["ids"][-n:].tolist())) / n for r in rows]
+        assert s["distinct"] == pytest.approx(float(np.mean(distinct)))
     side = steered_texts(result, "clamp", 2)
     assert [r["prompt"] for r in side] == list(CONFIG.prompts)
     assert list(side[0]) == ["prompt", "unsteered", "clamp 2x max", "random, same norm"]

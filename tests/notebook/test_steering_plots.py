@@ -13,7 +13,8 @@ CONFIG = SteeringConfig(prompts=("I am a",), strengths=(0.0, 5.0), modes=("add",
 def _sweep(gain_feature=3.0, gain_random=0.5):
     def row(mode, k, control, gain, act, nll, text):
         return {"prompt": "I am a", "mode": mode, "k": k, "control": control, "value": k, "text": text,
-                "logprob": gain - 4.0, "gain": gain, "act": np.array(act), "nll": np.array(nll)}
+                "logprob": gain - 4.0, "gain": gain, "act": np.array(act), "nll": np.array(nll),
+                "distinct": len(set(text.split())) / 2}
 
     rows = [row("none", 0.0, False, 0.0, [0.0, 0.0], [1.0, 1.0], "cat."),
             row("add", 5.0, False, gain_feature, [2.0, 0.0], [2.0, 4.0], "river river"),
@@ -40,10 +41,10 @@ def test_tables_and_findings_read_the_sweep():
     texts = steered_texts_table(sweep, "add", 5)
     assert "river river" in texts and "dog." in texts and "Feature 7" in texts and "&#x27;river&#x27;" in texts
     table = steering_table(steering_summary(sweep), "c")
-    assert "unsteered" in table and "+3.00" in table and "50%" in table
+    assert "unsteered" in table and "+3.00" in table and "50%" in table and "distinct tokens" in table
     text = steering_findings({7: sweep})
     assert "+3.00 nats" in text and "random direction of the same norm: +0.50" in text
-    assert "from k = 5" in text and "perplexity of 20.1" in text
+    assert "from k = 5" in text and "perplexity 20.1" in text and "50% distinct tokens" in text
     assert "at no strength swept" in steering_findings({7: _sweep(gain_feature=1.0)})
 
 
