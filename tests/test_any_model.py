@@ -141,7 +141,8 @@ def test_tiny_llama_through_prepare_explorer_browser_and_every_notebook(llama_ex
     assert "2 adjacent pairs of sites" in shown["03_pair_coactivation"]
     assert "3 sites, 64 features each" in shown["09_pass_through"]
     assert "3 sites x 64 features" in shown["12_browser_and_search"]
-    assert "steered:" in shown["07_steering"]  # the causal-LM branch: steered generation
+    # the causal-LM branch: steered texts beside the random control, and the strength sweep
+    assert "random, same norm" in shown["07_steering"] and "log-prob gain" in shown["07_steering"]
     for stem, text in shown.items():
         if stem not in ("07_steering",):  # 07 names only the site it steers
             assert any(s in text for s in exp.sites), f"{stem} names none of the experiment's sites"

@@ -1,10 +1,27 @@
 """Interventions on SAE features: steering, clamping and ablation inside nnsight traces,
-batched causal edge effects, steered generation, and sentence embeddings to measure steering."""
+batched causal edge effects, steered generation and what it costs (:mod:`.steering`), and sentence
+embeddings to measure steering on an encoder."""
 
 from .edits import MODES, Edit, check_edit, edge_effects, edge_effects_one_at_a_time, feature_delta, generate, raw_site, run_with_edits
-from .embeddings import corpus_embeddings, embed, random_like, retrieval_ranks, steering_vector
+from .embeddings import corpus_embeddings, embed, random_like, retrieval_ranks, retrieval_sweep, steering_vector
+from .steering import (
+    Generation,
+    SteeringConfig,
+    SteeringResult,
+    control_delta,
+    feature_top_tokens,
+    generate_steered,
+    score_generation,
+    steered_texts,
+    steering_features,
+    steering_summary,
+    steering_sweep,
+)
 
 __all__ = [
     "Edit", "MODES", "check_edit", "corpus_embeddings", "edge_effects", "edge_effects_one_at_a_time", "embed",
     "feature_delta", "generate", "random_like", "raw_site", "retrieval_ranks", "run_with_edits", "steering_vector",
+    "retrieval_sweep", "Generation", "SteeringConfig", "SteeringResult", "control_delta", "feature_top_tokens",
+    "generate_steered", "score_generation", "steered_texts", "steering_features", "steering_summary",
+    "steering_sweep",
 ]

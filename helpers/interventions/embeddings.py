@@ -155,3 +155,38 @@ def corpus_embeddings(exp, subject: Subject, progress: bool = True) -> np.ndarra
     emb = embed(subject, [d.text for d in docs], max_length=DOCUMENT_MAX_LENGTH, progress=progress)
     atomic_save_npz(path, embeddings=emb, key=key)
     return emb
+
+
+#: neutral sentences that encoder steering moves (notebook 07)
+NEUTRAL_SENTENCES = ("This is a sentence.", "It happened on a Tuesday.", "The report has several parts.",
+                     "Here is some more text.", "They talked about it for a while.")
+#: steering strengths k (x the feature's maximum activation) of the encoder sweep
+RETRIEVAL_STRENGTHS = (0.0, 1.0, 2.0, 5.0, 10.0, 20.0)
+
+
+def retrieval_sweep(subject: Subject, saes, site: str, site_index: int, features: Sequence[int],
+                    top: dict[str, np.ndarray], max_act: np.ndarray, corpus: np.ndarray,
+                    strengths: Sequence[float] = RETRIEVAL_STRENGTHS,
+                    sentences: Sequence[str] = NEUTRAL_SENTENCES) -> dict[int, dict]:
+    """Encoder steering: add ``k x max_act[f] x`` feature ``f``'s decoder direction at ``site``
+    to neutral ``sentences`` and rank, among the ``corpus`` embeddings, the summaries where
+    ``f`` has its top examples (``top``, the statistics pass's ``top_examples``).
+
+    Returns ``{f: {"strengths": [k], "steered": [median rank per k], "random": [...],
+    "summaries": n}}``, the control adding a random direction of the same norm (seeded by the
+    feature).
+    """
+    plain = embed(subject, list(sentences))
+    out = {}
+    for f in features:
+        targets = sorted({int(d) for d in top["hi_doc"][site_index, f] if d >= 0})
+        med, ctl = [], []
+        for k in strengths:
+            v = steering_vector(saes[site], f, k * float(max_act[f]))
+            q = embed(subject, list(sentences), site=site, vector=v) if k else plain
+            c = embed(subject, list(sentences), site=site, vector=random_like(v, seed=f)) if k else plain
+            med.append(float(np.median(retrieval_ranks(q, corpus, targets))))
+            ctl.append(float(np.median(retrieval_ranks(c, corpus, targets))))
+        out[int(f)] = {"strengths": [float(k) for k in strengths], "steered": med, "random": ctl,
+                       "summaries": len(targets)}
+    return out

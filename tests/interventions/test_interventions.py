@@ -219,3 +219,28 @@ def test_the_pass_pools_the_document_embeddings_that_embed_computes(tmp_path, mo
     exp2 = exp.replace(token_budget=500)
     run_pass(exp2, out=tmp_path / "budget", progress=False, subject=subject, saes=random_topk_saes(exp.sites))
     assert not (tmp_path / "budget" / EMBEDDINGS_FILE).exists()
+
+
+def test_retrieval_sweep_ranks_the_summaries_of_each_feature():
+    import numpy as np
+
+    from helpers.experiment import PRESETS
+    from helpers.interventions.embeddings import embed, random_like, retrieval_ranks, retrieval_sweep, steering_vector
+    from helpers.subject.models import load_subject
+
+    subject = load_subject(PRESETS["smoke"].replace(device="cpu"))
+    site, sae = "hidden.3", make_random_sae(384, 32)
+    corpus = embed(subject, ["Paris is a city.", "The cat sleeps.", "Rivers flow to the sea.", "Music is loud."])
+    top = {"hi_doc": np.array([[[1, 2, -1], [0, 0, 3]]])}  # feature 1: top examples in summaries 0 and 3
+    sentences = ("Hello there.", "A plain sentence.")
+    out = retrieval_sweep(subject, {site: sae}, site, 0, [1], top, np.array([0.0, 2.0]), corpus,
+                          strengths=(0.0, 4.0), sentences=sentences)
+    assert list(out) == [1] and out[1]["summaries"] == 2 and out[1]["strengths"] == [0.0, 4.0]
+
+    def median(vector=None):
+        q = embed(subject, list(sentences), site=site if vector is not None else None, vector=vector)
+        return float(np.median(retrieval_ranks(q, corpus, [0, 3])))
+
+    v = steering_vector(sae, 1, 8.0)  # 4 x the maximum activation 2
+    assert out[1]["steered"] == [median(), median(v)]
+    assert out[1]["random"] == [median(), median(random_like(v, seed=1))]
