@@ -93,6 +93,19 @@ def quality_table(report: dict[str, dict[str, float]]):
     return df[["fvu", "l0", "dead_%", "n_tokens", "train_tokens"]]
 
 
+def quality_summary(exp: Experiment, table) -> str:
+    """What the SAE quality table (:func:`quality_table`) says, in two lines: width, k and
+    held-out tokens; the range of FVU (and its worst site), mean L0 and the range of dead
+    features."""
+    return (
+        f"On preset {exp.name!r}, {len(table)} SAEs of {exp.sae_width} features each "
+        f"(TopK, k={exp.sae_k}) were measured on {int(table['n_tokens'].iloc[0]):,} held-out tokens.\n"
+        f"FVU ranges from {table['fvu'].min():.3f} to {table['fvu'].max():.3f} "
+        f"(worst at {table['fvu'].idxmax()}); L0 is {table['l0'].mean():.1f} on average; "
+        f"dead features range from {table['dead_%'].min():.1f}% to {table['dead_%'].max():.1f}% of the width."
+    )
+
+
 def format_pass(res) -> str:
     lines = [f"statistics: {res.tokens:,} tokens in {res.seconds:.1f} s ({res.tokens_per_second:,.0f} tokens/s) -> {res.out}"]
     if getattr(res, "plan", ""):

@@ -18,3 +18,16 @@ def test_info_rows_are_what_the_command_line_prints():
     text = format_info(INFO).splitlines()
     assert text[:len(rows)] == [f"{f:<12} {v}" for f, v in rows]
     assert "25.0%" in text[-1]  # the quality table follows
+
+
+def test_quality_summary_reads_the_table():
+    from helpers.experiment import PRESETS
+    from helpers.report import quality_summary, quality_table
+
+    report = {"a": {"fvu": 0.2, "l0": 16.0, "dead_fraction": 0.1, "n_tokens": 1000, "train_tokens": 6000},
+              "b": {"fvu": 0.35, "l0": 15.0, "dead_fraction": 0.0, "n_tokens": 1000, "train_tokens": 6000}}
+    text = quality_summary(PRESETS["smoke"], quality_table(report))
+    assert text.splitlines() == [
+        "On preset 'smoke', 2 SAEs of 256 features each (TopK, k=16) were measured on 1,000 held-out tokens.",
+        "FVU ranges from 0.200 to 0.350 (worst at b); L0 is 15.5 on average; dead features range from 0.0% "
+        "to 10.0% of the width."]
