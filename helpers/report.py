@@ -157,6 +157,34 @@ def missed_targets(report: dict[str, dict[str, float]]) -> list[str]:
     return lines
 
 
+def quality_summary(exp: Experiment, table, report: dict[str, dict[str, float]] | None = None) -> str:
+    """What the SAE quality table (:func:`quality_table`) says: width, k and held-out tokens; the
+    range of FVU (and its worst site), mean L0 and the range of dead features; on a causal LM the
+    range of loss recovered with the three losses. With the ``report`` it was made from, the
+    sites that miss a target (:func:`missed_targets`), or that none does."""
+    lines = [
+        f"On preset {exp.name!r}, {len(table)} SAEs of {exp.sae_width} features each "
+        f"(TopK, k={exp.sae_k}) were measured on {int(table['n_tokens'].iloc[0]):,} held-out tokens.",
+        f"FVU ranges from {table['fvu'].min():.3f} to {table['fvu'].max():.3f} "
+        f"(worst at {table['fvu'].idxmax()}); L0 is {table['l0'].mean():.1f} on average; "
+        f"dead features range from {table['dead_%'].min():.1f}% to {table['dead_%'].max():.1f}% of the width.",
+    ]
+    if "loss_recovered_%" in table:
+        lr = table["loss_recovered_%"]
+        lines.append(
+            f"Splicing an SAE in recovers {lr.min():.1f}% to {lr.max():.1f}% of the loss (clean CE "
+            f"{table['ce_clean'].iloc[0]:.3f} nats/token, spliced {table['ce_spliced'].min():.3f}-"
+            f"{table['ce_spliced'].max():.3f}, zero-ablated {table['ce_zero'].min():.3f}-"
+            f"{table['ce_zero'].max():.3f}).")
+    if report is not None:
+        missed = missed_targets(report)
+        target = f"FVU <= {FVU_TARGET}" + (
+            f" and loss recovered >= {LOSS_RECOVERED_TARGET:.0f}%" if "loss_recovered_%" in table else "")
+        lines += ([f"Sites that miss {target}:"] + [f"  {m}" for m in missed]) if missed else [
+            f"Every site meets {target}."]
+    return "\n".join(lines)
+
+
 def format_pass(res) -> str:
     lines = [f"statistics: {res.tokens:,} tokens in {res.seconds:.1f} s ({res.tokens_per_second:,.0f} tokens/s) -> {res.out}"]
     if getattr(res, "plan", ""):

@@ -18,3 +18,29 @@ def test_info_rows_are_what_the_command_line_prints():
     text = format_info(INFO).splitlines()
     assert text[:len(rows)] == [f"{f:<12} {v}" for f, v in rows]
     assert "25.0%" in text[-1]  # the quality table follows
+
+
+def test_quality_summary_reads_the_table():
+    from helpers.experiment import PRESETS
+    from helpers.report import quality_summary, quality_table
+
+    report = {"a": {"fvu": 0.2, "l0": 16.0, "dead_fraction": 0.1, "n_tokens": 1000, "train_tokens": 6000},
+              "b": {"fvu": 0.35, "l0": 15.0, "dead_fraction": 0.0, "n_tokens": 1000, "train_tokens": 6000}}
+    text = quality_summary(PRESETS["smoke"], quality_table(report))
+    assert text.splitlines() == [
+        "On preset 'smoke', 2 SAEs of 256 features each (TopK, k=16) were measured on 1,000 held-out tokens.",
+        "FVU ranges from 0.200 to 0.350 (worst at b); L0 is 15.5 on average; dead features range from 0.0% "
+        "to 10.0% of the width."]
+    lines = quality_summary(PRESETS["smoke"], quality_table(report), report).splitlines()
+    assert lines[2:] == ["Sites that miss FVU <= 0.25:", "  b: FVU 0.350 > 0.25"]
+    for q in report.values():
+        q.update(fvu=0.1, loss_recovered=90.0, ce_clean=2.5, ce_spliced=2.7, ce_zero=7.0)
+    report["a"]["loss_recovered"] = 80.0
+    lines = quality_summary(PRESETS["smoke"], quality_table(report), report).splitlines()
+    assert lines[2] == ("Splicing an SAE in recovers 80.0% to 90.0% of the loss (clean CE 2.500 nats/token, "
+                        "spliced 2.700-2.700, zero-ablated 7.000-7.000).")
+    assert lines[3:] == ["Sites that miss FVU <= 0.25 and loss recovered >= 85%:",
+                         "  a: loss recovered 80.0% < 85%"]
+    report["a"]["loss_recovered"] = 86.0
+    assert quality_summary(PRESETS["smoke"], quality_table(report), report).splitlines()[-1] == (
+        "Every site meets FVU <= 0.25 and loss recovered >= 85%.")

@@ -61,3 +61,24 @@ def spearman(x: np.ndarray, y: np.ndarray) -> float:
     if rx.std() == 0 or ry.std() == 0:
         return float("nan")
     return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def strongest_across_pairs(matrices: list[np.ndarray], n: int = 4,
+                           per_pair: int = 3) -> list[tuple[float, int, int, int]]:
+    """The ``n`` strongest entries over all adjacent pairs as ``(value, pair, a, b)``, largest
+    first, from the ``per_pair`` strongest of each pair's ``[F_a, F_b]`` matrix."""
+    found = ((value, i, a, b) for i, m in enumerate(matrices) for a, b, value in strongest_pairs(m, per_pair))
+    return sorted(found, reverse=True)[:n]
+
+
+def association_rows(pairs: list[str], r: list[np.ndarray], jaccard: list[np.ndarray], naive: list[np.ndarray],
+                     threshold: float = 0.2) -> list[dict[str, object]]:
+    """Per adjacent pair of sites: the share of feature pairs at or above ``threshold`` in Pearson
+    r (of the defined ones), in Jaccard and in the co-occurrence that counts shared silence
+    (:func:`naive_cooccurrence`), and the share whose r is undefined (a feature never fired)."""
+    t = f"{threshold:g}"
+    return [{"sites": name, f"r ≥ {t} (defined pairs)": fraction_above(r[i], threshold),
+             "r undefined (a feature never fired)": np.isnan(r[i]).mean(),
+             f"Jaccard ≥ {t}": fraction_above(jaccard[i], threshold),
+             f"silence-counting co-occurrence ≥ {t}": fraction_above(naive[i], threshold)}
+            for i, name in enumerate(pairs)]

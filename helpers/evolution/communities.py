@@ -78,6 +78,23 @@ def community_layers(graph, community) -> np.ndarray:
     return np.bincount(layers, minlength=n_sites)
 
 
+def community_shapes(graph, communities) -> tuple[np.ndarray, np.ndarray]:
+    """``(sizes, spans)`` of the communities: their features, and the sites they reach."""
+    sizes = np.array([len(c) for c in communities])
+    spans = np.array([int((community_layers(graph, c) > 0).sum()) for c in communities])
+    return sizes, spans
+
+
+def readable_communities(sizes: np.ndarray, spans: np.ndarray, n: int = 2, smallest: int = 4,
+                         largest: int = 40) -> list[int]:
+    """Indices of ``n`` communities small enough to draw and read: of ``smallest``-``largest``
+    features, those spanning the most sites first (then the larger); failing that, the smallest
+    of the larger ones."""
+    fits = [i for i in range(len(sizes)) if sizes[i] >= smallest]
+    key = lambda i: (sizes[i] > largest, -spans[i], sizes[i] if sizes[i] > largest else -sizes[i])  # noqa: E731
+    return sorted(fits, key=key)[:n]
+
+
 def export_cross_layer_graphml(graph, path: str | Path) -> Path:
     from .graph import export_graphml
 

@@ -227,6 +227,36 @@ def explanation_sizes(gates: dict[str, Any], coverage: float) -> np.ndarray:
     return cover_size(gates["cover_count"], gates["cover_fired"], coverage)
 
 
+def gate_totals(gates: dict[str, Any], min_iou: float) -> dict[str, Any]:
+    """Over all pairs: the AND and OR candidates, how many survive at ``min_iou`` and their share,
+    and the median IoU, precision and recall of the candidates (NaN without candidates)."""
+    from .gates import survives
+
+    kind = gates["gate_kind"]
+    alive = survives(gates["gate_table"], kind, min_iou)
+    scores = truth_table_scores(gates["gate_table"], kind)
+    n_and = int((kind == 0).sum())
+    medians = {m: float(np.nanmedian(scores[m])) if len(kind) else float("nan")
+               for m in ("iou", "precision", "recall")}
+    return {"candidates": len(kind), "and": n_and, "or": len(kind) - n_and, "survivors": int(alive.sum()),
+            "share": float(alive.mean()) if len(kind) else float("nan"), **medians}
+
+
+def explanation_rows(gates: dict[str, Any], coverage: float, few: int = 3) -> list[dict[str, Any]]:
+    """Per adjacent pair: the downstream features that fired, the share of them whose greedy
+    explanation reaches ``coverage``, the median size of those explanations, and the share
+    explained by at most ``few`` upstream features."""
+    sizes = explanation_sizes(gates, coverage)
+    rows = []
+    for p, name in enumerate(gates["pairs"]):
+        s = sizes[p][sizes[p] != 0]
+        reached = s[s > 0]
+        rows.append({"pair": name, "firing": len(s), "covered": np.mean(s > 0),
+                     "median size": np.median(reached) if len(reached) else float("nan"),
+                     f"at most {few}": np.mean((s > 0) & (s <= few))})
+    return rows
+
+
 def format_gates(exp, file: Path, out=None) -> str:
     """A few lines for the command line: candidates and survivors per pair, the pass's time."""
     gates = load_gates(exp, out if out is not None else file.parent)

@@ -69,3 +69,29 @@ def export_graphml(graph, path: str | Path) -> Path:
     with atomic_path(path, suffix=".graphml") as tmp:
         nx.write_graphml(graph, tmp)
     return Path(path)
+
+
+def connected_components(graph) -> list[set[int]]:
+    """The connected components, largest first."""
+    import networkx as nx
+
+    return sorted(nx.connected_components(graph), key=len, reverse=True)
+
+
+def busiest_feature(graph) -> int:
+    """The node of highest degree (the first one met on a tie)."""
+    if graph.number_of_nodes() == 0:
+        raise ConfigError("the graph has no node: no feature fired at this site")
+    return max(graph.degree, key=lambda kv: kv[1])[0]
+
+
+def site_graph_rows(g: Mapping[str, np.ndarray], sites) -> list[dict]:
+    """Per site: the features and edges of its graph, the median degree and the correlation of
+    degree with firing frequency (:func:`degree_frequency`)."""
+    rows = []
+    for i, site in enumerate(sites):
+        graph = build_graph(g, i)
+        degree, _, r = degree_frequency(graph)
+        rows.append({"site": site, "features": graph.number_of_nodes(), "edges": graph.number_of_edges(),
+                     "median degree": float(np.median(degree)), "degree-frequency r": r})
+    return rows

@@ -12,6 +12,7 @@ A *lineage* chains a feature to its best continuing partner (best by the same me
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -110,6 +111,12 @@ class Lineages:
         """The starts of the ``n`` longest lineages (ties: earliest site, lowest feature)."""
         cand = [(-int(self.span[s][f]), s, int(f)) for s, fs in enumerate(self.starts) for f in fs]
         return [(s, f) for _, s, f in sorted(cand)[:n]]
+
+    def one_site(self, n: int = 3) -> list[tuple[int, int]]:
+        """The starts of the first ``n`` lineages that last one site though a next site exists
+        (earliest site first, then lowest feature)."""
+        found = ((s, int(f)) for s in range(len(self.starts) - 1) for f in self.starts[s] if self.span[s][f] == 1)
+        return list(itertools.islice(found, n))
 
 
 def lineages(partners: dict, fired: np.ndarray, threshold: float, measure: str = "pearson") -> Lineages:

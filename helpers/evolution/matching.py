@@ -130,3 +130,23 @@ def method_agreement(data: dict[str, Any], pair: int | None = None) -> np.ndarra
     chosen = np.concatenate([data["partner"][p][:, _evaluated(data, p)] for p in pairs], axis=1)  # [K, n]
     same = (chosen[:, None, :] == chosen[None, :, :]) & (chosen[:, None, :] >= 0)
     return same.mean(-1) if chosen.shape[1] else np.full(same.shape[:2], np.nan)
+
+
+def overall_rows(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """``{method: its row over all pairs}`` from :func:`success_table`'s rows."""
+    return {r["method"]: r for r in rows if r["pair"] == "all pairs"}
+
+
+def ranked_methods(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """The matching methods (the control left out) by success rate over all pairs, best first
+    (ties: the order of the table)."""
+    overall = overall_rows(rows)
+    return sorted((m for m in overall if m != CONTROL), key=lambda m: -overall[m]["success_rate"])
+
+
+def success_range(rows: Sequence[dict[str, Any]], method: str) -> tuple[float, float]:
+    """The lowest and the highest success rate of ``method`` over the adjacent pairs."""
+    rates = [r["success_rate"] for r in rows if r["method"] == method and r["pair"] != "all pairs"]
+    if not rates:
+        raise ConfigError(f"no per-pair row of method {method!r} in the success table")
+    return min(rates), max(rates)

@@ -85,6 +85,44 @@ class MeasuredEdges:
             raise ConfigError(f"unknown method {method!r}: the matching results hold {self.methods}")
         return ((self.chosen_by >> self.methods.index(method)) & 1).astype(bool)
 
+    def chosen_only_by(self, method: str) -> np.ndarray:
+        """Boolean mask of the edges that ``method`` alone chose (all False when the results hold
+        no such method, e.g. the control left out)."""
+        if method not in self.methods:
+            return np.zeros(len(self), bool)
+        return self.chosen_by == (1 << self.methods.index(method))
+
+    def method_rows(self, threshold: float) -> list[dict[str, Any]]:
+        """Per method: the edges it chose, their median and mean drop, the share at or above
+        ``threshold`` and the share whose upstream feature is silent in ``b``'s windows."""
+        rows = []
+        for m in self.methods:
+            sel = self.chosen_by_method(m)
+            drop = self.drop[sel]
+            rows.append({"method": m, "edges chosen": int(sel.sum()), "median drop": np.median(drop),
+                         "mean drop": drop.mean(), f"share >= {threshold:g}": (drop >= threshold).mean(),
+                         "partner silent in b's windows": (~self.upstream_fired[sel]).mean()})
+        return rows
+
+    def drop_summary(self, threshold: float, control: str = "random") -> dict[str, float]:
+        """How the drops spread: their min, max, median (``q50``) and 90th percentile (``q90``),
+        the share at or above ``threshold``, and that share and the median for the edges a
+        matching method chose (``matched_*``) and for those only the ``control`` chose
+        (``control_*``; NaN when there are none)."""
+        d = self.drop
+        only = self.chosen_only_by(control)
+        matched, ctrl = d[~only], d[only]
+        q50, q90 = np.percentile(d, [50, 90])
+        return {"min": d.min(), "max": d.max(), "q50": q50, "q90": q90, "share": (d >= threshold).mean(),
+                "matched_share": (matched >= threshold).mean(), "matched_median": np.median(matched),
+                "control_share": (ctrl >= threshold).mean(), "control_median": np.median(ctrl)}
+
+    def strongest(self, min_support: int = 5, n: int = 10):
+        """The ``n`` edges of highest drop whose downstream feature fired on at least
+        ``min_support`` tokens of its windows, as :meth:`to_frame` rows."""
+        frame = self.to_frame()
+        return frame[frame.n_firing >= min_support].sort_values("drop", ascending=False).head(n)
+
     def lookup(self) -> dict[tuple[str, int, str, int], int]:
         """``{(site_a, a, site_b, b): edge index}``."""
         return {(self.sites[p], a, self.sites[p + 1], b): i

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -72,3 +73,46 @@ def topical_features(top: dict[str, np.ndarray], site_index: int, documents, tok
         if len(chosen) == n:
             break
     return chosen
+
+
+@dataclass(frozen=True)
+class FeatureText:
+    """The corpus side of every feature: its examples in context and a label made of their
+    tokens, from the pass's ``top_examples``, the corpus and the tokenizer.
+
+    ``site`` is an index into ``sites`` or a site's name.
+    """
+
+    top: dict[str, np.ndarray]
+    documents: list
+    tokenizer: Any
+    sites: tuple[str, ...] = ()
+
+    def site_index(self, site: int | str) -> int:
+        if isinstance(site, str):
+            if site not in self.sites:
+                raise ConfigError(f"unknown site {site!r}: the experiment's sites are {list(self.sites)}")
+            return self.sites.index(site)
+        return int(site)
+
+    def label(self, site: int | str, feature: int, n: int = 5) -> str:
+        """The tokens of the feature's highest examples, most frequent first (:func:`top_tokens`)."""
+        return top_tokens(self.top, self.site_index(site), feature, self.documents, self.tokenizer, n=n)
+
+    def examples(self, site: int | str, feature: int, n: int = 5, **options) -> list[dict[str, Any]]:
+        """The feature's examples with their context (:func:`examples`; same options)."""
+        return examples(self.top, self.site_index(site), feature, self.documents, self.tokenizer, n=n,
+                        **options)
+
+
+def feature_text(exp, tokenizer=None) -> FeatureText:
+    """:class:`FeatureText` of the experiment: its ``top_examples``, corpus and tokenizer
+    (``tokenizer``: one already loaded, e.g. ``subject.tokenizer``; else the experiment's)."""
+    from ..stats.artefacts import load_artefact
+    from ..subject.corpus import load_corpus
+    from ..subject.models import load_tokenizer
+
+    top = load_artefact(exp, "top_examples")
+    documents = load_corpus(exp.corpus, exp.max_documents)
+    tokenizer = load_tokenizer(exp) if tokenizer is None else tokenizer
+    return FeatureText(top, documents, tokenizer, tuple(exp.sites))

@@ -30,7 +30,7 @@ from ..errors import ConfigError
 
 __all__ = [
     "PromptActivations", "SearchResult", "prompt_activations", "prompt_continuity", "prompt_graph", "search",
-    "search_prompts", "token_subgraph",
+    "search_funnel", "search_prompts", "token_subgraph",
 ]
 
 
@@ -135,6 +135,10 @@ class SearchResult:
             out.setdefault(r["site"], []).append(r["feature"])
         return out
 
+    def site_counts(self, sites: Sequence[str]) -> dict[str, int]:
+        """``{site: features found there}`` for every site, in the order of ``sites``."""
+        return {s: len(self.by_site().get(s, [])) for s in sites}
+
     def message(self) -> str:
         """One line: what was found, or that nothing was, with the closest candidates."""
         what = (f"above {self.threshold:g} on all {len(self.positives)} positive prompt(s) and on none of "
@@ -172,6 +176,21 @@ def search(positive: PromptActivations, negative: PromptActivations | None, thre
     notes = list(positive.notes) + ([] if negative is None else [f"negative {n}" for n in negative.notes])
     return SearchResult(list(positive.prompts), [] if negative is None else list(negative.prompts),
                         threshold, rows, candidates, notes)
+
+
+def search_funnel(positive: PromptActivations, negative: PromptActivations, threshold: float):
+    """How the AND and the NOT narrow a search, per site (rows): the features above
+    ``threshold`` on the first positive, on every positive (AND), and on every positive but no
+    negative (NOT): a pandas DataFrame, one column per step."""
+    import pandas as pd
+
+    threshold = _check_activation_threshold(threshold)
+    pos, neg = positive.maxima() > threshold, negative.maxima() > threshold  # [prompts, sites, features]
+    return pd.DataFrame({
+        "first positive": pos[0].sum(1),
+        "all positives (AND)": pos.all(0).sum(1),
+        "AND, no negative (NOT)": (pos.all(0) & ~neg.any(0)).sum(1),
+    }, index=list(positive.sites))
 
 
 def search_prompts(subject, saes: dict[str, Any], exp, positives: Sequence[str], negatives: Sequence[str] = (),

@@ -3,6 +3,8 @@ batched causal edge effects, steered generation and what it costs (:mod:`.steeri
 embeddings to measure steering on an encoder."""
 
 from .edits import MODES, Edit, check_edit, edge_effects, edge_effects_one_at_a_time, feature_delta, generate, raw_site, run_with_edits
+from .edge_check import (PairStatistics, candidate_edges, distinct_edges, edge_check_rows, edge_statistics,
+                         pair_statistics)
 from .embeddings import corpus_embeddings, embed, random_like, retrieval_ranks, retrieval_sweep, steering_vector
 from .steering import (
     Generation,
@@ -19,6 +21,7 @@ from .steering import (
 )
 
 __all__ = [
+    "PairStatistics", "candidate_edges", "distinct_edges", "edge_check_rows", "edge_statistics", "pair_statistics",
     "Edit", "MODES", "check_edit", "corpus_embeddings", "edge_effects", "edge_effects_one_at_a_time", "embed",
     "feature_delta", "generate", "random_like", "raw_site", "retrieval_ranks", "run_with_edits", "steering_vector",
     "retrieval_sweep", "Generation", "SteeringConfig", "SteeringResult", "control_delta", "feature_top_tokens",

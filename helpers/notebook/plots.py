@@ -297,3 +297,34 @@ def plot_flow_shares(rows, title: str = "Pass-through against the threshold"):
     fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def plot_spurious_share(matches, threshold: float):
+    """The share of best decoder matches at or above each cosine threshold whose features do
+    not fire together (``matches``: :class:`~helpers.evolution.decoder_matches.DecoderMatches`),
+    the chosen ``threshold`` marked; a gap where no match is that high."""
+    from ..evolution.decoder_matches import SPURIOUS_R
+
+    fig, ax = plt.subplots(figsize=(7, 3.5), constrained_layout=True)
+    ts = np.linspace(0.1, 0.95, 18)
+    shares = [100 * b / h if h else np.nan for h, b in map(matches.spurious, ts)]
+    ax.plot(ts, shares, marker=".")
+    ax.axvline(threshold, color="tab:red", linestyle="--")
+    ax.set_xlabel("decoder cosine threshold")
+    ax.set_ylabel("spurious pairs (%)")
+    ax.set_title(f"Share of high-cosine pairs whose features do not fire together (r < {SPURIOUS_R:g})")
+    return fig
+
+
+def plot_community_shapes(sizes: np.ndarray, spans: np.ndarray, title: str):
+    """Two histograms of the communities of the cross-layer graph: their sizes (features, log
+    bins) and how many sites each spans."""
+    fig, ax = plt.subplots(1, 2, figsize=(10, 3.5))
+    ax[0].hist(sizes, bins=np.logspace(0, np.log10(max(sizes.max(), 2)), 30), color="#4c72b0")
+    ax[0].set(xscale="log", yscale="log", xlabel="community size (features)", ylabel="communities",
+              title="Community sizes")
+    ax[1].bar(*np.unique(spans, return_counts=True), color="#55a868")
+    ax[1].set(xlabel="sites spanned", ylabel="communities", title="How many sites a community spans")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig

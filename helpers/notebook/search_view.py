@@ -9,8 +9,9 @@ from urllib.parse import quote
 
 import numpy as np
 
-__all__ = ["browser_link", "explorer_link", "plot_drops", "plot_prompt_continuity", "plot_token_graph",
-           "search_table", "search_widget"]
+__all__ = ["browser_link", "explorer_link", "feature_cell", "found_links_frame", "plot_drops",
+           "plot_prompt_continuity", "plot_token_graph", "prompt_drops_frame", "search_table", "search_widget",
+           "strongest_edges_frame"]
 
 
 def explorer_link(site: str, feature: int, base: str = "../explorer.html") -> str:
@@ -23,6 +24,54 @@ def browser_link(view: str = "all", measure: str = "pearson", threshold: float =
                  base: str = "../browser.html") -> str:
     """A view of the cross-layer browser: ``all``, ``community:<i>``, ``prompt:<i>``, ``search:<i>``."""
     return f"{base}#view={quote(view)}&measure={measure}&threshold={threshold:g}"
+
+
+def feature_cell(site: str, feature: int, labels: Callable[[str, int], str]) -> str:
+    """A feature as a table cell: ``site #feature`` linked to its explorer page, then its label."""
+    return f'<a href="{explorer_link(site, feature)}">{site} #{feature}</a> {labels(site, feature)}'
+
+
+def found_links_frame(graph: dict, links, labels: Callable[[str, int], str]):
+    """The links among a search's found features
+    (:class:`~helpers.explore.found_links.FoundLinks`), strongest first: both ends linked to
+    their pages, the measure's value and the measured causal drop (a dash where not measured)."""
+    import pandas as pd
+
+    from ..explore.found_links import node_feature
+
+    ea, eb = graph["edges"]["a"], graph["edges"]["b"]
+    rows = [{"upstream": feature_cell(*node_feature(graph, ea[i]), labels),
+             "downstream": feature_cell(*node_feature(graph, eb[i]), labels),
+             "pearson r": f"{value:.2f}", "causal drop": "–" if drop is None else f"{drop:.3f}"}
+            for i, value, drop in zip(links.edges, links.values, links.drops)]
+    return pd.DataFrame(rows)
+
+
+def prompt_drops_frame(names: list[str], graphs: list[dict], drops: list[np.ndarray], edge_rule: str,
+                       threshold: float):
+    """Per prompt graph (index: its name): active features, edges (``edges (<edge_rule>)``), the
+    edges measured by ablation (``drops``: their drops), their median drop and how many reach
+    ``threshold``."""
+    import pandas as pd
+
+    return pd.DataFrame({
+        "active features": [len(g["nodes"]) for g in graphs],
+        f"edges ({edge_rule})": [len(g["edges"]) for g in graphs],
+        "edges measured by ablation": [len(d) for d in drops],
+        "median drop of those": [f"{np.median(d):.3f}" if len(d) else "–" for d in drops],
+        f"drop >= {threshold:g}": [int((d >= threshold).sum()) for d in drops],
+    }, index=names)
+
+
+def strongest_edges_frame(measured, labels: Callable[[str, int], str], min_support: int = 5, n: int = 10):
+    """The ``n`` strongest measured edges with ``min_support`` firing tokens
+    (:meth:`~helpers.evolution.measured_edges.MeasuredEdges.strongest`), both ends linked to
+    their pages, the drop to three decimals."""
+    strong = measured.strongest(min_support, n)
+    return strong.assign(
+        upstream=[feature_cell(s, a, labels) for s, a in zip(strong.site_a, strong.a)],
+        downstream=[feature_cell(s, b, labels) for s, b in zip(strong.site_b, strong.b)],
+        drop=strong["drop"].map("{:.3f}".format))[["upstream", "downstream", "drop", "chosen_by", "n_firing"]]
 
 
 def search_table(result, n: int = 15, labels: Callable[[str, int], str] | None = None) -> str:

@@ -96,3 +96,21 @@ def examples_table(rows: Sequence[Mapping[str, Any]], caption: str | None = None
          for r in rows),
         columns=["activation", "document", "context"], formats={"activation": ".2f"}, caption=caption,
     )
+
+
+def html_list(items: Iterable[str]) -> Html:
+    """A bulleted list of HTML snippets (e.g. links made by
+    :func:`helpers.explore.links.feature_anchor`), inserted as they are."""
+    return Html("<ul>" + "".join(f"<li>{item}</li>" for item in items) + "</ul>")
+
+
+def paired_examples_table(up: tuple[str, Sequence[Mapping[str, Any]]], down: tuple[str, Sequence[Mapping[str, Any]]],
+                          caption: str | None = None) -> Html:
+    """Two features' examples side by side, one example of each per row: ``up`` and ``down`` are
+    ``(column title, rows of helpers.explore.examples)``; each context with its token highlighted,
+    then its activation (as many rows as the shorter list)."""
+    (up_title, up_rows), (down_title, down_rows) = up, down
+    rows = [{up_title: highlight(x["left"], x["token"], x["right"]), "activation up": x["activation"],
+             down_title: highlight(y["left"], y["token"], y["right"]), "activation down": y["activation"]}
+            for x, y in zip(up_rows, down_rows)]
+    return html_table(rows, formats={"activation up": ".2f", "activation down": ".2f"}, caption=caption)

@@ -68,3 +68,26 @@ def test_topical_features_prefer_words_from_few_documents():
     top = {"hi_doc": hi_doc, "hi_pos": hi_pos, "hi_values": np.ones((1, 3, k))}
     assert topical_features(top, 0, docs, tok, n=3, min_docs=2, max_docs=5) == [0]
     assert topical_features(top, 0, docs, tok, n=3, min_docs=1, max_docs=5) == [0, 2]
+
+
+def test_strongest_across_pairs_pools_the_pairs():
+    from helpers.evolution.analysis import strongest_across_pairs
+
+    r0 = np.array([[0.9, 0.1], [0.8, np.nan]])
+    r1 = np.array([[0.2, 0.95], [0.85, 0.3]])
+    assert strongest_across_pairs([r0, r1], n=3, per_pair=2) == [
+        (0.95, 1, 0, 1), (0.9, 0, 0, 0), (pytest.approx(0.85), 1, 1, 0)]
+    # only the per_pair strongest of each pair compete
+    assert strongest_across_pairs([r0, r1], n=4, per_pair=1) == [(0.95, 1, 0, 1), (0.9, 0, 0, 0)]
+
+
+def test_association_rows_are_shares_per_pair():
+    from helpers.evolution.analysis import association_rows
+
+    r = [np.array([[0.5, np.nan], [0.1, 0.2]])]
+    j = [np.array([[0.0, 0.3], [0.1, 0.2]])]
+    naive = [np.array([[0.99, 0.98], [0.1, 0.97]])]
+    (row,) = association_rows(["a->b"], r, j, naive, threshold=0.2)
+    assert row == {"sites": "a->b", "r ≥ 0.2 (defined pairs)": pytest.approx(2 / 3),
+                   "r undefined (a feature never fired)": 0.25, "Jaccard ≥ 0.2": 0.5,
+                   "silence-counting co-occurrence ≥ 0.2": 0.75}

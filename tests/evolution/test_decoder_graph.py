@@ -70,3 +70,19 @@ def test_degree_frequency_communities_neighbourhood(tmp_path):
     path = export_graphml(g, tmp_path / "g.graphml")
     back = nx.read_graphml(path)
     assert back.number_of_edges() == 3
+
+
+def test_components_busiest_feature_and_site_rows():
+    from helpers.evolution.graph import busiest_feature, connected_components, site_graph_rows
+
+    g = build_graph(_graph_npz(), 0)
+    g.add_node(9, frequency=0.05)
+    assert [sorted(c) for c in connected_components(g)] == [[0, 1, 3], [9]]
+    g.add_edge(3, 9, count=1, weight=0.1)
+    assert busiest_feature(g) == 3  # degree 3
+    with pytest.raises(ConfigError, match="no node"):
+        busiest_feature(nx.Graph())
+    rows = site_graph_rows(_graph_npz(), ["s0", "s1"])
+    assert [(r["site"], r["features"], r["edges"], r["median degree"]) for r in rows] == [
+        ("s0", 3, 3, 2.0), ("s1", 4, 1, 0.5)]  # degrees 2, 2, 2 and 0, 0, 1, 1
+    assert np.isnan(rows[0]["degree-frequency r"]) and np.isnan(rows[1]["degree-frequency r"])  # constant

@@ -332,3 +332,26 @@ def test_gates_from_the_recorded_codes_equal_the_model_rerun(gate_run, tmp_path)
     assert a.files == b.files
     for key in a.files:
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+def test_gate_totals_and_explanation_rows_by_hand():
+    from helpers.evolution.gate_artefact import explanation_rows, gate_totals
+
+    table = np.zeros((3, 8), dtype=np.int64)
+    table[0, [0, 7]] = [50, 9]  # an AND that holds: IoU 1
+    table[1, [7, 5]] = [10, 10]  # an AND half wrong: IoU 1/2
+    table[2, [1, 3, 5, 7]] = [1, 5, 5, 5]  # an OR: b fires alone once
+    gates = {"gate_table": table, "gate_kind": np.array([0, 0, 1]), "pairs": ["a->b", "b->c"],
+             # [pairs, features, k]: coverage after each greedy addition; firings per feature
+             "cover_count": np.array([[[5, 9, 10], [1, 2, 3], [0, 0, 0]], [[4, 4, 4], [2, 4, 6], [0, 0, 0]]]),
+             "cover_fired": np.array([[10, 6, 0], [4, 6, 0]])}
+    iou = truth_table_scores(table, gates["gate_kind"])["iou"]
+    t = gate_totals(gates, 0.9)
+    assert (t["candidates"], t["and"], t["or"], t["survivors"]) == (3, 2, 1, int((iou >= 0.9).sum()))
+    assert t["share"] == pytest.approx(t["survivors"] / 3) and t["iou"] == pytest.approx(np.median(iou))
+    empty = {**gates, "gate_table": table[:0], "gate_kind": np.array([], int)}
+    assert gate_totals(empty, 0.9)["candidates"] == 0 and np.isnan(gate_totals(empty, 0.9)["iou"])
+    rows = explanation_rows(gates, 0.9)
+    # pair 0: 10 firings covered to 9 by two features; 6 firings reach 3 only; one never fired
+    assert rows[0] == {"pair": "a->b", "firing": 2, "covered": 0.5, "median size": 2.0, "at most 3": 0.5}
+    assert rows[1] == {"pair": "b->c", "firing": 2, "covered": 1.0, "median size": 2.0, "at most 3": 1.0}

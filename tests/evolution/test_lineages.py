@@ -108,3 +108,26 @@ def test_cross_layer_graph_and_communities(synthetic):
         cross_layer_graph(partners, fired, "spearman", 0.1)
     with pytest.raises(ConfigError, match="outside its range"):
         flows(partners, fired, 1.2)
+
+
+def test_one_site_lineages_are_the_first_that_stop_at_once(synthetic):
+    partners, fired, _ = synthetic
+    lin = lineages(partners, fired, 0.4)
+    S = fired.shape[0]
+    expected = [(s, int(f)) for s in range(S - 1) for f in lin.starts[s] if len(lin.chain(s, int(f))) == 1]
+    assert len(expected) > 3 and lin.one_site(3) == expected[:3] and lin.one_site(1000) == expected
+
+
+def test_community_shapes_and_the_readable_ones(synthetic):
+    from helpers.evolution.communities import community_shapes, readable_communities
+
+    partners, fired, _ = synthetic
+    g = cross_layer_graph(partners, fired, "pearson", 0.5)
+    comms = layer_communities(g)
+    sizes, spans = community_shapes(g, comms)
+    assert sizes.tolist() == [len(c) for c in comms]
+    assert spans.tolist() == [len({g.nodes[n]["layer"] for n in c}) for c in comms]
+    # small enough first (4-40 features), most sites first, then the larger
+    sizes, spans = np.array([50, 30, 10, 12, 3, 45]), np.array([4, 2, 3, 3, 4, 4])
+    assert readable_communities(sizes, spans, n=4) == [3, 2, 1, 5]
+    assert readable_communities(sizes, spans, n=2, largest=5) == [5, 0]  # none fits: the smallest first

@@ -259,3 +259,38 @@ def test_measured_edges_of_the_artefact_equal_a_loop(matched, tmp_path):
     assert len(edges) == len(want) and f"{len(want):,} distinct edges" in note
     none, note = measured_edges_or_note(exp, tmp_path)
     assert none is None and "python -m helpers matching --experiment smoke" in note and "\n" not in note
+
+
+def test_overall_rows_ranked_methods_and_ranges():
+    from helpers.evolution.matching import overall_rows, ranked_methods, success_range
+
+    rows = [{"pair": p, "method": m, "success_rate": v} for p, m, v in [
+        ("x", "cosine", 0.2), ("x", "pearson", 0.5), ("x", "jaccard", 0.5), ("x", "random", 0.9),
+        ("y", "cosine", 0.4), ("y", "pearson", 0.1), ("y", "jaccard", 0.3), ("y", "random", 0.0),
+        ("all pairs", "cosine", 0.3), ("all pairs", "pearson", 0.3), ("all pairs", "jaccard", 0.4),
+        ("all pairs", "random", 0.45)]]
+    assert overall_rows(rows)["random"]["success_rate"] == 0.45 and len(overall_rows(rows)) == 4
+    assert ranked_methods(rows) == ["jaccard", "cosine", "pearson"]  # the control left out, ties in order
+    assert success_range(rows, "pearson") == (0.1, 0.5) and success_range(rows, "random") == (0.0, 0.9)
+    with pytest.raises(ConfigError, match="no per-pair row of method 'necessity'"):
+        success_range(rows, "necessity")
+
+
+def test_measured_edges_per_method_and_their_spread():
+    from helpers.evolution.measured_edges import measured_edges
+
+    e = measured_edges(tiny_matching())
+    only = e.chosen_only_by("random")
+    assert sorted(zip(e.a[only].tolist(), e.b[only].tolist())) == [(4, 5), (6, 2)]  # random alone chose these
+    assert not measured_edges(tiny_matching(), include_control=False).chosen_only_by("random").any()
+    rows = {r["method"]: r for r in e.method_rows(0.5)}
+    # pearson chose drops 0.8, 0.3, -0.2, 0.5, 0.9, all with a firing partner
+    assert rows["pearson"]["edges chosen"] == 5 and rows["pearson"]["median drop"] == pytest.approx(0.5)
+    assert rows["pearson"]["mean drop"] == pytest.approx(2.3 / 5) and rows["pearson"]["share >= 0.5"] == 0.6
+    assert rows["random"]["partner silent in b's windows"] == 0.5  # 2 of its 4 edges
+    s = e.drop_summary(0.5)
+    assert (s["min"], s["max"], s["share"]) == (pytest.approx(-0.2), pytest.approx(0.9), 3 / 8)
+    assert s["control_share"] == 0.0 and s["control_median"] == 0.0
+    assert s["matched_share"] == 0.5 and s["matched_median"] == pytest.approx(0.4)
+    strong = e.strongest(min_support=4, n=2)
+    assert strong["drop"].round(3).tolist() == [0.8, 0.5] and (strong.n_firing >= 4).all()

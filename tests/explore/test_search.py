@@ -198,3 +198,28 @@ def test_search_table_links_to_the_explorer():
     assert 'href="../explorer.html#site=hidden.3&amp;feature=17"' in html and "+1.500" in html
     empty = search_table(SearchResult(["p"], ["n"], 0.0, [], [row]))
     assert "no feature fires" in empty and "closest candidates" in empty
+
+
+def test_search_funnel_narrows_to_what_the_search_finds():
+    from helpers.explore.search import PromptActivations, search_funnel
+
+    rng = np.random.default_rng(4)
+    sites = ["a", "b"]
+
+    def acts(n):
+        return PromptActivations([f"p{i}" for i in range(n)], sites,
+                                 [{s: rng.random((3, 20)) * (rng.random(20) < 0.6) for s in sites} for _ in range(n)],
+                                 [["x"] * 3] * n, [1] * n)
+
+    pos, neg = acts(3), acts(2)
+    funnel = search_funnel(pos, neg, 0.5)
+    mp, mn = pos.maxima() > 0.5, neg.maxima() > 0.5
+    assert funnel.index.tolist() == sites
+    assert funnel["first positive"].tolist() == mp[0].sum(1).tolist()
+    assert funnel["all positives (AND)"].tolist() == mp.all(0).sum(1).tolist()
+    found = search(pos, neg, 0.5)
+    assert funnel["AND, no negative (NOT)"].tolist() == [len(found.by_site().get(s, [])) for s in sites]
+    assert found.site_counts(sites) == dict(zip(sites, funnel["AND, no negative (NOT)"].tolist()))
+    assert (funnel["first positive"] >= funnel["all positives (AND)"]).all() and len(found.rows) > 0
+    with pytest.raises(ConfigError, match="must be a finite number >= 0"):
+        search_funnel(pos, neg, -1.0)

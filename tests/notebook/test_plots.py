@@ -40,3 +40,19 @@ def test_histograms_ignore_nan_and_never_fired():
     assert len(fig.axes[0].patches) == 2
     fig = plot_value_histograms([np.array([[0.1, np.nan], [0.5, 0.9]])], ["p"], "r", "t")
     assert fig.axes[0].patches[0].get_xy() is not None
+
+
+def test_spurious_share_and_community_shapes():
+    from helpers.evolution.decoder_matches import DecoderMatches
+    from helpers.notebook.plots import plot_community_shapes, plot_spurious_share
+
+    m = DecoderMatches(pair=np.zeros(4, int), a=np.arange(4), b=np.arange(4),
+                       cos=np.array([0.2, 0.5, 0.9, 0.95]), r=np.array([0.5, 0.05, np.nan, 0.3]))
+    fig = plot_spurious_share(m, 0.5)
+    (line, marker) = fig.axes[0].get_lines()
+    x, y = line.get_data()
+    assert y[0] == 50.0  # at 0.1: 4 matches, 2 do not fire together (r 0.05 and undefined)
+    assert y[np.argmin(abs(x - 0.6))] == 50.0 and y[-1] == 0.0  # 0.9 and 0.95 left, then 0.95 only
+    assert marker.get_xdata()[0] == 0.5
+    fig = plot_community_shapes(np.array([3, 10, 10, 40]), np.array([1, 2, 2, 4]), "t")
+    assert [p.get_height() for p in fig.axes[1].patches] == [1, 2, 1] and fig._suptitle.get_text() == "t"

@@ -45,3 +45,22 @@ def test_examples_table_scales_by_the_largest_activation():
     assert _cells(t)[:2] == ["4.00", "Cats"] and _cells(t)[3:5] == ["1.00", "Dogs"]
     alphas = [float(a) for a in re.findall(r"rgba\(255,140,0,([0-9.]+)\)", t)]
     assert alphas == [1.0, round(0.25 + 0.75 * 0.25, 2)]
+
+
+def test_html_list_inserts_its_items():
+    from helpers.notebook.tables import html_list
+
+    out = html_list(f'<a href="#{i}">{i}</a>' for i in range(2))
+    assert out == '<ul><li><a href="#0">0</a></li><li><a href="#1">1</a></li></ul>' and out._repr_html_() == out
+
+
+def test_paired_examples_table_zips_the_two_features():
+    from helpers.notebook.tables import paired_examples_table
+
+    up = [{"left": "the ", "token": "sea", "right": " is", "activation": 2.5},
+          {"left": "a ", "token": "port", "right": "", "activation": 1.25}]
+    down = [{"left": "", "token": "harbour", "right": " <b>", "activation": 3.0}]
+    out = paired_examples_table(("up#1 (sea)", up), ("down#2 (harbour)", down), caption="c")
+    assert out.count("<tr>") == 2  # the head and one row: as many as the shorter list
+    assert "up#1 (sea)" in out and "down#2 (harbour)" in out and "<caption>c</caption>" in out
+    assert ">2.50<" in out and ">3.00<" in out and "1.25" not in out and "&lt;b&gt;" in out
