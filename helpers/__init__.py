@@ -11,7 +11,8 @@ The layout follows the pipeline, one stage a sub-package:
 - :mod:`~helpers.notebook`: figures and sliders for the notebooks.
 
 Cross-cutting modules: :mod:`~helpers.experiment` (configuration and presets),
-:mod:`~helpers.io` (artefact paths and atomic writes), :mod:`~helpers.errors`,
+:mod:`~helpers.io` (artefact paths, atomic writes, transactions, disk space),
+:mod:`~helpers.locks` (one writer per folder, interruptions), :mod:`~helpers.errors`,
 :mod:`~helpers.pipeline`, :mod:`~helpers.report`, :mod:`~helpers.cli`. Importing this
 package has no side effects; heavy libraries load on first use.
 """
@@ -28,8 +29,10 @@ from .subject.corpus import (
 )
 from .errors import (
     ArtefactMismatchError,
+    BusyError,
     ConfigError,
     CorruptArtefactError,
+    DiskError,
     HubUnavailableError,
     MissingArtefactError,
     SaeEvolutionError,
@@ -41,8 +44,10 @@ from .subject.saes import encode, load_saes, sae_quality, train_saes, training_r
 
 __all__ = [
     "ArtefactMismatchError",
+    "BusyError",
     "ConfigError",
     "CorruptArtefactError",
+    "DiskError",
     "Document",
     "Experiment",
     "HubUnavailableError",

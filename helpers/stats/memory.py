@@ -152,6 +152,23 @@ def spool_bytes(exp: Experiment, n_features: int, precision: Precision) -> int:
     return len(exp.site_pairs) * n_features**2 * (_nbytes(precision.counts) + 4)
 
 
+def disk_bill(exp: Experiment, n_features: int, precision: Precision, max_tokens: int | None = None,
+              pairs_held: int | None = None) -> dict[str, int]:
+    """Bytes the pass writes into its output folder at most, by item; the recorded codes aside
+    (:mod:`.codes`: they are not recorded when they would not fit)."""
+    bill = memory_bill(exp, n_features, 0, 1, precision, max_tokens, pairs_held)
+    state = sum(v for k, v in bill.items() if k not in _NOT_STATE)  # what a checkpoint holds
+    pairs = next(v for k, v in bill.items() if k.startswith("pair statistics"))
+    spool = spool_bytes(exp, n_features, precision)
+    return {"checkpoint (the old one and the new one while it is replaced)": 2 * state,
+            "pair spool (uncompressed)": spool,
+            "artefacts (uncompressed)": spool + state - pairs}
+
+
+#: the items of :func:`memory_bill` that a checkpoint does not hold
+_NOT_STATE = ("model", "saes", "batch (residuals, SAE codes)", "step scratch (threshold comparisons)")
+
+
 def host_bill(exp: Experiment, n_features: int, precision: Precision, pairs_held: int | None = None,
               writer: bool = True, device_type: str = "cuda", max_tokens: int | None = None) -> int:
     """Host bytes of one process (the writer unless ``writer=False``): :func:`host_items` summed."""
