@@ -152,9 +152,9 @@ class World:
                 p.unlink()
 
     @contextmanager
-    def held(self, step, until_waiting: bool = False):
+    def held(self, step, until_waiting: bool = False, then=None):
         """Hold the step's writer lock as another process would; ``until_waiting``: release it once
-        the step says it waits. Yields the event set when it said so."""
+        the step says it waits (after calling ``then``). Yields the event set when it said so."""
         folder = self.target(step)
         fd = os.open(lock_file(folder), os.O_RDWR | os.O_CREAT)
         fcntl.flock(fd, fcntl.LOCK_EX)
@@ -172,7 +172,9 @@ class World:
         logging.getLogger("helpers.locks").addHandler(handler)
 
         def release():
-            said.wait(120)
+            said.wait(1800)
+            if then is not None:
+                then()
             os.close(fd)
 
         thread = threading.Thread(target=release) if until_waiting else None
@@ -326,6 +328,28 @@ def test_fault(world, step, fault, capsys, caplog):
     assert not changed, f"changed by a failed {step}: {changed}"
     now = w.ready()
     assert all(now[k] for k, ok in valid.items() if ok), (valid, now)
+
+
+def test_prepare_waits_then_reuses_what_the_other_writer_made(world, tmp_path, capsys):
+    """``prepare`` (what every notebook calls) while another process writes the experiment: it waits,
+    then finds the partner tables, gate verification and matching results the other one wrote."""
+    keep = tmp_path / "made"
+    keep.mkdir()
+    for p in world.stats.iterdir():
+        if p.name.split(".")[0] in DERIVED:
+            shutil.copy2(p, keep / p.name)
+    world.drop_derived()
+
+    def the_other_writer_finishes():
+        for p in keep.iterdir():
+            shutil.copy2(p, world.stats / p.name)
+
+    with world.held("prepare", until_waiting=True, then=the_other_writer_finishes) as said:
+        assert main(world.argv("prepare")) == 0
+    assert said.is_set()
+    out = capsys.readouterr().out
+    assert all(f"{what} for preset '{NAME}' reused" in out
+               for what in ("partner tables", "gate verification", "matching methods")), out
 
 
 def _same_statistics(folder: Path, want: dict, prefix: str) -> None:

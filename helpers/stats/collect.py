@@ -601,7 +601,6 @@ def run_pass(
     state = PassState(exp, n_features, subject.device, precision, groups=groups,
                       group=dist.rank if mode == "pairs" else 0, mode=mode, passes=choice.passes)
     state.spool = PairSpool(out)  # the writer's (rank 0's) pairs' derived arrays, as they become final
-    temporary(state.spool.folder)  # removed if the pass fails, unless a checkpoint refers to it
     # the disk, before the first token: what the pass writes must fit (the codes are skipped if they do not)
     need = sum(disk_bill(exp, n_features, precision, max_tokens, max(map(len, state.groups))).values())
     free = require_space(out, need, "the statistics pass",
@@ -650,13 +649,12 @@ def run_pass(
         if dist.rank == 0:  # the spooled pairs the checkpoint records must be there, whole
             state.spool.verify(state.done_pairs)
             state.done_pairs = state.spool.records
-            if state.done_pairs:
-                keep(state.spool.folder)
         log.info("resuming %safter %d batches (%d tokens)", f"pass {index + 1} of {choice.passes} " if index else "",
                  state.batches, state.tokens)
     out.mkdir(parents=True, exist_ok=True)
     if not resume and dist.rank == 0:
         state.spool.clear()  # a stale spool of a killed run
+        temporary(state.spool.folder)  # removed if the pass fails, unless a checkpoint refers to it
 
     checkpoint_tokens = checkpoint_tokens or max(exp.step_tokens, 50 * exp.batch_size * exp.context_length)
     codes = None
