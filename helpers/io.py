@@ -213,14 +213,15 @@ def transaction() -> Iterator[None]:
     finally:
         _OPEN.remove(t)
         with _signals_held():
-            for path, kept in (t.swaps if ok else reversed(t.swaps)):
-                if ok:
+            if ok:  # commit: drop the old copies
+                for _, kept in t.swaps:
                     if kept is not None:
                         _remove(kept)
-                    continue
-                _remove(path)
-                if kept is not None:
-                    os.replace(kept, path)
+            else:  # undo, last replacement first
+                for path, kept in reversed(t.swaps):
+                    _remove(path)
+                    if kept is not None:
+                        os.replace(kept, path)
             for path in t.temps:
                 _remove(path)
 
