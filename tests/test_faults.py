@@ -32,6 +32,7 @@ import logging
 import os
 import pathlib
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -417,3 +418,20 @@ def test_too_small_disk_stops_before_the_first_token(world, tmp_path, monkeypatc
     line = _one_line(capsys, "error: the statistics pass needs about ")
     assert f"on the file system of {out}, which has 4.9 KiB free: free some space, or write elsewhere (--out" in line
     assert not counted and not out.exists()
+
+
+def test_a_real_small_file_system_stops_before_the_first_token(world, tmp_path, capsys):
+    """The same on a 1 MiB tmpfs (where this test may mount one)."""
+    small = tmp_path / "small"
+    small.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(small)], capture_output=True)
+    if mounted.returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        assert main(["collect", "--experiment", str(world.exp_file), "--quiet", "--out", str(small / "s")]) == 2
+        line = _one_line(capsys, "error: the statistics pass needs about ")
+        assert re.search(rf"MiB on the file system of {re.escape(str(small / 's'))}, which has (1.0 MiB|10\d\d.\d "
+                         r"KiB) free: free some space", line), line
+        assert [p.name for p in small.iterdir()] == [".s.lock"]  # (the writer lock's file) nothing else
+    finally:
+        subprocess.run(["umount", str(small)], check=True)
