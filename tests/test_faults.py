@@ -375,9 +375,8 @@ def test_two_collects_started_together(world, tmp_path):
     cmd = [sys.executable, "-m", "helpers", "collect", "--experiment", str(world.exp_file), "--quiet",
            "--out", str(out)]
     logs = [tmp_path / "a.err", tmp_path / "b.err"]
-    with world.held("collect") as _, open(logs[0], "w") as ea, open(logs[1], "w") as eb:
-        # (held: the lock of the experiment's folder; these write into --out: hold that one too)
-        fd = os.open(lock_file(out), os.O_RDWR | os.O_CREAT)
+    with open(logs[0], "w") as ea, open(logs[1], "w") as eb:
+        fd = os.open(lock_file(out), os.O_RDWR | os.O_CREAT)  # another process writes --out
         fcntl.flock(fd, fcntl.LOCK_EX)
         os.pwrite(fd, json.dumps({"pid": os.getpid(), "step": "test", "command": "pytest",
                                   "started": "now"}).encode(), 0)
