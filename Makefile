@@ -1,6 +1,7 @@
 # Two commands for newcomers (see README.md):
 #   make book   set up .venv if missing, prepare the artefacts of $(EXPERIMENT), build the book
 #   make test   set up .venv if missing, run the tests
+#   make publish  push the built book to the gh-pages branch of REMOTE (ghp-import)
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -ec
 .DEFAULT_GOAL := help
@@ -10,6 +11,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 EXPERIMENT ?= offline
 export EXPERIMENT
+# make publish: the git remote (name or URL) whose gh-pages branch GitHub Pages serves
+REMOTE ?= origin
 # Extra pip arguments for torch, e.g. PIP_TORCH_ARGS="--index-url <your CPU wheel index>"
 PIP_TORCH_ARGS ?=
 # Without an NVIDIA GPU, pin torch with constraints-cpu.txt: never pull several GB of CUDA wheels.
@@ -20,11 +23,12 @@ STAMP := $(VENV)/.installed
 # (grep finding nothing is fine; a failing pip still fails the pipeline through pipefail)
 QUIET_PIP := { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
-.PHONY: help venv test book artefacts clean-book clean
+.PHONY: help venv test book artefacts publish clean-book clean
 
 help:
 	@echo "make book   build the Jupyter Book for EXPERIMENT=$(EXPERIMENT) into book/_build/html"
 	@echo "make test   run the test suite"
+	@echo "make publish  push book/_build/html to the gh-pages branch of REMOTE=$(REMOTE)"
 
 $(STAMP): pyproject.toml constraints-cpu.txt
 	test -x $(PY) || $(PYTHON_SYS) -m venv $(VENV)
@@ -48,6 +52,9 @@ book: artefacts
 	rm -rf book/_build/.jupyter_cache
 	$(VENV)/bin/jupyter-book build --all book $(BOOK_FLAGS)
 	@echo "book: $(CURDIR)/book/_build/html/index.html"
+
+publish: $(STAMP)
+	$(PY) -m helpers publish --html book/_build/html --remote $(REMOTE)
 
 clean-book:
 	rm -rf book/_build book/_explorer book/_browser

@@ -1,5 +1,8 @@
 """Open the cross-layer browser in headless Chromium the way a reader would and check it:
 
+- it opens (no hash) on its default view, the strongest lineages chosen when the data were built:
+  at most ``DEFAULT_VIEW_NODES`` features, none missing, the view named on the page; one click on
+  "show every feature" shows the full view (more features), and another click brings it back;
 - the edge count changes with the threshold and with the measure (through the page's controls);
 - the causal effect (``causal_drop``), where the matching pass measured it: picking it from the
   menu shows exactly the measured edges above the threshold (counted here from the page's data),
@@ -28,6 +31,9 @@ from pathlib import Path
 
 import check_pages
 from check_pages import chrome, remote_requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from helpers.explore.browser import DEFAULT_VIEW_NODES  # noqa: E402
 
 CHROME_FLAGS = check_pages.CHROME_FLAGS + ("--window-size=1400,900",)
 LOCAL_SCHEMES = ("file:", "data:", "about:", "blob:", "chrome:", "devtools:")
@@ -64,6 +70,44 @@ def _edge_count(drv) -> int:
 def external_requests(drv) -> list[str]:
     """URLs requested (since the last call) that are not local."""
     return remote_requests(drv, LOCAL_SCHEMES)
+
+
+def check_default_view(drv, page: Path) -> tuple[list[str], dict]:
+    """The page opens on the default view (at most DEFAULT_VIEW_NODES features, the view named on
+    the page); one click on the full-view button shows more features, another goes back."""
+    graph = read_graph(page)
+    want = graph.get("default_view", "all")
+    lineage = graph.get("lineages", {}).get("nodes", [])
+    info = open_page(drv, page)
+    name = drv.find_element("id", "view-name").text
+    problems = []
+    if want != "lineages" or not lineage:
+        problems.append(f"the data choose no default view of lineages (default_view={want!r}, "
+                        f"{len(lineage)} features)")
+    if info["view"] != want or info["default_view"] != want:
+        problems.append(f"the page opened on view {info['view']!r}, not the default {want!r}")
+    if not 0 < info["nodes"] <= DEFAULT_VIEW_NODES:
+        problems.append(f"the default view shows {info['nodes']} features, not 1 to {DEFAULT_VIEW_NODES}")
+    if info["nodes"] != len(lineage) or int(drv.find_element("id", "node-count").text) != info["nodes"]:
+        problems.append(f"the default view shows {info['nodes']} features, its data list {len(lineage)}")
+    if "lineages" not in name.lower():
+        problems.append(f"the page does not name the default view (view name {name!r})")
+    button = drv.find_element("id", "full-view")
+    button.click()
+    full = drv.execute_script("return BROWSER.info()")
+    full_name = drv.find_element("id", "view-name").text
+    if full["view"] != "all" or not full["nodes"] > info["nodes"]:
+        problems.append(f"one click on {button.text!r} showed view {full['view']!r} with {full['nodes']} features "
+                        f"(default view: {info['nodes']})")
+    if "full view" not in full_name.lower():
+        problems.append(f"the page does not name the full view (view name {full_name!r})")
+    drv.find_element("id", "full-view").click()
+    back = drv.execute_script("return BROWSER.info()")
+    if back["view"] != want or back["nodes"] != info["nodes"]:
+        problems.append(f"a second click went to view {back['view']!r} ({back['nodes']} features), "
+                        f"not back to {want!r} ({info['nodes']})")
+    return problems, {"view": info["view"], "name": name, "nodes": info["nodes"], "edges": info["edges"],
+                      "full_nodes": full["nodes"], "full_edges": full["edges"], "max_nodes": DEFAULT_VIEW_NODES}
 
 
 def check_controls(drv, page: Path) -> list[str]:
@@ -266,11 +310,13 @@ def check(page: Path, click: bool = True) -> tuple[list[str], dict]:
     drv = driver()
     drv.set_script_timeout(60)
     try:
-        problems = check_controls(drv, page)
+        problems, default = check_default_view(drv, page)
+        problems += check_controls(drv, page)
         found, causal = check_causal(drv, page)
         problems += found
         times = timings(drv, page)
         times["causal"] = causal
+        times["default_view"] = default
         slow = [t for t, r in times["redraw"].items() if r["ms"] > MAX_REDRAW_MS]
         if slow:
             problems.append(f"redraw slower than {MAX_REDRAW_MS} ms at thresholds {slow}: {times['redraw']}")
@@ -285,7 +331,6 @@ def check(page: Path, click: bool = True) -> tuple[list[str], dict]:
 
 def synthetic_page(folder: Path, n_nodes: int, n_edges: int) -> Path:
     """A browser page over a random graph of the given size, with one fake prompt graph."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from helpers.explore.browser import synthetic_graph
     from helpers.explore.browser_site import write_browser
 

@@ -13,8 +13,9 @@ The layout follows the pipeline, one stage a sub-package:
 Cross-cutting modules: :mod:`~helpers.experiment` (configuration and presets),
 :mod:`~helpers.io` (artefact paths, atomic writes, transactions, disk space),
 :mod:`~helpers.locks` (one writer per folder, interruptions), :mod:`~helpers.errors`,
-:mod:`~helpers.pipeline`, :mod:`~helpers.report`, :mod:`~helpers.cli`. Importing this
-package has no side effects; heavy libraries load on first use.
+:mod:`~helpers.pipeline`, :mod:`~helpers.report`, :mod:`~helpers.publish` (the book to
+GitHub Pages), :mod:`~helpers.cli`. Importing this package has no side effects; heavy libraries
+load on first use.
 """
 
 from .subject.capture import capture_residuals, flatten_tokens

@@ -1,5 +1,6 @@
 """Command line: ``python -m helpers {info,train-saes,collect,partners,gates,matching,prepare,explorer,browser} --experiment PRESET|FILE``,
-``--release NAME [--layers A:B] [--width N]`` instead of a preset, and ``releases [--model TEXT]``.
+``--release NAME [--layers A:B] [--width N] [--l0 VARIANT]`` instead of a preset, ``releases
+[--model TEXT]`` and ``publish [--html DIR] [--remote NAME|URL]``.
 
 Errors the helpers raise on purpose are printed as one line (``error: ...``)
 with exit status 2, not as a traceback; so is an interruption (SIGINT, SIGTERM: what was done,
@@ -15,7 +16,7 @@ import sys
 from typing import Sequence
 
 from .errors import ConfigError, SaeEvolutionError
-from .experiment import EXPERIMENT_ENV, PRESETS, get_experiment
+from .experiment import DEFAULT_EXPERIMENT, EXPERIMENT_ENV, PRESETS, get_experiment
 
 
 def _experiment_arg(parser: argparse.ArgumentParser) -> None:
@@ -23,7 +24,7 @@ def _experiment_arg(parser: argparse.ArgumentParser) -> None:
         "--experiment",
         "-e",
         default=None,
-        help=f"preset: one of {sorted(PRESETS)} (default: ${EXPERIMENT_ENV} or 'offline')",
+        help=f"preset: one of {sorted(PRESETS)} (default: ${EXPERIMENT_ENV} or '{DEFAULT_EXPERIMENT}')",
     )
     parser.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N")
     parser.add_argument(
@@ -43,6 +44,10 @@ def _experiment_arg(parser: argparse.ArgumentParser) -> None:
                         help="with --release: keep the SAEs of blocks FIRST..LAST (inclusive)")
     parser.add_argument("--width", type=int, default=None,
                         help="with --release: the SAE width, for releases that have several")
+    parser.add_argument("--l0", default=None, metavar="VARIANT",
+                        help="with --release: the L0 variant where a site has several SAEs: small, medium "
+                             "or big (Gemma Scope 2), or a number (the nearest registry L0); default: the "
+                             "one with a Neuronpedia page, else small, else the registry's first")
     parser.add_argument("--no-wait", action="store_true",
                         help="stop at once (one line) if another process is writing this experiment")
 
@@ -114,6 +119,11 @@ def build_parser() -> argparse.ArgumentParser:
     _experiment_arg(bro)
     bro.add_argument("--out", default=None, help="output folder (default: book/_browser, copied into the book)")
     bro.add_argument("--k-edges", type=int, default=None, help="partners per feature, measure and direction (default 8)")
+    pub = sub.add_parser("publish", help="push the built book to a gh-pages branch with ghp-import (make publish)")
+    pub.add_argument("--html", default="book/_build/html", help="the built book (default: book/_build/html)")
+    pub.add_argument("--remote", default="origin", help="git remote name or URL to push to (default: origin)")
+    pub.add_argument("--branch", default="gh-pages", help="branch to write (default: gh-pages)")
+    pub.add_argument("--repo", default=".", help="the git repository whose branch is written (default: .)")
     return parser
 
 
@@ -137,7 +147,9 @@ def parse_overrides(items: Sequence[str]) -> dict:
             value = json.loads(raw)
         except json.JSONDecodeError:
             value = raw
-        if (hints[key] is str or str in typing.get_args(hints[key])) and not isinstance(value, str) and value is not None:
+        text_field = hints[key] is str or (typing.get_origin(hints[key]) is not tuple
+                                           and str in typing.get_args(hints[key]))
+        if text_field and not isinstance(value, str) and value is not None:
             value = raw  # a text field keeps what was typed: --set name=2024
         out[key] = tuple(value) if isinstance(value, list) else value
     return out
@@ -158,8 +170,8 @@ def build_experiment(args: argparse.Namespace):
     """The experiment the command line asks for: a preset, a file, or a release, with overrides."""
     overrides = parse_overrides(args.overrides)
     if args.release is None:
-        if args.layers is not None or args.width is not None:
-            raise ConfigError("--layers and --width go with --release NAME")
+        if args.layers is not None or args.width is not None or args.l0 is not None:
+            raise ConfigError("--layers, --width and --l0 go with --release NAME")
         return get_experiment(args.experiment, device=args.device, **overrides)
     if args.experiment is not None:
         raise ConfigError("give --experiment or --release, not both")
@@ -167,7 +179,7 @@ def build_experiment(args: argparse.Namespace):
 
     if args.device is not None:
         overrides["device"] = args.device
-    return experiment_from_release(args.release, parse_layers(args.layers), args.width, **overrides)
+    return experiment_from_release(args.release, parse_layers(args.layers), args.width, l0=args.l0, **overrides)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -190,6 +202,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not found:
                 raise ConfigError(f"no usable residual-stream release for a model matching {args.model!r}")
             print(format_releases(found))
+            return 0
+        if args.command == "publish":
+            from .publish import publish_book
+
+            print(publish_book(args.html, args.remote, args.branch, args.repo))
             return 0
         exp = build_experiment(args)
         if args.command == "info":

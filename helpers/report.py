@@ -26,6 +26,8 @@ def describe(exp: Experiment, count_tokens: bool = True) -> dict[str, Any]:
         "context_length": exp.context_length,
         "artefacts": {"saes": str(sae_dir(exp.name)), "statistics": str(stats_dir(exp.stats_name))},
     }
+    if exp.sae_source == "pretrained":
+        info["saes"].update(_release_info(exp))
     if exp.sae_source == "trained":
         ready = trained_saes_ready(exp)
         info["saes"]["trained"] = ready
@@ -43,6 +45,38 @@ def describe(exp: Experiment, count_tokens: bool = True) -> dict[str, Any]:
     return info
 
 
+def _release_info(exp: Experiment) -> dict[str, Any]:
+    """What the registry says of a pretrained experiment's SAEs, offline: per site the SAE id, the
+    hook it reads, its L0 and Neuronpedia id; the L0 variants offered; the trained twin preset."""
+    from .subject.releases import get_release, release_saes, release_variants, twin_preset
+
+    twin = twin_preset(get_release(exp.sae_release).model)
+    return {"per_site": release_saes(exp), "l0_variants": release_variants(exp),
+            "twin": twin.name if twin is not None else None}
+
+
+def _release_rows(s: dict[str, Any]) -> list[tuple[str, str]]:
+    from .subject.releases import layer_pattern
+
+    per_site = s["per_site"]
+    ids, hook, module = (layer_pattern(per_site, key) for key in ("sae_id", "hook", "module"))
+    text = (f"{ids}, reading {hook} (Hugging Face {module})" if ids and hook and module
+            else "; ".join(f"{r['site']}: {r['sae_id']}" for r in per_site))
+    l0s = [r["l0"] for r in per_site if r["l0"] is not None]
+    if l0s:
+        text += f", registry L0 {min(l0s):g}" + (f"..{max(l0s):g}" if max(l0s) > min(l0s) else "")
+    rows = [("SAE ids", text)]
+    if len(s["l0_variants"]) > 1:
+        taken = "/".join(sorted({r["variant"] for r in per_site if r["variant"]}))
+        rows.append(("L0 variants", f"{', '.join(s['l0_variants'])} offered; {taken} taken (choose with --l0)"))
+    pages = [r["neuronpedia"] for r in per_site if r["neuronpedia"]]
+    rows.append(("Neuronpedia", f"{len(pages)} of {len(per_site)} SAEs have pages (e.g. {pages[0]})" if pages
+                 else "the registry links none of these SAEs to a Neuronpedia page"))
+    if s.get("twin"):
+        rows.append(("twin", f"preset {s['twin']!r}: the same model with SAEs trained here"))
+    return rows
+
+
 def info_rows(info: dict[str, Any]) -> list[tuple[str, str]]:
     """The experiment's description (from :func:`describe`) as (field, value) pairs, in reading order."""
     m, s, c = info["model"], info["saes"], info["corpus"]
@@ -53,6 +87,7 @@ def info_rows(info: dict[str, Any]) -> list[tuple[str, str]]:
         ("SAEs", f"{s['source']}" + (f" {s['release']}" if s.get("release") else "")
          + f", {s['width']} features" + (f", TopK k={s['k']}" if s.get("k") else "")
          + ("" if "trained" not in s else (", trained" if s["trained"] else ", not trained yet"))),
+        *(_release_rows(s) if s.get("per_site") else []),
         ("corpus", f"{c['name']}"
          + (f", {c['documents']} documents" if "documents" in c else "")
          + (f", {c['tokens']:,} tokens" if "tokens" in c else "")
@@ -71,10 +106,17 @@ def format_info(info: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+#: what the project asks of its trained SAEs at every site
+FVU_TARGET = 0.25
+LOSS_RECOVERED_TARGET = 85.0
+
+
 def format_quality(report: dict[str, dict[str, float]]) -> str:
-    rows = [f"{'site':<28} {'FVU':>7} {'L0':>7} {'dead':>7}"]
+    causal = all("loss_recovered" in q for q in report.values())
+    rows = [f"{'site':<28} {'FVU':>7} {'L0':>7} {'dead':>7}" + (f" {'loss rec.':>10}" if causal else "")]
     for site, q in report.items():
-        rows.append(f"{site:<28} {q['fvu']:>7.3f} {q['l0']:>7.1f} {q['dead_fraction']:>7.1%}")
+        rows.append(f"{site:<28} {q['fvu']:>7.3f} {q['l0']:>7.1f} {q['dead_fraction']:>7.1%}"
+                    + (f" {q['loss_recovered']:>9.1f}%" if causal else ""))
     return "\n".join(rows)
 
 
@@ -84,13 +126,35 @@ def format_training(result) -> str:
 
 
 def quality_table(report: dict[str, dict[str, float]]):
-    """The per-site SAE quality report as a pandas DataFrame (one row per site)."""
+    """The per-site SAE quality report as a pandas DataFrame (one row per site): FVU, L0, dead and
+    dense features (%), and for causal LMs the loss recovered (%) with the three losses."""
     import pandas as pd
 
     df = pd.DataFrame.from_dict(report, orient="index")
     df.index.name = "site"
     df["dead_%"] = 100 * df.pop("dead_fraction")
-    return df[["fvu", "l0", "dead_%", "n_tokens", "train_tokens"]]
+    columns = ["fvu", "l0", "dead_%"]
+    if "dense_fraction" in df:
+        df["dense_%"] = 100 * df.pop("dense_fraction")
+        columns.append("dense_%")
+    if "loss_recovered" in df:
+        df = df.rename(columns={"loss_recovered": "loss_recovered_%"})
+        columns += ["loss_recovered_%", "ce_clean", "ce_spliced", "ce_zero"]
+    return df[columns + ["n_tokens", "train_tokens"]]
+
+
+def missed_targets(report: dict[str, dict[str, float]]) -> list[str]:
+    """One line per site whose SAE misses FVU <= 0.25 or (causal LMs) loss recovered >= 85%."""
+    lines = []
+    for site, q in report.items():
+        misses = []
+        if q["fvu"] > FVU_TARGET:
+            misses.append(f"FVU {q['fvu']:.3f} > {FVU_TARGET}")
+        if q.get("loss_recovered", LOSS_RECOVERED_TARGET) < LOSS_RECOVERED_TARGET:
+            misses.append(f"loss recovered {q['loss_recovered']:.1f}% < {LOSS_RECOVERED_TARGET:.0f}%")
+        if misses:
+            lines.append(f"{site}: " + ", ".join(misses))
+    return lines
 
 
 def format_pass(res) -> str:

@@ -138,9 +138,11 @@ def tiny_llama_dir(tiny_tokenizer, tmp_path_factory):
 ARCHITECTURES = ("standard", "topk", "jumprelu", "gated")
 
 
-def make_random_arch_sae(architecture: str, d_in=64, d_sae=48, seed=0, k=6):
-    """A random sae_lens SAE of ``architecture`` (standard, topk, jumprelu, gated) with some
-    features that never fire, and JumpReLU thresholds that cut some positive pre-activations."""
+def make_random_arch_sae(architecture: str, d_in=64, d_sae=48, seed=0, k=6, **flags):
+    """A random sae_lens SAE of ``architecture`` (standard, topk, jumprelu, gated; also abstopk,
+    matching_pursuit and batchtopk, the last one sae_lens' training class) with some features
+    that never fire, and JumpReLU thresholds that cut some positive pre-activations. ``flags``
+    go to the config (e.g. ``rescale_acts_by_decoder_norm``, ``apply_b_dec_to_input``)."""
     import sae_lens
 
     torch.manual_seed(seed)
@@ -149,9 +151,12 @@ def make_random_arch_sae(architecture: str, d_in=64, d_sae=48, seed=0, k=6):
         "topk": (sae_lens.TopKSAE, sae_lens.TopKSAEConfig),
         "jumprelu": (sae_lens.JumpReLUSAE, sae_lens.JumpReLUSAEConfig),
         "gated": (sae_lens.GatedSAE, sae_lens.GatedSAEConfig),
+        "abstopk": (sae_lens.AbsTopKSAE, sae_lens.AbsTopKSAEConfig),
+        "matching_pursuit": (sae_lens.MatchingPursuitSAE, sae_lens.MatchingPursuitSAEConfig),
+        "batchtopk": (sae_lens.BatchTopKTrainingSAE, sae_lens.BatchTopKTrainingSAEConfig),
     }[architecture]
-    extra = {"k": k} if architecture == "topk" else {}
-    sae = cls(cfg(d_in=d_in, d_sae=d_sae, **extra))
+    extra = {"k": k} if architecture in ("topk", "abstopk", "batchtopk") else {}
+    sae = cls(cfg(d_in=d_in, d_sae=d_sae, **extra, **flags))
     with torch.no_grad():
         for name, p in sae.named_parameters():
             if name == "threshold":
@@ -163,3 +168,82 @@ def make_random_arch_sae(architecture: str, d_in=64, d_sae=48, seed=0, k=6):
             else:
                 p.normal_(0, 1 / p.shape[0] ** 0.5)
     return sae
+
+
+def make_gemma3_270m_shaped(tokenizer, seed: int = 0):
+    """A random Gemma 3 with the residual stream of Gemma 3 270M (18 blocks, d_model 640) and tiny
+    everything else (1 KV head of 16, MLP 64, the test tokenizer): official SAEs' shapes fit it,
+    and it runs in milliseconds. Norm weights are perturbed, as in :func:`make_tiny_causal`."""
+    import transformers
+
+    torch.manual_seed(seed)
+    bos = tokenizer.bos_token_id
+    cfg = transformers.Gemma3TextConfig(
+        vocab_size=len(tokenizer), hidden_size=640, intermediate_size=64, num_hidden_layers=18,
+        num_attention_heads=2, num_key_value_heads=1, head_dim=16, max_position_embeddings=128,
+        sliding_window=8, bos_token_id=bos, eos_token_id=bos, pad_token_id=bos)
+    model = transformers.AutoModelForCausalLM.from_config(cfg).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.add_(0.2 * torch.randn_like(p))
+    return model
+
+
+@pytest.fixture
+def gemma_scope_hub(monkeypatch, tmp_path):
+    """sae_lens' Gemma Scope 2 loader served from a local folder instead of the hub.
+
+    ``serve(d_in, d_sae)`` patches the two hub calls of ``sae_lens``' ``gemma_3`` loader: a SAE's
+    ``params.safetensors`` is written on first request at its registry path with random JumpReLU
+    weights of shape ``[d_in, d_sae]`` (the hub's layout: ``w_enc``, ``w_dec``, ``b_enc``,
+    ``b_dec``, ``threshold``), its ``config.json`` is absent, so sae_lens infers the official
+    config itself, and the helpers see a reachable hub. Returns the paths served (in the
+    repository), in the order first asked for.
+    """
+    import helpers.subject.saes as saes_module
+    import sae_lens.loading.pretrained_sae_loaders as loaders
+    from huggingface_hub.errors import EntryNotFoundError
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    root, served = tmp_path / "hub", []
+
+    def serve(d_in: int = 640, d_sae: int = 64):
+        def params(repo_id: str, folder: str):
+            path = root / repo_id / folder / "params.safetensors"
+            if not path.is_file():
+                gen = torch.Generator().manual_seed(len(served))
+                path.parent.mkdir(parents=True, exist_ok=True)
+                save_file({"w_enc": torch.randn(d_in, d_sae, generator=gen) * d_in**-0.5,
+                           "w_dec": torch.randn(d_sae, d_in, generator=gen) * d_sae**-0.5,
+                           "b_enc": torch.randn(d_sae, generator=gen) * 0.1 - 0.05,
+                           "b_dec": torch.randn(d_in, generator=gen) * 0.05,
+                           "threshold": torch.rand(d_sae, generator=gen) * 0.3}, str(path))
+                served.append(str(path.relative_to(root / repo_id)))
+            return path
+
+        def download(repo_id, filename=None, subfolder=None, **_):
+            full = f"{subfolder}/{filename}" if subfolder else filename
+            if full.endswith("/params.safetensors"):
+                return str(params(repo_id, full.rsplit("/", 1)[0]))
+            raise EntryNotFoundError(f"{full} is not in {repo_id}")
+
+        def shapes(repo_id, filename):
+            with safe_open(str(params(repo_id, filename.rsplit("/", 1)[0])), "pt") as f:
+                return {k: list(f.get_slice(k).get_shape()) for k in f.keys()}
+
+        monkeypatch.setattr(loaders, "hf_hub_download", download)
+        monkeypatch.setattr(loaders, "get_safetensors_tensor_shapes", shapes)
+        monkeypatch.setattr(saes_module, "hub_offline", lambda: False)
+        return served
+
+    return serve
+
+
+@pytest.fixture
+def gemma_preset(monkeypatch):
+    """The preset that trains SAEs on Gemma 3 270M (``gemma``), whose release twin is tested."""
+    from helpers.experiment import PRESETS
+
+    return PRESETS["gemma"]

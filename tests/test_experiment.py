@@ -7,7 +7,13 @@ from helpers.experiment import MODELS, PRESETS, Experiment, get_experiment
 
 
 def test_presets_are_valid_and_named():
-    assert set(PRESETS) == {"offline", "smoke", "gpt2-res-jb"}
+    assert set(PRESETS) == {"gemma", "offline", "smoke", "gpt2-res-jb"}
+    gemma = PRESETS["gemma"]
+    assert gemma.model_spec.family == "gemma3" and gemma.model_spec.n_layers == 18
+    assert gemma.model_spec.d_model == 640 and gemma.model_spec.causal
+    # the residual stream after each decoder layer, named as Gemma Scope 2's resid_post SAEs
+    assert gemma.sites == tuple(f"blocks.{i}.hook_resid_post" for i in range(len(gemma.sites)))
+    assert len(gemma.site_pairs) >= 8 and gemma.sae_seed_per_site
     off = PRESETS["offline"]
     assert off.sites == tuple(f"hidden.{i}" for i in range(7))
     assert off.model_spec.d_model == 384
@@ -36,6 +42,9 @@ def test_unknown_preset_names_choices():
     [
         ({"sites": ("hidden.0", "hidden.9")}, r"unknown site\(s\) \['hidden.9'\]"),
         ({"sites": ("hidden.2", "hidden.1")}, "forward order"),
+        ({"model": "gemma-3-270m", "sites": ("blocks.17.hook_resid_post", "blocks.18.hook_resid_post")},
+         r"beyond the last layer of model 'gemma-3-270m', which has 18 layers"),
+        ({"sae_save_dtype": "int8"}, "sae_save_dtype='int8' must be"),
         ({"sites": ()}, "no sites"),
         ({"token_budget": 0}, "token_budget=0 must be a positive"),
         ({"step_tokens": 0}, "step_tokens=0 must be > 0"),
@@ -149,3 +158,12 @@ def test_bad_experiment_files(tmp_path, text, suffix, message):
 def test_unknown_model_names_the_closest():
     with pytest.raises(ConfigError, match=r"unknown model 'gemma-2-2' \(closest: gemma-2-2b"):
         PRESETS["smoke"].replace(model="gemma-2-2")
+
+
+def test_list_fields_are_set_from_the_command_line():
+    from helpers.cli import build_experiment, build_parser
+
+    args = build_parser().parse_args(["info", "--experiment", "offline",
+                                      "--set", 'sites=["hidden.3","hidden.4"]', "--set", "name=2024"])
+    exp = build_experiment(args)
+    assert exp.sites == ("hidden.3", "hidden.4") and exp.name == "2024"

@@ -17,6 +17,11 @@ stored sparsely: ``graph["causal"]`` holds ``edge`` (edge indices), ``drop`` and
 dense column. Without the artefact the measure is not offered and ``graph["causal"]["note"]``
 says why.
 
+The page opens on its **default view**, chosen here (:func:`strongest_lineages`): the strongest
+lineages through the sites, at most :data:`DEFAULT_VIEW_NODES` features, rather than every feature
+with an edge (13,645 features and 123,249 edges on the offline preset: a grey mass); the full view
+is one click away.
+
 Everything here is plain data (lists and numbers, JSON-ready); :mod:`.browser_site` writes
 the page.
 """
@@ -32,10 +37,13 @@ from ..evolution.communities import node_id
 from ..evolution.measured_edges import CAUSAL_LABEL, CAUSAL_MEASURE, MeasuredEdges
 from ..evolution.measures import MEASURES, MEASURE_RANGES, check_measure, check_threshold
 
-__all__ = ["CAUSAL_MEASURE", "DEFAULT_K_EDGES", "add_labels", "browser_graph", "browser_prompt", "browser_search",
-           "check_graph_threshold", "feature_labels", "filter_edges", "measure_values", "synthetic_graph"]
+__all__ = ["CAUSAL_MEASURE", "DEFAULT_K_EDGES", "DEFAULT_VIEW_NODES", "add_labels", "browser_graph", "browser_prompt",
+           "browser_search", "check_graph_threshold", "feature_labels", "filter_edges", "measure_values",
+           "strongest_lineages", "synthetic_graph", "with_default_view"]
 
 DEFAULT_K_EDGES = 8
+#: the most features the page's default view shows (:func:`strongest_lineages`)
+DEFAULT_VIEW_NODES = 300
 
 
 def _round(a, digits: int = 3) -> list:
@@ -76,10 +84,13 @@ def _merge_measured(a: np.ndarray, b: np.ndarray, mask: np.ndarray, values: np.n
 
 def browser_graph(partners: dict, fired: np.ndarray, k_edges: int = DEFAULT_K_EDGES,
                   community_measure: str = "pearson", community_threshold: float = 0.1, seed: int = 0,
-                  preset: str = "", measured: MeasuredEdges | None = None, measured_note: str = "") -> dict[str, Any]:
+                  preset: str = "", measured: MeasuredEdges | None = None, measured_note: str = "",
+                  view_nodes: int = DEFAULT_VIEW_NODES) -> dict[str, Any]:
     """Nodes (every feature that fired), edges (top-``k_edges`` partners under each measure, all
     measure values) and Louvain communities of the graph at ``community_measure >=
-    community_threshold`` (ids 0, 1, ... largest first; -1 outside any community of 2+).
+    community_threshold`` (ids 0, 1, ... largest first; -1 outside any community of 2+), and the
+    page's default view: the strongest lineages under the same rule, at most ``view_nodes``
+    features (:func:`with_default_view`).
 
     ``measured`` (:func:`helpers.evolution.measured_edges.load_measured_edges`) adds the measure
     ``causal_drop``: the measured edges whose two ends fired; ``measured_note`` is shown by the
@@ -162,7 +173,7 @@ def browser_graph(partners: dict, fired: np.ndarray, k_edges: int = DEFAULT_K_ED
         remap = np.array(order).argsort()
         community = np.where(community >= 0, remap[np.maximum(community, 0)], -1)
         found = [dict(found[c], id=i) for i, c in enumerate(order)]
-    return {
+    out = {
         "preset": preset, "sites": sites, "measures": measures, "labels": {CAUSAL_MEASURE: CAUSAL_LABEL},
         "ranges": ranges, "k_edges": k_edges,
         "community_rule": {"measure": community_measure, "threshold": float(community_threshold)},
@@ -172,6 +183,75 @@ def browser_graph(partners: dict, fired: np.ndarray, k_edges: int = DEFAULT_K_ED
                   "values": {m: _round(values[:, i]) for i, m in enumerate(dense)}},
         "communities": found, "causal": causal,
     }
+    return with_default_view(out, community_measure, community_threshold, view_nodes)
+
+
+def strongest_lineages(graph: dict, measure: str = "pearson", threshold: float = 0.1,
+                       max_nodes: int = DEFAULT_VIEW_NODES) -> dict[str, Any]:
+    """The strongest lineages of ``graph``, at most ``max_nodes`` features in all.
+
+    A lineage follows each feature's best partner in the next site under ``measure`` (its
+    strongest edge ``>= threshold`` in the graph; ties: the lower node), from a feature no other
+    reaches, as :mod:`helpers.evolution.lineages` chains them. Lineages are ranked longest
+    first, then by their weakest link (highest first), then by where they start, and taken
+    in that order while they fit in ``max_nodes``; one that merges into a lineage already
+    taken is left out, so the lineages shown are disjoint (each drawn as one column). A
+    lineage has at least two features.
+
+    Why this view: the question of the book is how features evolve across layers, and a
+    lineage is that question's unit, read top to bottom; the strongest ones are the clearest
+    examples, and a few hundred features spread over every site stay legible, where the
+    full graph (every feature with an edge) is a grey mass.
+
+    Returns ``{"nodes": sorted node indices, "chains": [[node indices, top to bottom]],
+    "measure", "threshold", "max_nodes", "weakest": [the weakest link of each chain]}``."""
+    if isinstance(max_nodes, bool) or not isinstance(max_nodes, (int, np.integer)) or max_nodes < 2:
+        raise ConfigError(f"max_nodes={max_nodes!r}: the default view needs room for a lineage, at least 2 features")
+    threshold = check_graph_threshold(graph, measure, threshold)
+    vals = measure_values(graph, measure)
+    layer = np.asarray(graph["nodes"]["layer"], np.int64)
+    a, b = np.asarray(graph["edges"]["a"], np.int64), np.asarray(graph["edges"]["b"], np.int64)
+    bit = (np.asarray(graph["edges"]["mask"], np.int64) >> graph["measures"].index(measure)) & 1
+    with np.errstate(invalid="ignore"):
+        keep = bit.astype(bool) & (vals >= threshold) & (layer[b] == layer[a] + 1)
+    a, b, v = a[keep], b[keep], vals[keep]
+    order = np.lexsort((b, -v, a))  # per upper feature: the strongest edge first, then the lower node
+    a, b, v = a[order], b[order], v[order]
+    first = np.r_[True, a[1:] != a[:-1]] if len(a) else np.zeros(0, bool)
+    n = len(layer)
+    nxt, link = -np.ones(n, np.int64), np.full(n, np.inf)
+    nxt[a[first]], link[a[first]] = b[first], v[first]
+    span, weakest = np.ones(n, np.int64), np.full(n, np.inf)
+    for s in range(int(layer.max(initial=0)) - 1, -1, -1):  # back to front, a site at a time
+        i = np.flatnonzero((layer == s) & (nxt >= 0))
+        span[i], weakest[i] = 1 + span[nxt[i]], np.minimum(link[i], weakest[nxt[i]])
+    reached = np.zeros(n, bool)
+    reached[nxt[nxt >= 0]] = True
+    starts = np.flatnonzero((nxt >= 0) & ~reached)
+    chosen: set[int] = set()
+    chains, weak = [], []
+    for s in starts[np.lexsort((starts, -weakest[starts], -span[starts]))].tolist():
+        chain = [s]
+        while nxt[chain[-1]] >= 0:
+            chain.append(int(nxt[chain[-1]]))
+        if chosen.intersection(chain):  # merges into a stronger lineage
+            continue
+        if len(chosen) + len(chain) > max_nodes:
+            break
+        chosen.update(chain)
+        chains.append(chain)
+        weak.append(round(float(weakest[s]), 3))
+    return {"nodes": sorted(chosen), "chains": chains, "weakest": weak, "measure": measure,
+            "threshold": float(threshold), "max_nodes": int(max_nodes)}
+
+
+def with_default_view(graph: dict, measure: str = "pearson", threshold: float = 0.1,
+                      max_nodes: int = DEFAULT_VIEW_NODES) -> dict:
+    """``graph`` with ``lineages`` (:func:`strongest_lineages`) and ``default_view``, the view
+    the page opens on: ``"lineages"``, or ``"all"`` where no lineage passes the threshold."""
+    graph["lineages"] = strongest_lineages(graph, measure, threshold, max_nodes)
+    graph["default_view"] = "lineages" if graph["lineages"]["nodes"] else "all"
+    return graph
 
 
 def feature_labels(top: dict, documents, tokenizer, n: int = 2) -> list[list[str]]:
@@ -310,7 +390,7 @@ def synthetic_graph(n_nodes: int = 2000, n_edges: int = 20000, n_sites: int = 7,
         measures.append(CAUSAL_MEASURE)
         ranges[CAUSAL_MEASURE] = [-1.0, 1.0]
     n_comm = 40
-    return {
+    return with_default_view({
         "preset": "synthetic", "sites": [f"site.{i}" for i in range(n_sites)], "measures": measures,
         "labels": {CAUSAL_MEASURE: CAUSAL_LABEL}, "ranges": ranges, "k_edges": 0,
         "community_rule": {"measure": "pearson", "threshold": 0.1},
@@ -323,4 +403,4 @@ def synthetic_graph(n_nodes: int = 2000, n_edges: int = 20000, n_sites: int = 7,
                    "methods": methods if causal_share > 0 else [], "measured": len(hit), "drawn": len(hit),
                    "not_drawn": 0, "edge": hit.tolist(), "drop": _round(rng.uniform(-0.3, 1.0, len(hit))),
                    "chosen_by": rng.integers(1, 1 << len(methods), len(hit)).tolist()},
-    }
+    })

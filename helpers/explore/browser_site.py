@@ -3,7 +3,8 @@
 Layout of the output folder (``book/_browser/`` by default; the book copies it next to its
 pages, beside ``explorer.html``, through Sphinx's ``html_extra_path``)::
 
-    browser.html               the page (state in the hash: #view=community:0&measure=jaccard&threshold=0.2)
+    browser.html               the page (state in the hash: #view=community:0&measure=jaccard&threshold=0.2;
+                               without a view it opens on the data's default view, the strongest lineages)
     browser/browser.js, .css   written by this project, no library, nothing from the network
     browser/data/graph.js      nodes, edges with every measure, communities
     browser/data/prompts.js    precomputed prompt graphs and searches
@@ -45,12 +46,17 @@ class BrowserResult:
     bytes: dict[str, int] = field(default_factory=dict)
     measured: int = 0  # measured (causal) edges drawn
     causal_note: str = ""
+    default_view: str = "all"  # the view the page opens on, and its features and lineages
+    default_nodes: int = 0
+    default_lineages: int = 0
 
     def describe(self) -> str:
         causal = (f"{self.measured:,} of them with a measured causal effect" if self.measured
                   else f"no causal measure ({self.causal_note})")
+        opens = (f"opens on the {self.default_lineages} strongest lineages ({self.default_nodes} features)"
+                 if self.default_view == "lineages" else "opens on every feature with an edge")
         return (f"cross-layer browser: {self.nodes:,} features, {self.edges:,} edges ({causal}), {self.communities} "
-                f"communities, {self.prompts} prompt graphs, {self.searches} searches in "
+                f"communities, {self.prompts} prompt graphs, {self.searches} searches; {opens}; in "
                 f"{self.out / 'browser.html'} ({sum(self.bytes.values()) / 1e6:.1f} MB, {self.seconds:.1f} s)")
 
 
@@ -124,6 +130,7 @@ def build_browser(exp, out: str | Path | None = None, subject=None, saes=None, k
     sizes = write_browser(out, graph, prompts, searches)
     res = BrowserResult(out, len(graph["nodes"]["layer"]), len(graph["edges"]["a"]), len(graph["communities"]),
                         len(prompts), len(searches), time.perf_counter() - t0, sizes,
-                        graph["causal"]["drawn"], graph["causal"]["note"])
+                        graph["causal"]["drawn"], graph["causal"]["note"], graph["default_view"],
+                        len(graph["lineages"]["nodes"]), len(graph["lineages"]["chains"]))
     log.info(res.describe())
     return res

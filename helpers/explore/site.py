@@ -275,7 +275,8 @@ def meta_payload(exp: Experiment, data: dict) -> dict:
     from ..evolution.decoder import neuronpedia_url
 
     subject = data["subject"]
-    np_url = neuronpedia_url(exp, exp.sites[0], 0)  # the experiment: a file has no preset name
+    # each site's Neuronpedia page base (its features are <base>/<index>), from the registry's ids
+    np_pages = {site: url.rsplit("/", 1)[0] for site in exp.sites if (url := neuronpedia_url(exp, site, 0))}
     return {
         "format": FORMAT, "preset": exp.name, "description": exp.description, "sites": list(exp.sites),
         "n_features": exp.sae_width, "n_tokens": int(data["summary"]["n_tokens"]),
@@ -283,7 +284,7 @@ def meta_payload(exp: Experiment, data: dict) -> dict:
         "causal": bool(subject.spec.causal), "context": data["context"],
         "tokens": pages.token_strings(subject.tokenizer, subject.spec.family),
         "titles": {str(d.doc_id): d.title for d in data["docs"]},
-        "neuronpedia": np_url.rsplit("/", 2)[0] if np_url else None,
+        "neuronpedia": np_pages or None,
         "heldout_tokens": int(data["examples"].heldout.get("tokens", 0)),
         "heldout_every": data["heldout_every"],
         "ablation": _ablation_meta(data),

@@ -31,7 +31,7 @@ import torch
 from ..errors import ConfigError
 from ..subject.models import Subject
 from ..subject.capture import _postprocess, _site_value, trace_inputs
-from ..subject.saes import decoder_scale
+from ..subject.decode import decode_delta, decoder_scale
 from .edits import Edit, _editable, check_edit, run_with_edits
 
 
@@ -126,9 +126,8 @@ def ablation_drops(subject: Subject, saes: dict[str, Any], clean: CleanWindows, 
         rows = torch.tensor([w for w, _ in chunk], device=dev)
         feats = torch.tensor([a for _, a in chunk], device=dev)
         # ablation removes the feature's contribution, keeping the SAE error and every other feature
-        delta = -clean.f_a[rows, :, feats].unsqueeze(-1) * sae_a.W_dec[feats].unsqueeze(1)  # [R, T, d]
-        if clean.scale_a is not None:  # an SAE that normalises its input per token: back to the stream
-            delta = delta * clean.scale_a[rows]
+        scale = None if clean.scale_a is None else clean.scale_a[rows]
+        delta = decode_delta(sae_a, feats, -clean.f_a[rows, :, feats], scale)  # [R, T, d]
         after = run_with_edits(subject, saes, clean.input_ids[rows], clean.attention_mask[rows], None, [site_b],
                                delta=delta, delta_site=site_a, resume_from=clean.raw_a[rows])[site_b]
         es = [e for key in chunk for e in copies[key]]

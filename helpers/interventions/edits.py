@@ -1,9 +1,11 @@
 """Interventions on SAE features during an nnsight trace: steering, clamping, ablation.
 
 Every edit works in the SAE's feature space and keeps the SAE's reconstruction
-error: with ``x = sum_g f_g W_dec[g] + b_dec + err``, changing feature ``a`` from
-``f_a`` to ``v`` adds ``(v - f_a) W_dec[a]`` to the residual stream and nothing
-else, so every other feature's contribution is unchanged.
+error: changing the codes ``f -> f'`` adds ``sae.decode(f') - sae.decode(f)`` to the
+residual stream and nothing else, so every other feature's contribution is unchanged.
+For one feature ``a`` changed by ``d`` that is ``d * W_dec[a]`` for an SAE with unit
+decoder rows and no input normalisation, and in general what
+:func:`helpers.subject.decode.decode_delta` gives (decoder norm, normalisation scale).
 
 - ``add``: add ``value`` to the feature (steering with ``k x max_activation``);
 - ``clamp``: set the feature to ``value`` (e.g. 5x or 10x its maximum, or negative);
@@ -30,7 +32,7 @@ import torch
 from ..subject.capture import _postprocess, _site_value, blocks, parse_site, trace_inputs
 from ..errors import ConfigError
 from ..subject.models import Subject
-from ..subject.saes import decoder_scale
+from ..subject.decode import decode_delta, decoder_scale
 
 MODES = ("add", "clamp", "ablate")
 
@@ -122,10 +124,7 @@ def feature_delta(sae, x: torch.Tensor, centered: bool, features: torch.Tensor, 
     change = target - current
     if position_mask is not None:
         change = change * position_mask
-    direction = sae.W_dec[features]  # [B, d]
-    delta = change.unsqueeze(-1) * direction.unsqueeze(1)
-    scale = decoder_scale(sae, xs)  # an SAE that normalises its input per token: back to the stream
-    return (delta if scale is None else delta * scale).to(x.dtype)
+    return decode_delta(sae, features, change, decoder_scale(sae, xs)).to(x.dtype)
 
 
 def run_with_edits(
@@ -298,9 +297,7 @@ def edge_effects(
         chunk = torch.tensor(ups[start : start + per_pass], device=subject.device)
         k = len(chunk)
         # ablation = subtract each upstream feature's contribution: [k, n, T, d]
-        delta = -f_a[:, :, chunk].permute(2, 0, 1).unsqueeze(-1) * sae_a.W_dec[chunk].view(k, 1, 1, -1)
-        if scale_a is not None:  # an SAE that normalises its input per token: back to the stream
-            delta = delta * scale_a
+        delta = decode_delta(sae_a, chunk, -f_a[:, :, chunk].permute(2, 0, 1), scale_a)
         ids = input_ids.repeat(k, 1)
         am = attention_mask.repeat(k, 1) if attention_mask is not None else None
         after = run_with_edits(subject, saes, ids, am, None, [site_b], delta_site=site_a,

@@ -15,16 +15,19 @@ from tqdm.auto import tqdm
 
 from ..errors import ConfigError
 from .edits import run_with_edits
+from ..subject.decode import decoded_rows
 from ..subject.models import Subject
 
 
 def steering_vector(sae, feature: int, strength: float) -> torch.Tensor:
-    """``strength x`` the feature's decoder direction (``[d_in]``): what the feature writes at that activation."""
+    """``strength x`` the feature's decoder direction (``[d_in]``): what the feature writes at that
+    activation (:func:`~helpers.subject.decode.decoded_rows`: over its norm for an SAE with
+    ``rescale_acts_by_decoder_norm``; an SAE that normalises its input scales it per token)."""
     if not np.isfinite(strength):
         raise ConfigError(f"steering strength {strength!r} is not finite")
     if not 0 <= feature < sae.cfg.d_sae:
         raise ConfigError(f"feature {feature} is out of range (0..{sae.cfg.d_sae - 1})")
-    return strength * sae.W_dec[feature].detach()
+    return strength * decoded_rows(sae, torch.tensor([feature], device=sae.W_dec.device))[0].detach()
 
 
 def random_like(vector: torch.Tensor, seed: int = 0) -> torch.Tensor:

@@ -9,19 +9,28 @@ import numpy as np
 
 
 def plot_sae_quality(report: Mapping[str, Mapping[str, float]], title: str = "SAE quality per site"):
-    """Three panels per site: FVU, L0 and the dead fraction on held-out tokens."""
+    """One panel per measure, a bar per site: FVU, L0, dead features and, for causal LMs, the
+    loss recovered; the project's targets (FVU <= 0.25, loss recovered >= 85%) as dashed lines."""
+    from ..report import FVU_TARGET, LOSS_RECOVERED_TARGET
+
     sites = list(report)
     x = range(len(sites))
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4), constrained_layout=True)
     panels = [
-        ("fvu", "fraction of variance unexplained", None),
-        ("l0", "L0 (active features per token)", None),
-        ("dead_fraction", "dead features (% of width)", 100.0),
+        ("fvu", "fraction of variance unexplained", 1.0, FVU_TARGET),
+        ("l0", "L0 (active features per token)", 1.0, None),
+        ("dead_fraction", "dead features (% of width)", 100.0, None),
     ]
-    for ax, (key, label, scale) in zip(axes, panels):
-        values = [report[s][key] * (scale or 1) for s in sites]
+    if all("loss_recovered" in report[s] for s in sites):
+        panels.append(("loss_recovered", "loss recovered (%)", 1.0, LOSS_RECOVERED_TARGET))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.6), constrained_layout=True)
+    labels = [s.replace(".hook_resid_post", "").replace(".hook_resid_pre", " pre") for s in sites]
+    for ax, (key, label, scale, target) in zip(axes, panels):
+        values = [report[s][key] * scale for s in sites]
         ax.bar(x, values, color="tab:blue")
-        ax.set_xticks(list(x), sites, rotation=45, ha="right")
+        if target is not None:
+            ax.axhline(target, color="tab:red", linestyle="--", linewidth=1, label=f"target {target:g}")
+            ax.legend(fontsize=8, loc="lower right")
+        ax.set_xticks(list(x), labels, rotation=45, ha="right")
         ax.set_xlabel("site")
         ax.set_ylabel(label)
         ax.set_title(label)

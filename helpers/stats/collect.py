@@ -569,7 +569,7 @@ def run_pass(
     one process, when they fit :data:`~.codes.DEFAULT_MAX_BYTES`.
     """
     from ..subject.models import load_subject, resolve_device
-    from ..subject.saes import check_sae_configs, load_saes
+    from ..subject.saes import check_hub_for_saes, check_sae_configs, load_saes
 
     out = Path(out) if out is not None else stats_dir(exp.stats_name)
     _check_out_dir(out, exp)
@@ -581,6 +581,8 @@ def run_pass(
     check_plan_arguments(exp, dist.world, plan, passes)  # before anything heavy is loaded
     if saes is None:
         check_sae_configs(exp)  # what the SAEs need from their input, before the model loads
+        if exp.sae_source == "pretrained":  # and whether the hub may be asked for them
+            check_hub_for_saes(exp.sae_release, exp.sae_id(exp.sites[0]))
     subject = subject or load_subject(exp.replace(device=str(device)))
     n_features = exp.sae_width  # checked against the SAEs once they are loaded
     n_params = sum(p.numel() for p in subject.hf_model.parameters())

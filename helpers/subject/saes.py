@@ -17,7 +17,8 @@ token stream, never seen in training):
 Input normalisation (``normalize_activations`` of an SAE's config): features are always
 computed by ``sae.encode``, which applies sae_lens' run-time normalisations; what the helpers
 cannot reproduce is refused before the model loads (:func:`check_sae_configs`,
-:func:`check_normalization`); :func:`decoder_scale` carries a feature edit back to the stream.
+:func:`check_normalization`); :mod:`.decode` gives what a feature edit adds to the stream, as the
+SAE's own ``decode`` does, and :func:`check_saes` checks it on every SAE it is given.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .capture import capture_residuals, flatten_tokens
+from .decode import check_decode
 from .corpus import hub_offline, iter_token_batches, load_corpus
 from ..errors import ArtefactMismatchError, ConfigError, HubUnavailableError, MissingArtefactError
 from ..experiment import Experiment
@@ -57,8 +59,12 @@ SAE_FIELDS = (
     "seed",
     "center_residual",
     "prepend_bos",
+    "sae_seed_per_site",
+    "sae_save_dtype",
 )
 REPORT_FILE = "training_report.json"
+#: a feature firing on more than this share of tokens counts as dense
+DENSE_FREQUENCY = 0.1
 #: tokens without firing after which training treats a feature as dead (TopK aux loss)
 DEAD_WINDOW_TOKENS = 40_000
 
@@ -83,26 +89,6 @@ LOADER_NORMALIZATION = {
     "deepseek_r1": "none", "goodfire": "none",
     "llama_scope": "expected_average_only_in", "llama_scope_r1_distill": "expected_average_only_in",
 }
-
-
-def decoder_scale(sae, x: torch.Tensor) -> torch.Tensor | None:
-    """The per-token factor ``[..., 1]`` by which sae_lens' ``decode`` carries a change of the SAE's
-    reconstruction back to the activations ``x`` ``[..., d_in]`` the SAE read; None where it is 1.
-
-    A run-time normalisation divides the input by a per-token scale and ``decode`` multiplies it
-    back (the mean that ``layer_norm`` adds back cancels in a difference): ``||x|| / sqrt(d_in)``
-    for ``constant_norm_rescale``, ``std(x)`` (unbiased, without the 1e-5) for ``layer_norm``. So
-    changing feature ``a`` by ``d`` moves the residual stream by ``d * W_dec[a] * scale``, which
-    is what the interventions add (:mod:`helpers.interventions`).
-    """
-    norm = getattr(sae.cfg, "normalize_activations", "none")
-    if norm == "constant_norm_rescale":
-        x = x.to(sae.W_dec.dtype)
-        return 1 / ((sae.cfg.d_in**0.5) / x.norm(dim=-1, keepdim=True))
-    if norm == "layer_norm":
-        x = x.to(sae.W_dec.dtype)
-        return (x - x.mean(dim=-1, keepdim=True)).std(dim=-1, keepdim=True)
-    return None
 
 
 def check_normalization(value: str | None, what: str, scale_known: bool = False) -> None:
@@ -151,9 +137,11 @@ def check_sae_configs(exp: Experiment) -> None:
                 cfg = json.loads(path.read_text())
                 check_normalization(cfg.get("normalize_activations"), f"the SAE for site {site!r} ({path.parent})")
         return
-    from .releases import get_release
+    from .releases import check_model_shape, get_release
 
     rel = get_release(exp.sae_release)
+    if exp.model != rel.model:  # an experiment file or --set model: the release's SAEs must fit it
+        check_model_shape(exp.sae_release, rel.model, exp.model)
     by_id = {s.sae_id: s for s in rel.saes}
     for site in exp.sites:
         sae_id = exp.sae_id(site)
@@ -230,38 +218,91 @@ def load_saes(exp: Experiment, device: torch.device | str = "cpu",
     return saes
 
 
+def _offline_fix(release: str) -> str:
+    """What to do without the hub: the preset that trains SAEs on the release's model, if any."""
+    from .releases import get_release, twin_preset
+
+    twin = twin_preset(get_release(release).model)
+    if twin is None:
+        return "use the offline preset (--experiment offline)"
+    return f"use preset {twin.name!r}, the same model with SAEs trained here (--experiment {twin.name})"
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """True for the errors of a hub that cannot be reached (no network, DNS, timeout, offline mode),
+    as opposed to one that answers with an error (gated, missing)."""
+    import requests
+    from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled
+
+    kinds: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError, LocalEntryNotFoundError,
+                                              OfflineModeIsEnabled, requests.ConnectionError, requests.Timeout)
+    import importlib
+
+    for name in ("httpx", "httpx2"):  # the HTTP clients of huggingface_hub 1.x and 2.x
+        try:
+            kinds += (importlib.import_module(name).TransportError,)
+        except ImportError:
+            pass
+    return isinstance(exc, kinds)
+
+
+def check_hub_for_saes(release: str, sae_id: str) -> None:
+    """HubUnavailableError, in one line, when HF_HUB_OFFLINE forbids the download of a release's SAE
+    (the statistics pass asks before it loads the model)."""
+    if hub_offline():
+        raise HubUnavailableError(
+            f"SAE {release}/{sae_id} must come from the Hugging Face hub and HF_HUB_OFFLINE is set: "
+            f"go online, or {_offline_fix(release)}"
+        )
+
+
 def load_pretrained_sae(release: str, sae_id: str, device: torch.device | str = "cpu"):
-    """``SAE.from_pretrained`` with a one-line error when the hub cannot be reached.
+    """``SAE.from_pretrained`` with a one-line error when the hub cannot be reached or refuses.
 
     sae_lens folds an ``expected_average_only_in`` scale into the weights here when its registry
     has the release's ``norm_scaling_factor`` (else it warns and leaves the config as it was,
     which :func:`check_saes` refuses)."""
     from sae_lens import SAE
 
-    if hub_offline():
-        raise HubUnavailableError(
-            f"SAE {release}/{sae_id} must come from the Hugging Face hub and HF_HUB_OFFLINE is set: "
-            "go online, or use the offline preset (--experiment offline)"
-        )
-    try:  # pragma: no cover - needs the network
+    check_hub_for_saes(release, sae_id)
+    try:
         return SAE.from_pretrained(release, sae_id, device=str(device))
-    except (OSError, ConnectionError) as exc:  # pragma: no cover - needs the network
-        raise HubUnavailableError(
-            f"cannot download SAE {release}/{sae_id} from the Hugging Face hub "
-            f"({exc.__class__.__name__}): offline? use the offline preset (--experiment offline)"
-        ) from None
+    except Exception as exc:  # noqa: BLE001 - sorted below: the hub's, the network's, or re-raised
+        if _unreachable(exc):
+            raise HubUnavailableError(
+                f"cannot download SAE {release}/{sae_id}: the Hugging Face hub cannot be reached "
+                f"({exc.__class__.__name__}): go online, or {_offline_fix(release)}"
+            ) from None
+        import requests
+        from huggingface_hub.errors import HfHubHTTPError
+
+        if isinstance(exc, (HfHubHTTPError, requests.HTTPError)):  # the hub answered: gated, missing
+            raise HubUnavailableError(
+                f"the Hugging Face hub refused SAE {release}/{sae_id} ({exc.__class__.__name__}: "
+                f"{(str(exc).splitlines() or [''])[0][:160]}): log in (`hf auth login`) and accept the model's terms "
+                f"if it is gated, or {_offline_fix(release)}"
+            ) from None
+        raise
 
 
 def check_saes(saes: Mapping[str, Any], d_model: int, exp: Experiment | None = None) -> None:
     """Every SAE reads ``d_model`` (and, given ``exp``, its site of its model) with an input
-    normalisation the helpers reproduce (:func:`check_normalization`); all have one width."""
+    normalisation the helpers reproduce (:func:`check_normalization`) and a ``decode`` the edits
+    reproduce (:func:`~helpers.subject.decode.check_decode`); all have one width."""
     for site, sae in saes.items():
         check_normalization(getattr(sae.cfg, "normalize_activations", "none"), f"the SAE for site {site!r}")
         if sae.cfg.d_in != d_model:
+            if exp is not None and exp.sae_source == "pretrained":
+                raise ConfigError(
+                    f"SAE {exp.sae_release}/{exp.sae_id(site)} for site {site!r} reads d_in={sae.cfg.d_in}, "
+                    f"but model {exp.model!r} has d_model={d_model}: use a release of this model "
+                    f"(`python -m helpers releases --model {exp.model.split('/')[-1]}`)"
+                )
             raise ConfigError(
                 f"the SAE for site {site!r} reads d_in={sae.cfg.d_in}, but the model's residual "
                 f"stream has d_model={d_model}: load the SAEs trained for this model"
             )
+        check_decode(sae, f"the SAE for site {site!r}")
         if exp is not None:
             check_sae_metadata(sae, site, exp)
     widths = {sae.cfg.d_sae for sae in saes.values()}
@@ -305,14 +346,15 @@ def encode(sae, x: torch.Tensor) -> torch.Tensor:
 # --------------------------------------------------------------------------- quality
 @torch.no_grad()
 def sae_quality(sae, acts: torch.Tensor, chunk: int = 4096) -> dict[str, float]:
-    """FVU, L0 and dead fraction of ``sae`` on activations ``[n_tokens, d_in]``."""
+    """FVU, L0, and the dead and dense fractions of ``sae`` on activations ``[n_tokens, d_in]``
+    (dense: firing on more than :data:`DENSE_FREQUENCY` of the tokens)."""
     if acts.ndim != 2 or acts.shape[0] == 0:
         raise ConfigError(f"need activations [n_tokens > 0, d_in], got shape {tuple(acts.shape)}")
     device = sae.W_enc.device
     mean = acts.double().mean(0).to(device)
     sse = sst = 0.0
     l0 = 0
-    fired = torch.zeros(sae.cfg.d_sae, dtype=torch.bool, device=device)
+    fires = torch.zeros(sae.cfg.d_sae, dtype=torch.long, device=device)
     for start in range(0, acts.shape[0], chunk):
         x = acts[start : start + chunk].to(device=device, dtype=sae.W_enc.dtype)
         f = sae.encode(x)
@@ -321,12 +363,13 @@ def sae_quality(sae, acts: torch.Tensor, chunk: int = 4096) -> dict[str, float]:
         sst += float(((x.double() - mean) ** 2).sum())
         active = f > 0
         l0 += int(active.sum())
-        fired |= active.any(0)
+        fires += active.sum(0)
     n = acts.shape[0]
     return {
         "fvu": sse / sst,
         "l0": l0 / n,
-        "dead_fraction": float((~fired).float().mean()),
+        "dead_fraction": float((fires == 0).float().mean()),
+        "dense_fraction": float((fires > DENSE_FREQUENCY * n).float().mean()),
         "n_tokens": n,
     }
 
@@ -338,22 +381,40 @@ def collect_activations(
     exp: Experiment,
     n_tokens: int,
     progress: bool = True,
-) -> dict[str, torch.Tensor]:
-    """``{site: [n, d_model]}`` float32 on the CPU for the first ``n_tokens`` tokens of the corpus."""
+    keep_batches_from: int | None = None,
+):
+    """``{site: [n, d_model]}`` float32 on the CPU for the first ``n_tokens`` tokens of the corpus.
+
+    With ``keep_batches_from``, returns ``(acts, batches)``: also the token batches that lie wholly
+    at or after that token (the held-out tail, for the loss recovered).
+    """
     docs = load_corpus(exp.corpus, exp.max_documents)
     batches = iter_token_batches(
         docs, subject.tokenizer, subject.special_tokens, exp.context_length, exp.batch_size, n_tokens
     )
-    parts: dict[str, list[torch.Tensor]] = {s: [] for s in exp.sites}
+    # filled in place: one copy of the activations in memory, not a list and its concatenation
+    out = {s: torch.empty(n_tokens, exp.model_spec.d_model) for s in exp.sites}
+    kept = []
     seen = 0
     with tqdm(total=n_tokens, desc="activations", unit="tok", disable=not progress) as bar:
         for batch in batches:
             acts = capture_residuals(subject, batch.input_ids, batch.attention_mask, exp.sites)
             for site, a in flatten_tokens(acts, batch.token_mask).items():
-                parts[site].append(a.float().cpu())
+                out[site][seen : seen + a.shape[0]] = a.float().cpu()
+            if keep_batches_from is not None and seen >= keep_batches_from:
+                kept.append(batch)
             seen += batch.n_tokens
             bar.update(batch.n_tokens)
-    return {s: torch.cat(p) for s, p in parts.items()}
+    acts = {s: a[:seen] for s, a in out.items()}
+    return acts if keep_batches_from is None else (acts, kept)
+
+
+def site_seed(seed: int, site: str) -> int:
+    """The seed of one site's SAE, derived from the experiment's seed and the site's name, so that
+    no two sites start from the same random matrices."""
+    import hashlib
+
+    return int.from_bytes(hashlib.sha256(f"{seed}:{site}".encode()).digest()[:4], "little") & 0x7FFFFFFF
 
 
 def _shuffled_batches(acts: torch.Tensor, batch: int, seed: int, device) -> Iterator[torch.Tensor]:
@@ -366,22 +427,12 @@ def _shuffled_batches(acts: torch.Tensor, batch: int, seed: int, device) -> Iter
             yield acts[perm[start : start + batch]].to(device)
 
 
-def train_sae(
-    acts: torch.Tensor,
-    exp: Experiment,
-    site: str,
-    device: torch.device | str = "cpu",
-    progress: bool = True,
-):
-    """Train one TopK SAE on ``acts`` ``[n, d_model]`` with ``sae_lens.SAETrainer``."""
-    from sae_lens import SAETrainer, TopKTrainingSAE, TopKTrainingSAEConfig
-    from sae_lens.config import SAETrainerConfig
+def initial_sae(exp: Experiment, site: str, d_in: int, device: torch.device | str = "cpu"):
+    """The untrained TopK SAE of ``site`` and its seed (its own per site, see :func:`site_seed`)."""
+    from sae_lens import TopKTrainingSAE, TopKTrainingSAEConfig
 
-    n, d_in = acts.shape
-    batch = min(exp.sae_train_batch, n)
-    if n < batch or n == 0:
-        raise ConfigError(f"only {n} training tokens for site {site!r}: raise sae_train_tokens")
-    torch.manual_seed(exp.seed)
+    seed = site_seed(exp.seed, site) if exp.sae_seed_per_site else exp.seed
+    torch.manual_seed(seed)
     cfg = TopKTrainingSAEConfig(
         d_in=d_in,
         d_sae=exp.sae_width,
@@ -391,7 +442,25 @@ def train_sae(
     )
     cfg.metadata.model_name = exp.model_spec.source
     cfg.metadata.hook_name = site
-    sae = TopKTrainingSAE(cfg)
+    return TopKTrainingSAE(cfg), seed
+
+
+def train_sae(
+    acts: torch.Tensor,
+    exp: Experiment,
+    site: str,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+):
+    """Train one TopK SAE on ``acts`` ``[n, d_model]`` with ``sae_lens.SAETrainer``."""
+    from sae_lens import SAETrainer
+    from sae_lens.config import SAETrainerConfig
+
+    n, d_in = acts.shape
+    batch = min(exp.sae_train_batch, n)
+    if n < batch or n == 0:
+        raise ConfigError(f"only {n} training tokens for site {site!r}: raise sae_train_tokens")
+    sae, seed = initial_sae(exp, site, d_in, device)
     steps = max(1, (n // batch) * exp.sae_epochs)
     trainer_cfg = SAETrainerConfig(
         total_training_samples=steps * batch,
@@ -408,7 +477,7 @@ def train_sae(
         dead_feature_window=max(1, DEAD_WINDOW_TOKENS // batch),
         feature_sampling_window=max(1, DEAD_WINDOW_TOKENS // batch),
     )
-    provider = _shuffled_batches(acts, batch, exp.seed, device)
+    provider = _shuffled_batches(acts, batch, seed, device)
     import contextlib
     import io as _io
 
@@ -453,29 +522,63 @@ def train_saes(
     subject = subject or load_subject(exp)
     total = exp.sae_train_tokens + exp.sae_heldout_tokens
     t0 = time.perf_counter()
-    acts = collect_activations(subject, exp, total, progress=progress)
+    acts, tail = collect_activations(subject, exp, total, progress=progress,
+                                     keep_batches_from=exp.sae_train_tokens)
     n = next(iter(acts.values())).shape[0]
     if n < total:
         log.warning("the corpus holds %d tokens, fewer than the %d asked for", n, total)
     n_heldout = min(exp.sae_heldout_tokens, n // 5)
     report: dict[str, dict[str, float]] = {}
+    saes = {}
+    from sae_lens import SAE
+
     with atomic_dir(base) as tmp:
         for site in tqdm(exp.sites, desc="SAEs", unit="site", disable=not progress):
             train, heldout = acts[site][: n - n_heldout], acts[site][n - n_heldout :]
             sae = train_sae(train, exp, site, device=subject.device, progress=progress)
             sae.save_inference_model(str(tmp / site))
-            from sae_lens import SAE
-
-            reloaded = SAE.load_from_disk(str(tmp / site), device=str(subject.device))
-            report[site] = sae_quality(reloaded, heldout)
+            if exp.sae_save_dtype != "float32":
+                store_weights_as(tmp / site, exp.sae_save_dtype)
+            saes[site] = SAE.load_from_disk(str(tmp / site), device=str(subject.device))
+            report[site] = sae_quality(saes[site], heldout)
             report[site]["train_tokens"] = int(train.shape[0])
             log.info("%s: %s", site, report[site])
+        del acts
+        if subject.spec.causal:
+            from .splice import loss_recovered
+
+            tail = _first_tokens(tail, exp.sae_ce_tokens)
+            for site, q in loss_recovered(subject, saes, tail).items():
+                report[site].update(q)
         exp.save(tmp)
         atomic_write_json(
             tmp / REPORT_FILE,
             {"preset": exp.name, "seconds": time.perf_counter() - t0, "sites": report},
         )
     return TrainingResult(exp.name, report, False)
+
+
+def _first_tokens(batches, n_tokens: int) -> list:
+    """The first batches holding about ``n_tokens`` counted tokens (at least one batch)."""
+    out, seen = [], 0
+    for batch in batches:
+        if out and seen >= n_tokens:
+            break
+        out.append(batch)
+        seen += batch.n_tokens
+    return out
+
+
+def store_weights_as(folder, dtype: str) -> None:
+    """Rewrite an SAE's weights in ``dtype`` (half the disk in float16); its config keeps float32,
+    so ``SAE.load_from_disk`` reads them back as float32."""
+    from pathlib import Path
+
+    from safetensors.torch import load_file, save_file
+
+    path = Path(folder) / "sae_weights.safetensors"
+    weights = load_file(str(path))
+    save_file({k: v.to(getattr(torch, dtype)).contiguous() for k, v in weights.items()}, str(path))
 
 
 def training_report(exp: Experiment) -> dict[str, Any]:

@@ -1,5 +1,6 @@
 """The browser's data follow the rule of the cross-layer graph; the page works in headless Chromium."""
 
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -228,3 +229,106 @@ def test_causal_measure_not_offered_when_nothing_can_be_drawn(data):
     assert CAUSAL_MEASURE not in graph["measures"] and not graph["causal"]["offered"]
     assert "none of the 2 measured edges joins two features that fired" in graph["causal"]["note"]
     assert graph["edges"]["a"] == plain["edges"]["a"]
+
+
+def brute_lineages(graph, measure, threshold, max_nodes):
+    """The strongest lineages by plain loops: every feature's best next partner, every chain from
+    a feature no other reaches, ranked (longest, strongest weakest link, start), taken greedily
+    unless it shares a feature with one taken before."""
+    layer, vals = graph["nodes"]["layer"], measure_values(graph, measure)
+    bit = 1 << graph["measures"].index(measure)
+    best = {}
+    for e, (a, b) in enumerate(zip(graph["edges"]["a"], graph["edges"]["b"])):
+        if graph["edges"]["mask"][e] & bit and vals[e] >= threshold and layer[b] == layer[a] + 1:
+            if a not in best or (vals[e], -b) > (best[a][1], -best[a][0]):
+                best[a] = (b, vals[e])
+    reached = {b for b, _ in best.values()}
+    ranked = []
+    for s in best:
+        if s in reached:
+            continue
+        chain, links = [s], []
+        while chain[-1] in best:
+            b, v = best[chain[-1]]
+            chain.append(b)
+            links.append(v)
+        ranked.append((-len(chain), -min(links), s, chain))
+    chosen, chains = set(), []
+    for *_, chain in sorted(ranked):
+        if chosen & set(chain):
+            continue
+        if len(chosen) + len(chain) > max_nodes:
+            break
+        chosen |= set(chain)
+        chains.append(chain)
+    return sorted(chosen), chains
+
+
+@pytest.mark.parametrize("measure,threshold,max_nodes", [("pearson", 0.1, 300), ("pearson", 0.1, 9),
+                                                         ("jaccard", 0.3, 20), ("cosine", 0.0, 5)])
+def test_default_view_equals_brute_force(data, measure, threshold, max_nodes):
+    from helpers.explore.browser import strongest_lineages
+
+    _, _, graph = data
+    view = strongest_lineages(graph, measure, threshold, max_nodes)
+    nodes, chains = brute_lineages(graph, measure, threshold, max_nodes)
+    assert view["nodes"] == nodes and view["chains"] == chains and 0 < len(nodes) <= max_nodes
+    layer = graph["nodes"]["layer"]
+    assert all(layer[c[i + 1]] == layer[c[i]] + 1 for c in chains for i in range(len(c) - 1))
+    assert all(len(c) >= 2 for c in chains) and len(view["weakest"]) == len(chains)
+    assert sum(len(c) for c in chains) == len(nodes)  # disjoint
+
+
+def test_default_view_is_a_few_hundred_features_of_a_large_graph():
+    from helpers.explore.browser import DEFAULT_VIEW_NODES, strongest_lineages, with_default_view
+
+    g = synthetic_graph(2000, 20000)
+    assert g["default_view"] == "lineages"
+    view = g["lineages"]
+    assert DEFAULT_VIEW_NODES - len(g["sites"]) < len(view["nodes"]) <= DEFAULT_VIEW_NODES
+    assert [len(c) for c in view["chains"]] == sorted((len(c) for c in view["chains"]), reverse=True)
+    # nothing passes the threshold: no lineage, the page opens on every feature with an edge
+    g["edges"]["values"]["pearson"] = [0.0] * len(g["edges"]["a"])
+    assert with_default_view(g, "pearson", 0.5)["default_view"] == "all" and not g["lineages"]["chains"]
+    for bad in (1, 0, True, 2.5):
+        with pytest.raises(ConfigError, match="at least 2 features"):
+            strongest_lineages(g, max_nodes=bad)
+    with pytest.raises(ConfigError, match="outside its range"):
+        strongest_lineages(g, "jaccard", 2.0)
+
+
+@pytest.fixture(scope="module")
+def built_browser(tmp_path_factory):
+    """The browser built by ``build_browser`` on a tiny smoke experiment (random TopK SAEs)."""
+    from helpers.evolution.partners import build_partners
+    from helpers.experiment import PRESETS
+    from helpers.explore.browser_site import build_browser
+    from helpers.stats import run_pass
+    from helpers.subject.models import load_subject
+
+    from ..stats.test_collect import random_topk_saes
+
+    tmp = tmp_path_factory.mktemp("browser")
+    exp = PRESETS["smoke"].replace(token_budget=900, step_tokens=300, batch_size=8, device="cpu")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SAE_EVOLUTION_ARTEFACTS", str(tmp / "artefacts"))
+        subject, saes = load_subject(exp), random_topk_saes(exp.sites)
+        run_pass(exp, progress=False, subject=subject, saes=saes)
+        build_partners(exp, saes=saes, device="cpu", progress=False)
+        res = build_browser(exp, out=tmp / "b", subject=subject, saes=saes)
+    text = (tmp / "b" / "browser" / "data" / "graph.js").read_text()
+    return res, json.loads(text[text.index(",") + 1:text.rindex(")")])
+
+
+@pytest.mark.slow
+def test_built_browser_opens_on_a_few_hundred_features(built_browser):
+    from helpers.explore.browser import DEFAULT_VIEW_NODES
+
+    res, graph = built_browser
+    view = graph["lineages"]
+    assert graph["default_view"] == "lineages" and 0 < len(view["nodes"]) <= DEFAULT_VIEW_NODES
+    assert len(view["nodes"]) < res.nodes == len(graph["nodes"]["layer"])
+    assert f"opens on the {len(view['chains'])} strongest lineages ({len(view['nodes'])} features)" in res.describe()
+    shown = set(filter_edges(graph, view["measure"], view["threshold"]).tolist())
+    pairs = {(a, b): e for e, (a, b) in enumerate(zip(graph["edges"]["a"], graph["edges"]["b"]))}
+    assert all(pairs[(c[i], c[i + 1])] in shown for c in view["chains"] for i in range(len(c) - 1))

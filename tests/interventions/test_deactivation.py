@@ -29,7 +29,7 @@ def test_batched_drops_equal_one_pass_per_edge(tiny_gpt2, topk_saes, wiki_docs):
     edges = [(int(w), int(a), int(b)) for w, a, b in zip(torch.randint(0, 4, (40,), generator=g),
                                                          torch.randint(0, 48, (40,), generator=g),
                                                          torch.randint(0, 48, (40,), generator=g))]
-    edges += [(0, 3, b) for b in range(0, 48, 5)]  # one ablated copy serves several downstream features
+    edges += [(0, 3, b) for b in range(0, 48, 12)]  # one ablated copy serves several downstream features
     fast_sum, fast_n = ablation_drops(tiny_gpt2, topk_saes, clean, site_a, site_b, edges, rows_per_pass=3)
     slow_sum, slow_n = ablation_drops_one_at_a_time(tiny_gpt2, topk_saes, ids, am, content, site_a, site_b, edges)
     assert torch.equal(fast_n, slow_n)
@@ -48,3 +48,29 @@ def test_bad_edges(tiny_gpt2, topk_saes):
     clean = clean_windows(tiny_gpt2, topk_saes, ids, am, am.bool(), SITES[0], SITES[1])
     with pytest.raises(ConfigError, match=r"edge \(row 1, a 0, b 0\) is out of range"):
         ablation_drops(tiny_gpt2, topk_saes, clean, SITES[0], SITES[1], [(1, 0, 0)])
+
+
+def test_the_batched_paths_edit_as_decode_does_for_rescaled_normalising_saes(tiny_gpt2, topk_saes, wiki_docs):
+    """With an upstream SAE whose decode divides by non-unit decoder norms and undoes a layer norm,
+    the batched ablations (deactivation test, edge effects) equal the one-edit-per-pass path, whose
+    edit equals sae_lens' decode (tests/subject/test_decode.py)."""
+    from helpers.interventions import edge_effects, edge_effects_one_at_a_time
+
+    from ..subject.test_decode import non_unit_sae
+
+    up = non_unit_sae("topk", {"rescale_acts_by_decoder_norm": True}, "layer_norm", d_in=64, d_sae=24)
+    saes = {SITES[1]: up, SITES[2]: topk_saes[SITES[2]]}
+    tok = tiny_gpt2.tokenizer
+    enc = tok([tok.bos_token + d.text[:50] for d in wiki_docs[:2]], return_tensors="pt", padding=True)
+    ids, am = enc["input_ids"], enc["attention_mask"]
+    clean = clean_windows(tiny_gpt2, saes, ids, am, am.bool(), SITES[1], SITES[2])
+    fired = torch.nonzero(clean.f_a.abs().sum(1) > 0).tolist()[:3]  # (row, a) pairs where a fires
+    edges = [(w, a, b) for w, a in fired for b in range(0, 48, 12)]
+    fast = ablation_drops(tiny_gpt2, saes, clean, SITES[1], SITES[2], edges, rows_per_pass=4)
+    slow = ablation_drops_one_at_a_time(tiny_gpt2, saes, ids, am, am.bool(), SITES[1], SITES[2], edges)
+    assert torch.equal(fast[1], slow[1]) and (fast[0] != 0).sum() >= 3, fast
+    torch.testing.assert_close(fast[0], slow[0], atol=1e-5, rtol=1e-4)
+    pairs = [(a, b) for _, a, b in edges[:4]]
+    torch.testing.assert_close(edge_effects(tiny_gpt2, saes, ids, am, am.bool(), SITES[1], SITES[2], pairs),
+                               edge_effects_one_at_a_time(tiny_gpt2, saes, ids, am, am.bool(), SITES[1], SITES[2],
+                                                          pairs), atol=1e-5, rtol=1e-4)

@@ -101,3 +101,35 @@ def test_listing_does_not_import_sae_lens():
             "assert residual_releases(); print('sae_lens' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_l0_variants_and_the_default_rule():
+    from helpers.subject.releases import ReleaseSae, layer_pattern, pick_sae, release_saes, release_variants
+
+    res = get_release("gemma-scope-2-270m-pt-res")
+    at12 = [s for s in res.saes if s.site == "blocks.12.hook_resid_post" and s.width == 262144]
+    assert [s.variant for s in at12] == ["big", "medium", "medium_seed_1", "small"]
+    # default: the SAE Neuronpedia hosts (medium, not its second seed) ...
+    assert pick_sae(at12).sae_id == "layer_12_width_262k_l0_medium" and pick_sae(at12).neuronpedia
+    assert pick_sae(at12, "big").sae_id == "layer_12_width_262k_l0_big"
+    assert pick_sae(at12, 25.0).sae_id == "layer_12_width_262k_l0_small"  # nearest registry L0 (20)
+    assert pick_sae(at12, "huge") is None
+    # ... else the sparsest label, else the registry's first
+    bare = [ReleaseSae(f"layer_0_width_16k_l0_{v}", "blocks.0.hook_resid_post", 16384, l0, None)
+            for v, l0 in (("big", 60.0), ("small", 10.0))]
+    assert pick_sae(bare).sae_id == "layer_0_width_16k_l0_small"
+    plain = [ReleaseSae(f"layer_0/width_16k/average_l0_{n}", "blocks.0.hook_resid_post", 16384, n, None)
+             for n in (105.0, 13.0)]
+    assert pick_sae(plain).l0 == 105.0 and pick_sae(plain, 20).l0 == 13.0 and plain[0].variant is None
+
+    exp = experiment_from_release("gemma-scope-2-270m-pt-res", width=16384)
+    assert exp.sites == tuple(f"blocks.{L}.hook_resid_post" for L in (5, 9, 12, 15))
+    assert exp.sae_ids == tuple(f"layer_{L}_width_16k_l0_medium" for L in (5, 9, 12, 15))
+    assert release_variants(exp) == ["small", "medium", "big"]
+    rows = release_saes(exp)
+    assert layer_pattern(rows) == "layer_{L}_width_16k_l0_medium" and layer_pattern(rows, "module") == "model.layers.{L} output"
+    assert [r["neuronpedia"] for r in rows] == [f"gemma-3-270m/{L}-gemmascope-2-res-16k" for L in (5, 9, 12, 15)]
+    named = experiment_from_release("gemma-scope-2-270m-pt-res-all", width=16384, l0="big", layers=(0, 1))
+    assert named.name == "gemma-scope-2-270m-pt-res-all-16k-big-L0-1"
+    assert experiment_from_release("gemma-scope-2-270m-pt-res-all", width=16384, l0="60", layers=(0, 0)).name == (
+        "gemma-scope-2-270m-pt-res-all-16k-l0-60-L0-0")

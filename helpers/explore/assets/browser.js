@@ -1,13 +1,14 @@
 /* The cross-layer browser: features as nodes (sites as rows), edges for a measure above a
-   threshold, communities coloured; starting points: all, a community, a feature's k-hop
-   neighbourhood, a precomputed prompt graph or search. Plain JavaScript, no library, no
+   threshold, communities coloured; starting points: the strongest lineages (the default view,
+   chosen when the data were built), all, a community, a feature's k-hop neighbourhood, a
+   precomputed prompt graph or search. Plain JavaScript, no library, no
    network: the data arrive as <script> files calling BROWSER.register(kind, payload). */
 var BROWSER = (function () {
   "use strict";
   var G = null, P = { prompts: [], searches: [] };
-  var N = 0, E = 0, layer, feature, freq, comm, ea, eb, emask, echosen, evals = {}, ids = {};
+  var N = 0, E = 0, layer, feature, freq, comm, ea, eb, emask, echosen, evals = {}, ids = {}, chainStep = {}, chainX = {};
   var CAUSAL = "causal_drop";
-  var st = { view: "all", measure: "pearson", threshold: 0.1, token: -1, hood: null };
+  var st = { view: "lineages", measure: "pearson", threshold: 0.1, token: -1, hood: null };
   var vis = null, hovered = -1, lastMs = 0;
   var DEFAULTS = { pearson: 0.1, jaccard: 0.1, sufficiency: 0.5, necessity: 0.5, mutual_info: 0.01, cosine: 0.3,
                    causal_drop: 0.5 };
@@ -30,6 +31,8 @@ var BROWSER = (function () {
   function words(i) { return G.nodes.label ? G.nodes.label[i] : ""; }
   function measureName(m) { return (G.labels && G.labels[m]) || m; }
   function hasCausal() { return G.measures.indexOf(CAUSAL) >= 0; }
+  function defaultView() { return G.default_view || "all"; }
+  function lineages() { return G.lineages || { nodes: [], chains: [] }; }
   function causalInfo() { return G.causal || { note: "causal effect not measured", methods: [] }; }
   function chosenBy(e) {  // the matching methods that chose a measured edge
     var ms = causalInfo().methods || [], out = [];
@@ -53,6 +56,8 @@ var BROWSER = (function () {
       }
     });
     for (var i = 0; i < N; i++) ids[G.sites[layer[i]] + ":" + feature[i]] = i;
+    lineages().chains.forEach(function (c) { for (var k = 0; k + 1 < c.length; k++) chainStep[c[k] + ":" + c[k + 1]] = 1; });
+    chainX = chainColumns();
   }
 
   /* ---------------------------------------------------------------- which nodes and edges */
@@ -64,6 +69,7 @@ var BROWSER = (function () {
   function nodeSet(edges) {
     var inSet = new Uint8Array(N), v = st.view, i, e;
     if (v === "all") { for (i = 0; i < edges.length; i++) { inSet[ea[edges[i]]] = 1; inSet[eb[edges[i]]] = 1; } }
+    else if (v === "lineages") { lineages().nodes.forEach(function (n) { inSet[n] = 1; }); }
     else if (v.indexOf("community:") === 0) {
       var c = +v.slice(10); for (i = 0; i < N; i++) if (comm[i] === c) inSet[i] = 1;
     } else if (v.indexOf("prompt:") === 0) {
@@ -86,11 +92,20 @@ var BROWSER = (function () {
   }
 
   /* ---------------------------------------------------------------- layout: barycentres per row */
+  function chainColumns() {  // the lineages view: a column per lineage (they are disjoint), strongest left
+    var chains = lineages().chains, x = {};
+    chains.forEach(function (c, k) { c.forEach(function (n) { x[n] = (k + 0.5) / chains.length; }); });
+    return x;
+  }
   function layout(nodes, edges) {
     var S = G.sites.length, rows = [], x = new Float64Array(N), nb = {}, i, r, e;
     for (r = 0; r < S; r++) rows.push([]);
     nodes.forEach(function (n) { rows[layer[n]].push(n); });
     edges.forEach(function (e) { (nb[ea[e]] = nb[ea[e]] || []).push(eb[e]); (nb[eb[e]] = nb[eb[e]] || []).push(ea[e]); });
+    if (st.view === "lineages") {  // lineages run straight down their columns
+      nodes.forEach(function (n) { x[n] = chainX[n]; });
+      return { x: x, rows: rows.map(function (row) { return row.sort(function (p, q) { return x[p] - x[q]; }); }), nb: nb };
+    }
     var widest = Math.max.apply(null, rows.map(function (row) { return row.length; }).concat([1]));
     var gap = 1 / (widest + 1);
     function place(row, key) {  // order by key, keep positions near the key, at least `gap` apart
@@ -149,6 +164,11 @@ var BROWSER = (function () {
     ctx.beginPath();
     for (i = 0; i < edges.length; i++) { e = edges[i]; ctx.moveTo(px(ea[e], g), py(ea[e], g)); ctx.lineTo(px(eb[e], g), py(eb[e], g)); }
     ctx.stroke();
+    if (vis.chain.length) {  // the steps of the lineages, over the other edges between their features
+      ctx.strokeStyle = hovered >= 0 ? "rgba(60,60,60,0.25)" : "rgba(40,40,40,0.75)"; ctx.lineWidth = 1.4; ctx.beginPath();
+      vis.chain.forEach(function (e) { ctx.moveTo(px(ea[e], g), py(ea[e], g)); ctx.lineTo(px(eb[e], g), py(eb[e], g)); });
+      ctx.stroke();
+    }
     var hi = {};
     if (hovered >= 0) {
       ctx.strokeStyle = "rgba(200,30,30,0.85)"; ctx.lineWidth = 1.6; ctx.beginPath();
@@ -183,13 +203,15 @@ var BROWSER = (function () {
     var edges = passing(), inSet = nodeSet(edges), nodes = [], shown = [];
     for (var i = 0; i < N; i++) if (inSet[i]) nodes.push(i);
     for (var j = 0; j < edges.length; j++) if (inSet[ea[edges[j]]] && inSet[eb[edges[j]]]) shown.push(edges[j]);
-    vis = { nodes: nodes, edges: shown, inSet: inSet, layout: layout(nodes, shown) };
+    var chain = st.view === "lineages" ? shown.filter(function (e) { return chainStep[ea[e] + ":" + eb[e]]; }) : [];
+    vis = { nodes: nodes, edges: shown, chain: chain, inSet: inSet, layout: layout(nodes, shown) };
     hovered = -1;
     draw();
     lastMs = performance.now() - t0;
     $("node-count").textContent = nodes.length; $("edge-count").textContent = shown.length;
     $("render-ms").textContent = "(" + lastMs.toFixed(0) + " ms)";
     $("empty").textContent = nodes.length ? "" : "Nothing to show: lower the threshold, pick another measure or another starting point.";
+    showView();
     panel(-1);
     writeHash();
     return lastMs;
@@ -206,7 +228,9 @@ var BROWSER = (function () {
     $("preset").textContent = G.preset ? "(" + G.preset + ")" : "";
     var view = $("view");
     function opt(sel, value, text) { sel.appendChild(el("option", { value: value }, text)); }
-    opt(view, "all", "all features with an edge");
+    var L = lineages();
+    if (L.nodes.length) opt(view, "lineages", "strongest lineages (" + L.chains.length + " lineages, " + L.nodes.length + " features; default)");
+    opt(view, "all", "all features with an edge (full view)");
     G.communities.slice(0, 40).forEach(function (c) {
       opt(view, "community:" + c.id, "community " + c.id + " (" + c.size + " features, " + c.sites + " sites)");
     });
@@ -233,6 +257,28 @@ var BROWSER = (function () {
 
   function setView(v) {
     st.view = v; $("view").value = v; fillTokens();
+  }
+  function viewName() {  // the current view, in words, for the bar above the graph
+    var v = st.view, L = lineages();
+    if (v === "lineages") return "Strongest lineages: " + L.chains.length + " lineages, " + L.nodes.length + " features";
+    if (v === "all") return "Full view: every feature with an edge";
+    if (v === "hood") return st.hood ? "Neighbourhood: " + label(st.hood.node) + ", " + st.hood.k + " hop(s)" : "Neighbourhood";
+    var o = $("view").options[$("view").selectedIndex];
+    return o ? o.textContent.charAt(0).toUpperCase() + o.textContent.slice(1) : v;
+  }
+  function viewNote() {
+    var L = lineages();
+    if (st.view !== "lineages") return "";
+    return "the page's default view: each feature chained to its best " + measureName(L.measure) + " partner >= " +
+      L.threshold + " in the next site; the longest lineages first, then the strongest weakest link, at most " +
+      L.max_nodes + " features";
+  }
+  function showView() {
+    $("view-name").textContent = viewName(); $("view-note").textContent = viewNote();
+    var b = $("full-view"), d = defaultView();
+    b.style.display = st.view === "all" && d === "all" ? "none" : "";
+    b.textContent = st.view === "all" ? "back to the " + (d === "lineages" ? "strongest lineages" : "default view")
+      : "show every feature (full view)";
   }
   function setHood(site, f, k) {
     var n = ids[site + ":" + f];
@@ -292,6 +338,7 @@ var BROWSER = (function () {
       p.appendChild(el("p", {}, s.message));
     }
     if (n < 0) {
+      if (v === "lineages") p.appendChild(el("p", {}, "The strongest lineages: " + viewNote() + ". A lineage that merges into a stronger one is left out. \"show every feature\" opens the full graph."));
       if (v.indexOf("community:") === 0) p.appendChild(el("p", {}, "Community " + v.slice(10) + " of the graph at " + G.community_rule.measure + " >= " + G.community_rule.threshold + " (Louvain); colours are communities."));
       p.appendChild(el("p", { "class": "hint" }, "Hover a feature to see its neighbours; click it to open its page in the feature explorer."));
       if (st.measure === CAUSAL) p.appendChild(el("p", { "class": "hint", id: "causal-note" }, "Causal effect: " + causalInfo().note + "."));
@@ -332,15 +379,18 @@ var BROWSER = (function () {
     setMeasure(G.measures.indexOf(q.measure) >= 0 ? q.measure : "pearson");
     $("measure").value = st.measure;
     setThreshold(q.threshold !== undefined ? q.threshold : DEFAULTS[st.measure]);
-    var view = q.view || "all";
-    if (view === "hood" && !(q.site && setHood(q.site, q.feature || 0, q.k || 2))) view = "all";
-    if (!Array.prototype.some.call($("view").options, function (o) { return o.value === view; })) view = "all";
+    var view = q.view || defaultView();
+    if (view === "hood" && !(q.site && setHood(q.site, q.feature || 0, q.k || 2))) view = defaultView();
+    if (!Array.prototype.some.call($("view").options, function (o) { return o.value === view; })) view = defaultView();
     st.token = q.token !== undefined ? +q.token : -1;
     setView(view);
     $("view").addEventListener("change", function () {
       st.token = -1; setView(this.value);
       if (st.view === "hood" && !st.hood) setHood($("hood-site").value, $("hood-feature").value, $("hood-k").value);
       update();
+    });
+    $("full-view").addEventListener("click", function () {
+      st.token = -1; setView(st.view === "all" ? defaultView() : "all"); update();
     });
     $("measure").addEventListener("change", function () { setMeasure(this.value); setThreshold(DEFAULTS[this.value] || 0); update(); });
     $("threshold").addEventListener("input", function () { setThreshold(this.value); update(); });
@@ -371,6 +421,7 @@ var BROWSER = (function () {
     var cv = hasCausal() ? evals[CAUSAL] : null, measured = 0;
     if (cv) vis.edges.forEach(function (e) { if (!isNaN(cv[e])) measured++; });
     return { nodes: vis.nodes.length, edges: vis.edges.length, ms: lastMs, view: st.view, measure: st.measure,
+             default_view: defaultView(), view_name: $("view-name").textContent,
              threshold: st.threshold, total_nodes: N, total_edges: E, measured_shown: measured,
              causal_offered: hasCausal(), causal_note: causalInfo().note };
   }

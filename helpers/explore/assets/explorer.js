@@ -314,7 +314,8 @@ var EXPLORER = (function () {
       if (!data.site[otherSite]) { loadSite(otherSite, route); return; }
     }
     var ex = renderExamples(d, f, slot);
-    var np = m.neuronpedia ? ' · <a href="' + m.neuronpedia + "/" + d.site.split(".")[1] + "-res-jb/" + f + '">Neuronpedia</a>' : "";
+    var npBase = m.neuronpedia && m.neuronpedia[d.site];
+    var np = npBase ? ' · <a href="' + esc(npBase + "/" + f) + '">Neuronpedia</a>' : "";
     var buttons = '<button class="btn' + (slot === null ? " on" : "") + '" data-slot="">this feature</button>';
     rc.partners[f].forEach(function (p, r) {
       if (p < 0) return;
