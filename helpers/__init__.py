@@ -11,7 +11,8 @@ The layout follows the pipeline, one stage a sub-package:
 - :mod:`~helpers.notebook`: figures and sliders for the notebooks.
 
 Cross-cutting modules: :mod:`~helpers.experiment` (configuration and presets),
-:mod:`~helpers.io` (artefact paths and atomic writes), :mod:`~helpers.errors`,
+:mod:`~helpers.io` (artefact paths, atomic writes, transactions, disk space),
+:mod:`~helpers.locks` (one writer per folder, interruptions), :mod:`~helpers.errors`,
 :mod:`~helpers.pipeline`, :mod:`~helpers.report`, :mod:`~helpers.publish` (the book to
 GitHub Pages), :mod:`~helpers.cli`. Importing this package has no side effects; heavy libraries
 load on first use.
@@ -34,8 +35,10 @@ from .subject.corpus import (
 )
 from .errors import (
     ArtefactMismatchError,
+    BusyError,
     ConfigError,
     CorruptArtefactError,
+    DiskError,
     HubUnavailableError,
     MissingArtefactError,
     SaeEvolutionError,
@@ -158,8 +161,10 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "ArtefactMismatchError",
+    "BusyError",
     "ConfigError",
     "CorruptArtefactError",
+    "DiskError",
     "Document",
     "Experiment",
     "HubUnavailableError",

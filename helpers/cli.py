@@ -3,7 +3,8 @@
 [--model TEXT]`` and ``publish [--html DIR] [--remote NAME|URL]``.
 
 Errors the helpers raise on purpose are printed as one line (``error: ...``)
-with exit status 2, not as a traceback.
+with exit status 2, not as a traceback; so is an interruption (SIGINT, SIGTERM: what was done,
+kept and the command that resumes, exit status 130 or 143), see :mod:`helpers.locks`.
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ def _experiment_arg(parser: argparse.ArgumentParser) -> None:
                         help="with --release: the L0 variant where a site has several SAEs: small, medium "
                              "or big (Gemma Scope 2), or a number (the nearest registry L0); default: the "
                              "one with a Neuronpedia page, else small, else the registry's first")
+    parser.add_argument("--no-wait", action="store_true",
+                        help="stop at once (one line) if another process is writing this experiment")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -180,12 +183,17 @@ def build_experiment(args: argparse.Namespace):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from .locks import catch_signals, exit_status, interruption, set_waiting
+
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    set_waiting(not getattr(args, "no_wait", False))
     # long-running commands say what they do (memory bill, SAE quality) unless --quiet
     chatty = args.verbose or (args.command in ("collect", "prepare", "train-saes", "explorer") and not args.quiet)
     logging.basicConfig(level=logging.INFO if chatty else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("httpx", "urllib3", "filelock", "torch", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    restore = catch_signals()
     try:
         if args.command == "releases":
             from .subject.releases import format_releases, residual_releases
@@ -258,4 +266,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SaeEvolutionError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as exc:
+        print(interruption(exc, argv, args.command), file=sys.stderr)
+        return exit_status(exc)
+    finally:
+        restore()
     return 0

@@ -30,3 +30,28 @@ class ArtefactMismatchError(SaeEvolutionError, ValueError):
 
 class CorruptArtefactError(SaeEvolutionError, ValueError):
     """An artefact on disk is truncated or corrupted (unreadable, or its checksum differs)."""
+
+
+class DiskError(SaeEvolutionError, OSError):
+    """The disk is full, or a folder to write into is read-only."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+    @classmethod
+    def of(cls, err: OSError, what: str, folder=None) -> "DiskError":
+        """One line for ``err`` (``ENOSPC``, ``EROFS``...) raised while ``what`` wrote into ``folder``."""
+        import errno
+
+        where = err.filename or folder
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            why = f"no space left on the device of {where}" if where else "no space left on the device"
+            return cls(err.errno, f"{what} stopped: {why}; its temporary files were removed and the previous "
+                                  "artefacts are unchanged: free some space, or write elsewhere (--out, or "
+                                  "$SAE_EVOLUTION_ARTEFACTS), and rerun")
+        return cls(err.errno, f"{what} cannot write into {where} ({err.strerror}): make it writable, or write "
+                              "elsewhere (--out, or $SAE_EVOLUTION_ARTEFACTS)")
+
+
+class BusyError(SaeEvolutionError, RuntimeError):
+    """Another process is writing the same experiment folder (and the caller asked not to wait)."""

@@ -11,21 +11,34 @@ environment variable ``SAE_EVOLUTION_ARTEFACTS``):
 
 Every write goes to a temporary file in the same folder, is flushed to disk and
 then renamed over the target, so a crash never leaves a truncated file where a
-good one stood.
+good one stood. Temporary names start with ``.~`` (:data:`TEMP_PREFIX`).
+
+A step that writes several files runs them as one :func:`transaction`: if it fails
+or is interrupted, every file it replaced is put back as it was, so the previous
+artefacts stay byte-identical (each file still replaced atomically for readers).
+:func:`require_space` refuses a step whose files would not fit its disk, before it starts.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import shutil
+import signal
 import tempfile
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Iterator
 
 ARTEFACTS_ENV = "SAE_EVOLUTION_ARTEFACTS"
+#: the start of every temporary name (files being written, folders being built, kept old copies)
+TEMP_PREFIX = ".~"
+#: the way out of a full disk for a step that writes the artefacts
+MORE_SPACE = "free some space, or put the artefacts on a larger disk ($SAE_EVOLUTION_ARTEFACTS)"
+#: the errors of a full or read-only disk
+DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -47,21 +60,22 @@ def stats_dir(preset: str) -> Path:
 
 
 @contextmanager
-def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
+def atomic_path(path: str | Path, suffix: str = "", journal: bool = True) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it over ``path`` on success.
 
-    On an exception the temporary file is removed and ``path`` is untouched.
+    On an exception the temporary file is removed and ``path`` is untouched. ``journal=False``:
+    the file stays even if the enclosing :func:`transaction` fails (a checkpoint).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or ".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{path.name}.", suffix=suffix or ".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
-        os.replace(tmp_path, path)
+        swap_in(tmp_path, path, journal)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
@@ -94,25 +108,163 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # leftovers of a writer that was killed (SIGKILL skips `finally`)
-    for stale in path.parent.glob(f".{path.name}.*"):
-        if stale.is_dir():
-            shutil.rmtree(stale, ignore_errors=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    for stale in path.parent.glob(f"{TEMP_PREFIX}{path.name}.*"):  # of a killed writer (SIGKILL skips `finally`)
+        _remove(stale)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{path.name}.", dir=path.parent))
     try:
         yield tmp
-        old = None
-        if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            if old.exists():
-                shutil.rmtree(old)
-            os.replace(path, old)
-        os.replace(tmp, path)
-        if old is not None:
-            shutil.rmtree(old)
+        swap_in(tmp, path)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
+
+
+# --------------------------------------------------------------------------- transactions
+#: the open transactions of this process, innermost last
+_OPEN: list["_Transaction"] = []
+
+
+class _Transaction:
+    def __init__(self) -> None:
+        self.swaps: list[tuple[Path, Path | None]] = []  # (target, kept old copy or None), in order
+        self.temps: set[Path] = set()
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def _signals_held():
+    """SIGINT and SIGTERM wait while the files are swapped (what is swapped is always journalled)."""
+    if not hasattr(signal, "pthread_sigmask"):  # pragma: no cover - not POSIX
+        return nullcontext()
+
+    @contextmanager
+    def held():
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        try:
+            yield
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+    return held()
+
+
+def swap_in(new: Path | None, path: str | Path, journal: bool = True) -> None:
+    """Put ``new`` (a file or folder beside ``path``; ``None``: nothing, i.e. remove ``path``) at
+    ``path``. Inside a :func:`transaction` (unless ``journal=False``) what stood at ``path`` is kept
+    aside (a hard link for a file: readers never miss it) until the transaction ends."""
+    path = Path(path)
+    t = _OPEN[-1] if _OPEN and journal else None
+    with _signals_held():
+        exists = path.exists() or path.is_symlink()
+        if t is None or any(p == path for p, _ in t.swaps):  # nothing to keep, or kept already
+            if exists and (new is None or path.is_dir()):
+                old = path.with_name(f"{TEMP_PREFIX}{path.name}.old")
+                _remove(old)
+                os.replace(path, old)
+                _remove(old)
+            if new is not None:
+                os.replace(new, path)
+            return
+        kept = path.with_name(f"{TEMP_PREFIX}bak.{path.name}") if exists else None
+        if kept is not None:
+            _remove(kept)
+            if new is not None and not path.is_dir():
+                try:
+                    os.link(path, kept)
+                except OSError:  # no hard links here: the old file is moved aside instead
+                    os.replace(path, kept)
+            else:
+                os.replace(path, kept)
+        t.swaps.append((path, kept))
+        if new is not None:
+            os.replace(new, path)
+
+
+def temporary(path: str | Path) -> Path:
+    """Register ``path`` (a file or folder, existing or not yet) as temporary: the enclosing
+    :func:`transaction` removes it when it ends, unless :func:`keep` is called first."""
+    if _OPEN:
+        _OPEN[-1].temps.add(Path(path))
+    return Path(path)
+
+
+def keep(path: str | Path) -> None:
+    """``path`` outlives the transactions now open (a spool a checkpoint refers to)."""
+    for t in _OPEN:
+        t.temps.discard(Path(path))
+
+
+@contextmanager
+def transaction() -> Iterator[None]:
+    """Make every replacement inside (:func:`atomic_path`, :func:`atomic_dir`, :func:`swap_in`) one
+    unit: if the block raises (an interruption too) the replaced files and folders are put back and
+    the new ones removed; on success the kept old copies are dropped. Temporaries registered with
+    :func:`temporary` are removed either way. Nested transactions commit on their own."""
+    t = _Transaction()
+    _OPEN.append(t)
+    ok = False
+    try:
+        yield
+        ok = True
+    finally:
+        _OPEN.remove(t)
+        with _signals_held():
+            if ok:  # commit: drop the old copies
+                for _, kept in t.swaps:
+                    if kept is not None:
+                        _remove(kept)
+            else:  # undo, last replacement first
+                for path, kept in reversed(t.swaps):
+                    _remove(path)
+                    if kept is not None:
+                        os.replace(kept, path)
+            for path in t.temps:
+                _remove(path)
+
+
+def sweep(folder: str | Path) -> None:
+    """Remove what a killed writer of ``folder`` left: temporary names in it and beside it
+    (call it holding ``folder``'s writer lock: then no live writer owns them)."""
+    folder = Path(folder)
+    leftovers = list(folder.glob(f"{TEMP_PREFIX}*")) if folder.is_dir() else []
+    leftovers += folder.parent.glob(f"{TEMP_PREFIX}{folder.name}.*")
+    leftovers += folder.parent.glob(f"{TEMP_PREFIX}bak.{folder.name}")
+    for path in leftovers:
+        _remove(path)
+
+
+# --------------------------------------------------------------------------- disk space
+def _size(n: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def require_space(folder: str | Path, need: int, what: str, way_out: str) -> int:
+    """Check, before a step starts, that ``folder`` (or the folder that will hold it) is writable
+    and that its file system has ``need`` bytes free; raise :class:`~helpers.errors.DiskError`
+    (one line: the need, the free space, ``way_out``) if not. Returns the free bytes."""
+    from .errors import DiskError
+
+    folder = Path(folder).absolute()
+    there = next(p for p in (folder, *folder.parents) if p.is_dir())
+    try:
+        fd, probe = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=there)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise DiskError.of(err, what, there) from None
+    free = shutil.disk_usage(there).free
+    if need > free:
+        raise DiskError(errno.ENOSPC, f"{what} needs about {_size(need)} on the file system of {folder}, "
+                                      f"which has {_size(free)} free: {way_out}")
+    return free
 
 
 def sha256_file(path: str | Path, block: int = 1 << 22) -> str:

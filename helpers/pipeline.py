@@ -5,10 +5,14 @@ from __future__ import annotations
 import logging
 
 from .experiment import Experiment
+from .io import sae_dir, stats_dir
+from .locks import writes
 
 log = logging.getLogger(__name__)
 
 
+@writes("prepare", lambda a: sae_dir(a["exp"].name) if a["exp"].sae_source == "trained" else None,
+        lambda a: stats_dir(a["exp"].stats_name))
 def prepare(exp: Experiment, progress: bool = True) -> list[str]:
     """Train the SAEs if the preset trains its own, run the statistics pass if needed (or if an
     artefact is missing or corrupted), then derive the partner tables, verify the gate candidates

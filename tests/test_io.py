@@ -37,3 +37,52 @@ def test_atomic_dir_swaps_only_when_complete(tmp_path):
         (tmp / "g").write_text("v2")
     assert sorted(p.name for p in target.iterdir()) == ["g"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["saes"]
+
+
+def test_a_failed_transaction_puts_back_what_it_replaced(tmp_path):
+    from helpers.io import keep, swap_in, temporary, transaction
+
+    atomic_write_text(tmp_path / "a.txt", "old a")
+    with atomic_dir(tmp_path / "codes") as tmp:
+        (tmp / "c.bin").write_text("old codes")
+    (tmp_path / "gone").mkdir()
+    before = {p.name: p.read_bytes() if p.is_file() else None for p in tmp_path.rglob("*")}
+    seen = {}
+    with pytest.raises(KeyboardInterrupt):
+        with transaction():
+            spool = temporary(tmp_path / ".pair_spool")
+            spool.mkdir()
+            kept = temporary(tmp_path / "kept")
+            kept.mkdir()
+            keep(kept)  # e.g. the spool a checkpoint refers to
+            atomic_write_text(tmp_path / "a.txt", "new a")
+            atomic_write_text(tmp_path / "a.txt", "newer a")
+            atomic_save_npz(tmp_path / "b.npz", x=np.arange(3))
+            with atomic_dir(tmp_path / "codes") as tmp:
+                (tmp / "c.bin").write_text("new codes")
+            swap_in(None, tmp_path / "gone")
+            seen = {p.name: p.read_bytes() if p.is_file() else None for p in tmp_path.rglob("*")}
+            raise KeyboardInterrupt
+    # readers saw every new file whole, in place, during the transaction
+    assert seen["a.txt"] == b"newer a" and seen["c.bin"] == b"new codes" and "gone" not in seen
+    kept.rmdir()
+    assert {p.name: p.read_bytes() if p.is_file() else None for p in tmp_path.rglob("*")} == before
+    with transaction():
+        atomic_write_text(tmp_path / "a.txt", "new a")
+        swap_in(None, tmp_path / "gone")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "codes"]  # no kept copy left
+
+
+def test_require_space_refuses_before_writing(tmp_path, monkeypatch):
+    import shutil
+
+    from helpers.errors import DiskError
+    from helpers.io import require_space
+
+    assert require_space(tmp_path / "new", 10, "the pass", "use --out") > 10
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage._replace(free=3 * 2**20))
+    with pytest.raises(DiskError, match=r"^the pass needs about 1.2 GiB on the file system of .*/new, which has "
+                                        r"3.0 MiB free: use --out$"):
+        require_space(tmp_path / "new", 1_300_000_000, "the pass", "use --out")
+    assert not (tmp_path / "new").exists() and not list(tmp_path.iterdir())  # the probe is gone

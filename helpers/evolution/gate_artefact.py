@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import ArtefactMismatchError, ConfigError, CorruptArtefactError, MissingArtefactError
-from ..io import atomic_save_npz, atomic_write_json, load_npz, sha256_file, stats_dir
+from ..io import MORE_SPACE, atomic_save_npz, atomic_write_json, load_npz, require_space, sha256_file, stats_dir
+from ..locks import stats_out, writes
 from ..stats.artefacts import smallest_uint
 from .focused_pass import FocusPlan, run_focused_pass
 from .gates import KINDS, pair_gate_candidates, truth_table_scores
@@ -66,6 +67,7 @@ def plan_gates(exp, out=None, device="cpu") -> tuple[FocusPlan, dict[str, np.nda
     return plan, {k: np.concatenate(v) for k, v in cands.items()}, necessity
 
 
+@writes("gates", stats_out)
 def build_gates(exp, out=None, subject=None, saes: dict | None = None, progress: bool = True,
                 keep_masks: bool = False) -> Path:
     """Plan, run the focused pass, derive the covers and write ``gates.npz`` (+ ``gates.json``).
@@ -83,6 +85,9 @@ def build_gates(exp, out=None, subject=None, saes: dict | None = None, progress:
     if not 1 <= exp.upstream_candidates <= f:
         raise ConfigError(f"upstream_candidates={exp.upstream_candidates} must be between 1 and the "
                           f"number of features ({f})")
+    masks = exp.token_budget * exp.sae_k * 12 if keep_masks and exp.token_budget else 0  # (a guess)
+    require_space(out, len(exp.site_pairs) * (f * (16 * exp.upstream_candidates + 256) + masks), "gates",
+                  MORE_SPACE)
     plan, cands, necessity = plan_gates(exp, out)
     from ..stats.codes import open_codes
 

@@ -32,7 +32,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import ArtefactMismatchError, ConfigError, MissingArtefactError
-from ..io import atomic_save_npz, atomic_write_json, load_npz, sha256_file, stats_dir
+from ..io import MORE_SPACE, atomic_save_npz, atomic_write_json, load_npz, require_space, sha256_file, stats_dir
+from ..locks import stats_out, writes
 from .matching import CONTROL, DEFAULT_THRESHOLD, METHODS, check_methods, check_threshold, matched_partners
 from .matching import random_partners, sample_downstream
 
@@ -238,6 +239,7 @@ def compute_matching(exp, n_downstream: int | None = None, methods: Sequence[str
     }
 
 
+@writes("matching", stats_out)
 def build_matching(exp, n_downstream: int | None = None, methods: Sequence[str] = METHODS, n_windows: int = 2,
                    radius: int = 12, seed: int = 0, threshold: float = DEFAULT_THRESHOLD, subject=None,
                    saes: dict | None = None, out=None, chunk: int = 128, rows_per_pass: int = 256,
@@ -253,6 +255,7 @@ def build_matching(exp, n_downstream: int | None = None, methods: Sequence[str] 
 
     threshold = check_threshold(threshold)
     out = _stats_out(exp, out)
+    require_space(out, len(exp.site_pairs) * (n_downstream or 512) * 1024, "matching", MORE_SPACE)
     arrays = compute_matching(exp, n_downstream, methods, n_windows, radius, seed, subject, saes, out, chunk,
                               rows_per_pass, progress)
     seconds = float(arrays["seconds"])

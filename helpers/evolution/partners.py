@@ -32,7 +32,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import ArtefactMismatchError, ConfigError, MissingArtefactError
-from ..io import atomic_save_npz, atomic_write_json, load_npz, sha256_file, stats_dir
+from ..io import MORE_SPACE, atomic_save_npz, atomic_write_json, load_npz, require_space, sha256_file, stats_dir
+from ..locks import stats_out, writes
 from .measures import MEASURES, PairInputs, block_measures, check_measure, load_pair_inputs
 
 log = logging.getLogger(__name__)
@@ -108,6 +109,7 @@ def _device(device: str | torch.device | None) -> torch.device:
     return torch.device(device)
 
 
+@writes("partners", stats_out)
 def build_partners(exp, k: int = DEFAULT_K, saes: dict | None = None, device=None, out=None,
                    chunk: int = 512, progress: bool = True) -> Path:
     """Compute the partner tables of every adjacent pair and write ``partners.npz`` atomically
@@ -120,6 +122,8 @@ def build_partners(exp, k: int = DEFAULT_K, saes: dict | None = None, device=Non
     n_features = int(meta["n_features"])
     if not 1 <= k <= n_features:
         raise ConfigError(f"k={k} partners must be between 1 and the number of features ({n_features})")
+    m = len(MEASURES)  # index, values of every measure and count of each listed pair, both directions
+    require_space(out, 2 * len(exp.site_pairs) * m * n_features * k * (4 + 4 * m + 8), "partners", MORE_SPACE)
     dev = _device(device)
     saes = saes if saes is not None else load_saes(exp, device=dev)
     t0 = time.perf_counter()

@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..io import REPO_ROOT, atomic_dir
+from ..io import REPO_ROOT, atomic_dir, require_space, stats_dir
+from ..locks import writes
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +97,7 @@ def precompute(exp, subject, saes, partners: dict, graph: dict, prompts=None, se
     return graphs, results, page_prompts, page_searches
 
 
+@writes("browser", lambda a: a["out"] or DEFAULT_OUT, lambda a: stats_dir(a["exp"].stats_name))
 def build_browser(exp, out: str | Path | None = None, subject=None, saes=None, k_edges: int | None = None,
                   community_measure: str = "pearson", community_threshold: float = 0.1) -> BrowserResult:
     """Build the browser of ``exp`` into ``out`` (default ``book/_browser``) from its partner
@@ -111,6 +113,8 @@ def build_browser(exp, out: str | Path | None = None, subject=None, saes=None, k
 
     t0 = time.perf_counter()
     out = Path(out) if out is not None else DEFAULT_OUT
+    require_space(out, len(exp.sites) * exp.sae_width * 2048, "browser",
+                  "free some space, or write it elsewhere (--out)")
     partners = load_partners(exp)
     fired = load_artefact(exp, "dead_features", keys=("fired",))["fired"]
     measured, note = measured_edges_or_note(exp)

@@ -34,7 +34,8 @@ from pathlib import Path
 import numpy as np
 
 from ..experiment import Experiment
-from ..io import REPO_ROOT, atomic_dir, atomic_write_text, stats_dir
+from ..io import REPO_ROOT, atomic_dir, atomic_write_text, require_space, stats_dir
+from ..locks import ignore_interrupts, writes
 from . import contexts as ctx
 from . import pages
 
@@ -369,7 +370,8 @@ def write_site(exp: Experiment, data: dict, out: Path, workers: int | None = Non
                 import multiprocessing
                 from concurrent.futures import ProcessPoolExecutor
 
-                with ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("fork")) as pool:
+                with ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("fork"),
+                                         initializer=ignore_interrupts) as pool:
                     jobs = [pool.submit(_write_site_file, s) for s in range(len(exp.sites))]
                     shared_files()
                     for job in jobs:
@@ -380,6 +382,7 @@ def write_site(exp: Experiment, data: dict, out: Path, workers: int | None = Non
     return sizes
 
 
+@writes("explorer", lambda a: a["out"] or DEFAULT_OUT, lambda a: a["out_stats"] or stats_dir(a["exp"].stats_name))
 def build_explorer(exp: Experiment, out: str | Path | None = None, subject=None, saes=None,
                    out_stats: str | Path | None = None, force: bool = False, progress: bool = False,
                    **options) -> ExplorerResult:
@@ -392,6 +395,10 @@ def build_explorer(exp: Experiment, out: str | Path | None = None, subject=None,
     build = out / "explorer" / "build.json"
     if not force and build.is_file() and json.loads(build.read_text()).get("stamp") == stamp:
         return ExplorerResult(out, len(exp.sites) * exp.sae_width, reused=True)
+    # measured: about 1.2 kB per feature and 70 B per example (RESULTS.md); the corpus's tokens
+    per_feature = 1200 + 2 * exp.top_k_examples * 70
+    require_space(out, len(exp.sites) * exp.sae_width * per_feature + 4 * (exp.token_budget or 10**7),
+                  "explorer", "free some space, or write it elsewhere (--out)")
     data = build_data(exp, subject, saes, stats, progress=progress, **options)
     t0 = time.perf_counter()
     sizes = write_site(exp, data, out)

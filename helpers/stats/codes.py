@@ -31,7 +31,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -40,6 +39,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from ..io import TEMP_PREFIX, swap_in, temporary
 from .accumulators import SparseActs
 
 log = logging.getLogger(__name__)
@@ -63,26 +63,30 @@ class CodeWriter:
     """Appends each batch's codes to a temporary folder beside ``out``; :meth:`finish` swaps it in.
 
     ``expected_tokens``: the tokens the pass will see (for the early size check); the writer gives
-    up (and deletes what it wrote) as soon as the projected size exceeds ``max_bytes``.
+    up (and deletes what it wrote) as soon as the projected size exceeds ``max_bytes``, or
+    ``free_bytes`` (what the disk can spare) when smaller.
     """
 
     def __init__(self, out: str | Path, sites: Sequence[str], n_features: int, expected_tokens: int | None = None,
-                 max_bytes: int | None = None):
+                 max_bytes: int | None = None, free_bytes: int | None = None):
         self.out = Path(out)
         self.sites = tuple(sites)
         self.n_features = int(n_features)
         self.feat_dtype = np.int16 if n_features <= np.iinfo(np.int16).max + 1 else np.int32
         self.expected_tokens = expected_tokens
         self.max_bytes = int(DEFAULT_MAX_BYTES if max_bytes is None else max_bytes)
+        self.limit = "allowed"
+        if free_bytes is not None and free_bytes < self.max_bytes:
+            self.max_bytes, self.limit = int(free_bytes), "the disk can spare"
         self.batch_tokens: list[int] = []
         self.bytes = 0
         self.site_tokens = 0  # (token, site) pairs written
         self.active = True
         self.reason = ""
         self.out.mkdir(parents=True, exist_ok=True)
-        for stale in self.out.glob(f".{CODES_DIR}.*"):  # leftovers of a killed writer
+        for stale in self.out.glob(f"{TEMP_PREFIX}{CODES_DIR}.*"):  # leftovers of a killed writer
             shutil.rmtree(stale, ignore_errors=True)
-        self.tmp = Path(tempfile.mkdtemp(prefix=f".{CODES_DIR}.", dir=self.out))
+        self.tmp = temporary(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{CODES_DIR}.", dir=self.out))
         self.files = {}
         for site in self.sites:
             for part in ("count", "feat", "value"):
@@ -123,7 +127,7 @@ class CodeWriter:
         projected = self.bytes * max(1.0, whole / max(self.site_tokens, 1))
         if projected > self.max_bytes:
             self.abandon(f"they would take about {projected / 2**30:.1f} GiB (more than the "
-                         f"{self.max_bytes / 2**30:.1f} GiB allowed)")
+                         f"{self.max_bytes / 2**30:.1f} GiB {self.limit})")
 
     def abandon(self, why: str) -> None:
         """Stop recording and delete what was written (the consumers will re-run the model)."""
@@ -152,9 +156,7 @@ class CodeWriter:
         }
         (self.tmp / CODES_META).write_text(json.dumps(meta))
         final = self.out / CODES_DIR
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(self.tmp, final)
+        swap_in(self.tmp, final)
         self.active = False
         return final
 
@@ -163,8 +165,8 @@ def discard_codes(out: str | Path) -> None:
     """Remove the record of an earlier pass (it no longer matches the statistics just written) and
     what a killed writer left half-written."""
     out = Path(out)
-    shutil.rmtree(out / CODES_DIR, ignore_errors=True)
-    for stale in out.glob(f".{CODES_DIR}.*"):
+    swap_in(None, out / CODES_DIR)
+    for stale in out.glob(f"{TEMP_PREFIX}{CODES_DIR}.*"):
         shutil.rmtree(stale, ignore_errors=True)
 
 

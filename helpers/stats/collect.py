@@ -81,7 +81,8 @@ from tqdm.auto import tqdm
 
 from ..errors import ArtefactMismatchError, ConfigError, MissingArtefactError
 from ..experiment import Experiment
-from ..io import atomic_path, stats_dir
+from ..io import atomic_path, keep, require_space, stats_dir, temporary
+from ..locks import note_kept, stats_out, writes
 from ..subject.capture import capture_residuals
 from ..subject.corpus import TokenBatch, iter_token_batches, load_corpus
 from .activity import describe_activity, relative_floors
@@ -91,7 +92,8 @@ from .codes import CODES_DIR, CodeWriter, discard_codes
 from .artefacts import METADATA, STAT_FIELDS, write_artefacts
 from .spool import PairSpool, pair_sums
 from .distributed import Dist
-from .memory import Precision, check_plan_arguments, choose_plan, describe_plan, group_sites, pass_groups
+from .memory import (Precision, check_plan_arguments, choose_plan, describe_plan, disk_bill, group_sites,
+                     pass_groups)
 
 log = logging.getLogger(__name__)
 
@@ -537,6 +539,7 @@ def _check_out_dir(out: Path, exp: Experiment) -> None:
         )
 
 
+@writes("collect", stats_out)
 def run_pass(
     exp: Experiment,
     out: str | Path | None = None,
@@ -600,6 +603,11 @@ def run_pass(
     state = PassState(exp, n_features, subject.device, precision, groups=groups,
                       group=dist.rank if mode == "pairs" else 0, mode=mode, passes=choice.passes)
     state.spool = PairSpool(out)  # the writer's (rank 0's) pairs' derived arrays, as they become final
+    # the disk, before the first token: what the pass writes must fit (the codes are skipped if they do not)
+    need = sum(disk_bill(exp, n_features, precision, max_tokens, max(map(len, state.groups))).values())
+    free = require_space(out, need, "the statistics pass",
+                         "free some space, or write elsewhere (--out DIR, or $SAE_EVOLUTION_ARTEFACTS), or write "
+                         "less (fewer sites, a smaller sae_width)")
     # the SAEs: pair-parallel, only this rank's sites; several passes on a GPU, on the host, each
     # pass moving its sites' to the device (_place_saes)
     movable = saes is None and mode == "passes" and subject.device.type != "cpu"
@@ -648,6 +656,7 @@ def run_pass(
     out.mkdir(parents=True, exist_ok=True)
     if not resume and dist.rank == 0:
         state.spool.clear()  # a stale spool of a killed run
+        temporary(state.spool.folder)  # removed if the pass fails, unless a checkpoint refers to it
 
     checkpoint_tokens = checkpoint_tokens or max(exp.step_tokens, 50 * exp.batch_size * exp.context_length)
     codes = None
@@ -657,7 +666,8 @@ def run_pass(
         log.info("per-token SAE codes not recorded (%s): later steps re-run the model",
                  "several processes" if dist.world > 1 else "a resumed pass")
     elif record_codes:  # (several passes: each pass records the codes of the sites it owns)
-        codes = CodeWriter(out, exp.sites, n_features, expected_tokens=max_tokens)
+        codes = CodeWriter(out, exp.sites, n_features, expected_tokens=max_tokens,
+                           free_bytes=max(free - need, 0) * 9 // 10)
     from ..interventions.embeddings import FirstRowPooling
 
     # the encoder's document embeddings (notebook 07) from this very forward pass, where they apply
@@ -791,7 +801,12 @@ def _rounds(stream: Iterator[TokenBatch], world: int, skip: int) -> Iterator[lis
 
 
 def _save_checkpoint(path: Path, state: PassState, dist: Dist, exp: Experiment) -> None:
-    with atomic_path(path, suffix=".pt") as tmp:
+    """Save the state (kept when the pass fails, with the spooled pairs it refers to)."""
+    with atomic_path(path, suffix=".pt", journal=False) as tmp:
         torch.save({"state": state.state_dict(), "world": dist.world, "batch_size": exp.batch_size,
                     "plan": state.mode, "passes": state.n_passes,
                     "experiment": exp.to_dict(), "precision": state.precision.describe(state.device)}, tmp)
+    if state.done_pairs:
+        keep(state.spool.folder)
+    of_pass = f" of pass {state.pass_index + 1}" if state.n_passes > 1 else ""
+    note_kept(f"the checkpoint at {state.tokens:,} tokens{of_pass} ({path})")

@@ -152,6 +152,30 @@ def spool_bytes(exp: Experiment, n_features: int, precision: Precision) -> int:
     return len(exp.site_pairs) * n_features**2 * (_nbytes(precision.counts) + 4)
 
 
+def disk_bill(exp: Experiment, n_features: int, precision: Precision, max_tokens: int | None = None,
+              pairs_held: int | None = None) -> dict[str, int]:
+    """Bytes the pass writes into its output folder at most, by item; the recorded codes aside
+    (:mod:`.codes`: they are not recorded when they would not fit).
+
+    A checkpoint holds the pair statistics of the largest group (``pairs_held``; None: every
+    pair) and at most every site's statistics (its own group's accumulators, the finished
+    groups' results), the edge lists without their merge buffer; 1 MiB more for the curves,
+    the experiment and the pickling."""
+    held = memory_bill(exp, n_features, 0, 1, precision, max_tokens, pairs_held)
+    every = memory_bill(exp, n_features, 0, 1, precision, max_tokens)
+    pairs = next(v for k, v in held.items() if k.startswith("pair statistics"))
+    sites = sum(v for k, v in every.items() if k not in _NOT_STATE and not k.startswith("pair statistics")
+                and "edge list" not in k) + _edges(exp, n_features, len(exp.sites), max_tokens) * 16
+    spool = spool_bytes(exp, n_features, precision)
+    return {"checkpoint (the old one and the new one while it is replaced)": 2 * (pairs + sites + (1 << 20)),
+            "pair spool (uncompressed)": spool,
+            "artefacts (uncompressed)": spool + sites}
+
+
+#: the items of :func:`memory_bill` that a checkpoint does not hold
+_NOT_STATE = ("model", "saes", "batch (residuals, SAE codes)", "step scratch (threshold comparisons)")
+
+
 def host_bill(exp: Experiment, n_features: int, precision: Precision, pairs_held: int | None = None,
               writer: bool = True, device_type: str = "cuda", max_tokens: int | None = None) -> int:
     """Host bytes of one process (the writer unless ``writer=False``): :func:`host_items` summed."""

@@ -75,7 +75,7 @@ class PairSpool:
 
     def _save(self, key: str, i: int, array: np.ndarray) -> dict[str, Any]:
         path = self.file(key, i)
-        with atomic_path(path, suffix=".npy") as tmp:
+        with atomic_path(path, suffix=".npy", journal=False) as tmp:  # (a checkpoint may refer to it)
             np.save(tmp, array)
         return {"dtype": array.dtype.str, "shape": tuple(array.shape), "bytes": path.stat().st_size}
 

@@ -36,7 +36,8 @@ from .decode import check_decode
 from .corpus import hub_offline, iter_token_batches, load_corpus
 from ..errors import ArtefactMismatchError, ConfigError, HubUnavailableError, MissingArtefactError
 from ..experiment import Experiment
-from ..io import atomic_dir, atomic_write_json, sae_dir
+from ..io import MORE_SPACE, atomic_dir, atomic_write_json, require_space, sae_dir
+from ..locks import writes
 from .models import Subject, load_subject
 
 log = logging.getLogger(__name__)
@@ -502,6 +503,7 @@ class TrainingResult:
     reused: bool
 
 
+@writes("train-saes", lambda a: sae_dir(a["exp"].name))
 def train_saes(
     exp: Experiment,
     force: bool = False,
@@ -523,6 +525,8 @@ def train_saes(
         log.info("reusing the SAEs in %s", base)
         return TrainingResult(exp.name, json.loads((base / REPORT_FILE).read_text())["sites"], True)
 
+    d, f = exp.model_spec.d_model, exp.sae_width  # float32 encoder and decoder, biases
+    require_space(base, len(exp.sites) * (2 * d * f + f + d) * 4, "train-saes", MORE_SPACE)
     subject = subject or load_subject(exp)
     total = exp.sae_train_tokens + exp.sae_heldout_tokens
     t0 = time.perf_counter()

@@ -102,7 +102,7 @@ def test_too_large_codes_are_dropped_and_an_earlier_record_removed(recorded, tin
         res = run_pass(EXP, out=out, progress=False, subject=tiny_gpt2, saes=recorded[2])
     assert res.codes is None and "not recorded" in caplog.text
     assert not (out / CODES_DIR).exists()  # the old record no longer matched these statistics
-    assert not list(out.glob(".codes.*"))  # nothing half-written left behind
+    assert not list(out.glob(".~codes.*"))  # nothing half-written left behind
     assert CodeCache.open(out) is None
 
 
@@ -112,7 +112,7 @@ def test_writer_projects_its_size_from_the_first_batch(tmp_path):
     acts = SparseActs(torch.zeros(100, 2, dtype=torch.long), torch.ones(100, 2), 10)
     w.add({"a": acts})  # 100 tokens x (2 + 2 x 6) bytes, x100 projected = 140 kB > 10 kB
     assert not w.active and "GiB" in w.reason and w.finish() is None
-    assert not any(tmp_path.glob(".codes.*"))
+    assert not any(tmp_path.glob(".~codes.*"))
 
 
 def test_recorded_firing_ignores_padding_slots():

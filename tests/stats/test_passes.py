@@ -332,3 +332,36 @@ def test_resume_with_a_spooled_pair_missing_is_one_line(six_blocks, saes, tmp_pa
     with pytest.raises(ConfigError, match=r"spooled results of pair 0 .*run without --resume$"):
         run_pass(EXP, out=tmp_path, progress=False, subject=six_blocks, saes=saes, plan="passes", passes=3,
                  resume=True)
+
+
+@pytest.mark.parametrize("passes", [None, 3])
+def test_disk_bill_bounds_what_the_pass_writes(six_blocks, saes, tmp_path, monkeypatch, passes):
+    """The disk the pass is checked for before its first token bounds what it writes: its largest
+    checkpoint twice (the new one is written before the old one goes), the spool at its fullest, and
+    the artefacts."""
+    from helpers.stats import Precision, disk_bill
+    from helpers.stats.spool import PairSpool
+
+    biggest = {"checkpoint": 0, "spool": 0}
+    real_save, real_clear = collect._save_checkpoint, PairSpool.clear
+
+    def save(path, *args):
+        real_save(path, *args)
+        biggest["checkpoint"] = max(biggest["checkpoint"], path.stat().st_size)
+
+    def clear(spool):  # (the spool is at its fullest when the artefacts are written and it is cleared)
+        if spool.folder.is_dir():
+            size = sum(f.stat().st_size for f in spool.folder.iterdir())
+            biggest["spool"] = max(biggest["spool"], size)
+        real_clear(spool)
+
+    monkeypatch.setattr(collect, "_save_checkpoint", save)
+    monkeypatch.setattr(PairSpool, "clear", clear)
+    kw = dict(plan="passes", passes=passes) if passes else {}
+    res = run_pass(EXP, out=tmp_path, progress=False, subject=six_blocks, saes=saes, checkpoint_tokens=100,
+                   record_codes=False, **kw)
+    assert biggest["checkpoint"] > 0 and biggest["spool"] > 0
+    bill = disk_bill(EXP, 24, Precision(torch.int32), 500, 2 if passes else None)
+    checkpoints, spool, artefacts = bill.values()
+    assert checkpoints >= 2 * biggest["checkpoint"] and spool >= biggest["spool"]
+    assert artefacts >= sum(f.stat().st_size for f in tmp_path.iterdir())
