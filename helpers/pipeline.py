@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
 
 from .experiment import Experiment
 from .io import sae_dir, stats_dir
@@ -11,12 +14,37 @@ from .locks import writes
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class Step:
+    """One step derived from the statistics: its name (as the progress lines say it), whether its
+    artefact is there and matches the experiment, and how to build it (returns the file written)."""
+
+    name: str
+    ready: Callable[[Experiment], bool]
+    build: Callable[..., Path]
+
+
+def derived_steps() -> list[Step]:
+    """The steps that ``prepare`` runs after the statistics pass, in order (a new derived artefact
+    is one more entry here)."""
+    from .evolution.gate_artefact import build_gates, gates_ready
+    from .evolution.matching_artefact import build_matching, matching_ready
+    from .evolution.partners import build_partners, partners_ready
+
+    return [
+        Step("partner tables", partners_ready, build_partners),
+        Step("gate verification", gates_ready, build_gates),
+        Step("matching methods", matching_ready, build_matching),
+    ]
+
+
 @writes("prepare", lambda a: sae_dir(a["exp"].name) if a["exp"].sae_source == "trained" else None,
         lambda a: stats_dir(a["exp"].stats_name))
 def prepare(exp: Experiment, progress: bool = True) -> list[str]:
     """Train the SAEs if the preset trains its own, run the statistics pass if needed (or if an
-    artefact is missing or corrupted), then derive the partner tables, verify the gate candidates
-    (one focused pass) and run the matching-method ablations if needed.
+    artefact is missing or corrupted), then build each of :func:`derived_steps` whose artefact is
+    missing or stale: the partner tables, the gate verification (one focused pass) and the
+    matching-method ablations.
 
     Returns one line per step saying what was done or reused.
     """
@@ -36,27 +64,12 @@ def prepare(exp: Experiment, progress: bool = True) -> list[str]:
         done.append(f"statistics for preset {exp.name!r} reused (already collected)")
     else:
         done.append(format_pass(run_pass(exp, progress=progress)))
-    from .evolution.partners import build_partners, partners_ready
-
-    if partners_ready(exp):
-        done.append(f"partner tables for preset {exp.name!r} reused")
-    else:
-        file = build_partners(exp, progress=progress)
-        done.append(f"partner tables for preset {exp.name!r} written to {file}")
-    from .evolution.gate_artefact import build_gates, gates_ready
-
-    if gates_ready(exp):
-        done.append(f"gate verification for preset {exp.name!r} reused")
-    else:
-        file = build_gates(exp, progress=progress)
-        done.append(f"gate verification for preset {exp.name!r} written to {file}")
-    from .evolution.matching_artefact import build_matching, matching_ready
-
-    if matching_ready(exp):
-        done.append(f"matching methods for preset {exp.name!r} reused")
-    else:
-        file = build_matching(exp, progress=progress)
-        done.append(f"matching methods for preset {exp.name!r} written to {file}")
+    for step in derived_steps():
+        if step.ready(exp):
+            done.append(f"{step.name} for preset {exp.name!r} reused")
+        else:
+            file = step.build(exp, progress=progress)
+            done.append(f"{step.name} for preset {exp.name!r} written to {file}")
     for line in done:
         log.info(line)
     return done
