@@ -10,13 +10,32 @@ from .locks import writes
 
 log = logging.getLogger(__name__)
 
+#: the steps derived from the statistics, in order: ``(name, ready, build)``, the last two as
+#: ``"module:function"`` under ``helpers`` (imported when run): ``ready(exp)`` says whether the
+#: artefact exists, belongs to ``exp`` and is intact; ``build(exp, progress=...)`` writes it
+#: (under the folder's lock) and returns its file
+STEPS: list[tuple[str, str, str]] = [
+    ("partner tables", "evolution.partners:partners_ready", "evolution.partners:build_partners"),
+    ("gate verification", "evolution.gate_artefact:gates_ready", "evolution.gate_artefact:build_gates"),
+    ("matching methods", "evolution.matching_artefact:matching_ready", "evolution.matching_artefact:build_matching"),
+    ("explanations", "explain.artefact:explanations_ready", "explain.artefact:build_explanations"),
+]
+
+
+def _resolve(name: str):
+    import importlib
+
+    module, function = name.split(":")
+    return getattr(importlib.import_module(f".{module}", __package__), function)
+
 
 @writes("prepare", lambda a: sae_dir(a["exp"].name) if a["exp"].sae_source == "trained" else None,
         lambda a: stats_dir(a["exp"].stats_name))
 def prepare(exp: Experiment, progress: bool = True) -> list[str]:
     """Train the SAEs if the preset trains its own, run the statistics pass if needed (or if an
-    artefact is missing or corrupted), then derive the partner tables, verify the gate candidates
-    (one focused pass) and run the matching-method ablations if needed.
+    artefact is missing or corrupted), then make each of :data:`STEPS` that is not ready: the
+    partner tables, the gate verification (one focused pass), the matching-method ablations and
+    the explanations with their scores.
 
     Returns one line per step saying what was done or reused.
     """
@@ -36,27 +55,12 @@ def prepare(exp: Experiment, progress: bool = True) -> list[str]:
         done.append(f"statistics for preset {exp.name!r} reused (already collected)")
     else:
         done.append(format_pass(run_pass(exp, progress=progress)))
-    from .evolution.partners import build_partners, partners_ready
-
-    if partners_ready(exp):
-        done.append(f"partner tables for preset {exp.name!r} reused")
-    else:
-        file = build_partners(exp, progress=progress)
-        done.append(f"partner tables for preset {exp.name!r} written to {file}")
-    from .evolution.gate_artefact import build_gates, gates_ready
-
-    if gates_ready(exp):
-        done.append(f"gate verification for preset {exp.name!r} reused")
-    else:
-        file = build_gates(exp, progress=progress)
-        done.append(f"gate verification for preset {exp.name!r} written to {file}")
-    from .evolution.matching_artefact import build_matching, matching_ready
-
-    if matching_ready(exp):
-        done.append(f"matching methods for preset {exp.name!r} reused")
-    else:
-        file = build_matching(exp, progress=progress)
-        done.append(f"matching methods for preset {exp.name!r} written to {file}")
+    for name, ready, build in STEPS:
+        if _resolve(ready)(exp):
+            done.append(f"{name} for preset {exp.name!r} reused")
+        else:
+            file = _resolve(build)(exp, progress=progress)
+            done.append(f"{name} for preset {exp.name!r} written to {file}")
     for line in done:
         log.info(line)
     return done
