@@ -62,6 +62,9 @@ def main() -> None:
           f"-> {args.sites} sites about {t_tok + t_keys + args.sites * site:.0f} s")
     print(f"CPU time (the figure on a shared machine): set-up {c_setup:.1f} s, one site {cpu:.1f} s -> "
           f"{args.sites} sites about {c_setup + args.sites * cpu:.0f} s")
+    import resource
+
+    print(f"peak memory {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.1f} GiB")
     print(f"median detection AUROC {np.nanmedian(scores['auroc']):.2f}, fuzzing {np.nanmedian(scores['fuzzing']):.2f}")
 
 

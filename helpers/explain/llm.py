@@ -1,0 +1,158 @@
+"""An optional LLM as explainer and scorer: any hub causal LM (e.g. ``google/gemma-3-1b-it``).
+
+Never needed offline: the default explanations are the rules of :mod:`.rules`. Online users can
+replace the rule by an LLM's explanation of the same feature and score it **with the same
+functions and on the same held-out windows** (:func:`~.scores.detection_from_scores` on the
+LLM's probability of "yes" per window, threshold 0.5; :func:`~.scores.fuzzing_from_predictions`
+on its yes/no per token of the activating windows). The prompts are in :mod:`.prompts`.
+
+Cost: one generation per feature, one forward pass per held-out window and one per token of the
+activating windows, per feature: score a sample of features, not all of them.
+
+    judge = LlmJudge.from_name("google/gemma-3-1b-it")
+    text = llm_explanations(judge, {f: feature_examples(train, f)})          # {feature: text}
+    scores = llm_scores(judge, text, heldout)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from ..errors import ConfigError
+from . import prompts
+from .scores import detection_from_scores, fuzzing_from_predictions
+
+
+@dataclass
+class Windows:
+    """Text cut into windows: ``tokens`` ``[N]`` (as in running text), ``window`` ``[N]`` (index
+    of each token's window, :func:`~.stream.windows`) and ``fires`` ``[N, F]`` (bool) of the
+    features asked about, in the order of ``features``."""
+
+    tokens: Sequence[str]
+    window: np.ndarray
+    fires: np.ndarray
+    features: Sequence[int]
+
+    def column(self, feature: int) -> int:
+        return list(self.features).index(feature)
+
+    def members(self) -> list[np.ndarray]:
+        """The token indices of each window."""
+        order = np.argsort(self.window, kind="stable")
+        bounds = np.searchsorted(self.window[order], np.arange(int(self.window.max(initial=-1)) + 2))
+        return [order[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def feature_examples(w: Windows, feature: int, n: int = 10) -> list[tuple[list[str], list[bool]]]:
+    """The ``n`` windows of ``w`` where ``feature`` fires most, as ``(tokens, fires)``."""
+    c = w.column(feature)
+    members = w.members()
+    counts = np.array([w.fires[m, c].sum() for m in members])
+    best = [i for i in np.argsort(-counts, kind="stable")[:n] if counts[i] > 0]
+    return [([w.tokens[j] for j in members[i]], [bool(x) for x in w.fires[members[i], c]]) for i in best]
+
+
+class LlmJudge:
+    """A causal LM that writes explanations and answers yes or no."""
+
+    def __init__(self, model, tokenizer, device: str | torch.device = "cpu", batch_size: int = 8):
+        self.model, self.tokenizer = model.eval(), tokenizer
+        self.device, self.batch_size = torch.device(device), batch_size
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        tokenizer.padding_side = "left"
+        self.yes_ids, self.no_ids = self._first_ids(prompts.YES), self._first_ids(prompts.NO)
+        if set(self.yes_ids) & set(self.no_ids):
+            raise ConfigError("the LLM's tokenizer starts 'yes' and 'no' with the same token: choose another model")
+
+    @classmethod
+    def from_name(cls, name: str, device: str = "cpu", dtype: torch.dtype = torch.float32, **kw) -> "LlmJudge":
+        """Load ``name`` (a hub id or a local folder) with transformers."""
+        import transformers
+
+        try:
+            tok = transformers.AutoTokenizer.from_pretrained(name)
+            model = transformers.AutoModelForCausalLM.from_pretrained(name, torch_dtype=dtype).to(device)
+        except OSError as err:
+            raise ConfigError(f"cannot load the LLM {name!r} ({str(err).splitlines()[0]}): it needs the "
+                              "Hugging Face hub or a local copy; the offline explanations need none") from None
+        return cls(model, tok, device, **kw)
+
+    def _first_ids(self, words) -> list[int]:
+        ids = {self.tokenizer.encode(w, add_special_tokens=False)[0] for w in words}
+        return sorted(ids)
+
+    def _text(self, prompt: str) -> str:
+        if getattr(self.tokenizer, "chat_template", None):
+            return self.tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                                      add_generation_prompt=True)
+        return prompt
+
+    def _batches(self, texts: Sequence[str]):
+        for lo in range(0, len(texts), self.batch_size):
+            enc = self.tokenizer([self._text(t) for t in texts[lo:lo + self.batch_size]], return_tensors="pt",
+                                 padding=True, add_special_tokens=not getattr(self.tokenizer, "chat_template", None))
+            yield {k: v.to(self.device) for k, v in enc.items()}
+
+    @torch.no_grad()
+    def yes_probability(self, texts: Sequence[str]) -> np.ndarray:
+        """``[len(texts)]`` P(yes) against no, from the next-token logits (summed over the spellings
+        of :data:`~.prompts.YES` and :data:`~.prompts.NO`)."""
+        out = []
+        for enc in self._batches(texts):
+            logits = self.model(**enc).logits[:, -1].float().log_softmax(-1)
+            yes = logits[:, self.yes_ids].logsumexp(-1)
+            no = logits[:, self.no_ids].logsumexp(-1)
+            out.append(torch.sigmoid(yes - no).cpu().numpy())
+        return np.concatenate(out) if out else np.zeros(0)
+
+    @torch.no_grad()
+    def generate(self, texts: Sequence[str], max_new_tokens: int = 40) -> list[str]:
+        """Greedy continuations of ``texts``."""
+        out = []
+        for enc in self._batches(texts):
+            ids = self.model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                                      pad_token_id=self.tokenizer.pad_token_id)
+            out += self.tokenizer.batch_decode(ids[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+        return out
+
+
+def llm_explanations(judge: LlmJudge, examples: dict[int, list], max_new_tokens: int = 40) -> dict[int, str]:
+    """``{feature: explanation}`` written by the LLM from ``{feature: (tokens, fires) windows}``."""
+    features = list(examples)
+    texts = judge.generate([prompts.explain_prompt(examples[f]) for f in features], max_new_tokens)
+    return {f: prompts.parse_explanation(t) for f, t in zip(features, texts)}
+
+
+def llm_scores(judge: LlmJudge, explanations: dict[int, str], heldout: Windows, threshold: float = 0.5
+               ) -> dict[str, np.ndarray]:
+    """Detection AUROC, balanced accuracy and fuzzing ``[len(heldout.features)]`` of the LLM's
+    ``explanations`` on the held-out windows (NaN for a feature without an explanation), scored by
+    :func:`~.scores.detection_from_scores` and :func:`~.scores.fuzzing_from_predictions`."""
+    members = heldout.members()
+    W, F = len(members), len(heldout.features)
+    window_p = np.zeros((W, F))
+    token_yes = np.zeros(heldout.fires.shape, bool)
+    active = np.zeros((W, F), bool)
+    np.logical_or.at(active, heldout.window, heldout.fires)
+    texts = [[heldout.tokens[j] for j in m] for m in members]
+    for c, f in enumerate(heldout.features):
+        text = explanations.get(f, "")
+        if not text:
+            continue
+        window_p[:, c] = judge.yes_probability([prompts.detect_prompt(text, t) for t in texts])
+        asked = [(j, i) for w in np.flatnonzero(active[:, c]) for i, j in enumerate(members[w])]
+        if asked:
+            p = judge.yes_probability([prompts.fuzz_prompt(text, texts[heldout.window[j]], i) for j, i in asked])
+            token_yes[[j for j, _ in asked], c] = p >= threshold
+    det = detection_from_scores(window_p, active, threshold)
+    fuzz = fuzzing_from_predictions(token_yes, heldout.fires, heldout.window)
+    missing = np.array([not explanations.get(f) for f in heldout.features])
+    return {"detection_auroc": np.where(missing, np.nan, det["auroc"]),
+            "balanced_accuracy": np.where(missing, np.nan, det["balanced_accuracy"]),
+            "fuzzing": np.where(missing, np.nan, fuzz), "window_yes": window_p}
