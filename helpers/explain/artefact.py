@@ -6,7 +6,9 @@ splits the documents (:func:`~.stream.heldout_mask`), chooses each feature's rul
 training documents (:mod:`.rules`) and scores it on the held-out ones (:mod:`.scores`), all
 features of a site at once (sparse matrix products, no loop over features). It writes
 ``explanations.npz`` and ``explanations.json`` (the experiment, the options, the checksum)
-atomically beside the statistics, under the folder's lock.
+atomically beside the statistics, under the folder's lock. It reads the first
+``max_tokens`` tokens of the stream (:data:`MAX_TOKENS`, 2M: all of the offline and Gemma
+presets; the beginning of a larger corpus), which bounds its memory.
 
 Arrays (``S`` sites, ``F`` features, ``C = len(KINDS)`` kinds, ``M`` keys):
 
@@ -42,6 +44,9 @@ log = logging.getLogger(__name__)
 EXPLANATIONS_FILE = "explanations.npz"
 EXPLANATIONS_META = "explanations.json"
 SCORES = ("detection_auroc", "balanced_accuracy", "fuzzing")
+#: explanations read at most this many tokens of the stream (its beginning): memory grows with the
+#: firings (about 40 bytes each per site; the offline preset's 1.01M tokens x k=32 fit)
+MAX_TOKENS = 2_000_000
 
 
 def explain_command(exp) -> str:
@@ -63,9 +68,11 @@ def _token_strings(tokenizer, family: str, ids) -> dict[int, str]:
     return {i: tokenizer.convert_tokens_to_string([t]) for i, t in zip(ids, toks)}
 
 
-def firings_from_model(exp, subject, saes, documents, progress: bool = False) -> dict[str, tuple]:
+def firings_from_model(exp, subject, saes, documents, progress: bool = False, max_tokens: int | None = None
+                       ) -> dict[str, tuple]:
     """``{site: (token, feature)}`` of every firing, by running the model over the pass's stream
-    (batched as the pass batches): when the pass recorded no codes."""
+    (batched as the pass batches; the batches holding its first ``max_tokens`` tokens): when the
+    pass recorded no codes."""
     from tqdm.auto import tqdm
 
     from ..stats.collect import encode_batch
@@ -76,6 +83,8 @@ def firings_from_model(exp, subject, saes, documents, progress: bool = False) ->
     stream = iter_token_batches(documents, subject.tokenizer, subject.special_tokens, exp.context_length,
                                 exp.batch_size, exp.token_budget)
     for b, batch in enumerate(tqdm(stream, desc="firings (model)", unit="batch", disable=not progress)):
+        if max_tokens is not None and offset >= max_tokens:
+            break
         acts, doc, _ = encode_batch(subject, saes, exp, batch, b)
         for site in exp.sites:
             a = acts[site]
@@ -101,7 +110,8 @@ def explain_site(token: np.ndarray, feature: np.ndarray, n_features: int, spaces
 
 @writes("explanations", stats_out)
 def build_explanations(exp, out=None, subject=None, saes: dict | None = None, progress: bool = True,
-                       heldout_every: int = HELDOUT_EVERY, window: int = WINDOW, max_keys: int = MAX_KEYS) -> Path:
+                       heldout_every: int = HELDOUT_EVERY, window: int = WINDOW, max_keys: int = MAX_KEYS,
+                       max_tokens: int = MAX_TOKENS) -> Path:
     """Choose, score and write every feature's explanation (see the module docstring)."""
     from tqdm.auto import tqdm
 
@@ -111,9 +121,9 @@ def build_explanations(exp, out=None, subject=None, saes: dict | None = None, pr
     from ..subject.models import load_subject, load_tokenizer, resolve_device
     from ..subject.saes import load_saes
 
-    if heldout_every < 2 or window < 1 or max_keys < 1:
-        raise ConfigError(f"heldout_every={heldout_every} must be >= 2, window={window} and "
-                          f"max_keys={max_keys} >= 1")
+    if heldout_every < 2 or window < 1 or max_keys < 1 or max_tokens < 1:
+        raise ConfigError(f"heldout_every={heldout_every} must be >= 2, window={window}, "
+                          f"max_keys={max_keys} and max_tokens={max_tokens} >= 1")
     out = Path(out) if out is not None else stats_dir(exp.stats_name)
     t0 = time.monotonic()
     stats = load_metadata(exp, out)  # refuses another experiment's statistics
@@ -124,6 +134,9 @@ def build_explanations(exp, out=None, subject=None, saes: dict | None = None, pr
     if stream.n != int(stats["tokens"]):
         raise ConfigError(f"the corpus gives {stream.n} tokens, the statistics {stats['tokens']}: rebuild "
                           f"the statistics with `python -m helpers collect --experiment {exp.name}`")
+    n_all = stream.n
+    if stream.n > max_tokens:  # the stream's beginning only (see MAX_TOKENS)
+        stream = stream.subset(np.arange(stream.n) < max_tokens)
     held = heldout_mask(stream.doc, heldout_every)
     if not held.any() or held.all():
         raise ConfigError(f"holding out every {heldout_every}th document leaves no training or no "
@@ -133,7 +146,7 @@ def build_explanations(exp, out=None, subject=None, saes: dict | None = None, pr
     if codes is None:
         subject = subject or load_subject(exp.replace(device=str(resolve_device(exp.device))))
         saes = saes or load_saes(exp, device=subject.device)
-        firing = firings_from_model(exp, subject, saes, docs, progress)
+        firing = firings_from_model(exp, subject, saes, docs, progress, stream.n)
     spaces = key_spaces(stream, len(tokenizer))
     win = windows(stream.subset(held), window)
     S, C = len(exp.sites), len(KINDS)
@@ -145,6 +158,9 @@ def build_explanations(exp, out=None, subject=None, saes: dict | None = None, pr
     cand_texts = np.full((S, F, C), "", dtype=object)
     for s, site in enumerate(tqdm(exp.sites, desc="explanations", unit="site", disable=not progress)):
         token, feature = codes.firings(site) if codes is not None else firing[site]
+        if n_all > stream.n:
+            keep = token < stream.n
+            token, feature = token[keep], np.asarray(feature)[keep]
         rules, why, sc = explain_site(token, np.asarray(feature, np.int64), F, spaces, held, win, max_keys)
         res["detection_auroc"][s], res["balanced_accuracy"][s], res["fuzzing"][s] = (
             sc["auroc"], sc["balanced_accuracy"], sc["fuzzing"])
@@ -172,7 +188,7 @@ def build_explanations(exp, out=None, subject=None, saes: dict | None = None, pr
         "experiment": exp.to_dict(),
         "options": {"heldout_every": heldout_every, "window": window, "max_keys": max_keys},
         "heldout": f"documents whose id is {heldout_every - 1} modulo {heldout_every}",
-        "tokens": {"training": int((~held).sum()), "heldout": int(held.sum())},
+        "tokens": {"training": int((~held).sum()), "heldout": int(held.sum()), "stream": n_all},
         "documents_heldout": int(np.unique(stream.doc[held]).size),
         "firing_from": "the statistics pass's recorded codes" if codes is not None else "a model re-run",
         "seconds": round(seconds, 2), "statistics_sha256": stats.get("sha256", {}),

@@ -79,3 +79,20 @@ def test_ready_refuses_a_corrupted_file_and_the_cli_rebuilds_it(built, tmp_path,
     assert main(["explain", "--experiment", str(spec), "--quiet"]) == 0
     assert "median detection AUROC" in capsys.readouterr().out
     assert explanations_ready(exp)
+
+
+def test_a_token_cap_reads_the_beginning_of_the_stream(built, tmp_path):
+    exp, out, saes, X, file = built
+    copy = tmp_path / "stats"
+    shutil.copytree(out, copy)
+    build_explanations(exp, out=copy, progress=False, max_tokens=500)
+    data = load_explanations(exp, copy)
+    from helpers.subject.corpus import load_corpus
+    from helpers.subject.models import load_tokenizer
+
+    stream = token_stream(load_corpus(exp.corpus, exp.max_documents), load_tokenizer(exp), exp.token_budget)
+    held = heldout_mask(stream.doc[:500])
+    assert data["meta"]["tokens"] == {"training": int((~held).sum()), "heldout": int(held.sum()),
+                                      "stream": stream.n}
+    for s, site in enumerate(exp.sites):
+        assert np.array_equal(data["fired"][s], (X[site][:500][held] > 0).sum(0))
