@@ -9,9 +9,11 @@ on its yes/no per token of the activating windows). The prompts are in :mod:`.pr
 Cost: one generation per feature, one forward pass per held-out window and one per token of the
 activating windows, per feature: score a sample of features, not all of them.
 
-    judge = LlmJudge.from_name("google/gemma-3-1b-it")
-    text = llm_explanations(judge, {f: feature_examples(train, f)})          # {feature: text}
-    scores = llm_scores(judge, text, heldout)
+    from helpers.explain.llm import explain_with_llm
+    explain_with_llm(exp, "google/gemma-3-1b-it", "blocks.4.hook_resid_post", [12, 345])
+
+(the pieces: :class:`LlmJudge`, :func:`experiment_windows`, :func:`feature_examples`,
+:func:`llm_explanations`, :func:`sample_windows`, :func:`llm_scores`).
 """
 
 from __future__ import annotations
@@ -156,3 +158,77 @@ def llm_scores(judge: LlmJudge, explanations: dict[int, str], heldout: Windows, 
     return {"detection_auroc": np.where(missing, np.nan, det["auroc"]),
             "balanced_accuracy": np.where(missing, np.nan, det["balanced_accuracy"]),
             "fuzzing": np.where(missing, np.nan, fuzz), "window_yes": window_p}
+
+
+def experiment_windows(exp, site: str, features: Sequence[int], out=None, window: int | None = None,
+                       heldout_every: int | None = None) -> tuple[Windows, Windows]:
+    """``(training, held-out)`` :class:`Windows` of ``features`` of ``site``: the documents split
+    and cut as :func:`~.artefact.build_explanations` does (same held-out documents, same
+    windows), firings from the codes the statistics pass recorded."""
+    from ..io import stats_dir
+    from ..stats.codes import open_codes
+    from ..subject.corpus import load_corpus
+    from ..subject.models import load_tokenizer
+    from .artefact import MAX_TOKENS, _token_strings
+    from .stream import HELDOUT_EVERY, WINDOW, heldout_mask, token_stream, windows
+
+    window, heldout_every = window or WINDOW, heldout_every or HELDOUT_EVERY
+    out = out if out is not None else stats_dir(exp.stats_name)
+    codes = open_codes(exp, out, [site])
+    if codes is None:
+        raise ConfigError(f"the LLM scorer reads the per-token codes of the statistics pass, and {out} has none: "
+                          f"rerun `python -m helpers collect --experiment {exp.name}` on a CPU")
+    tokenizer = load_tokenizer(exp)
+    stream = token_stream(load_corpus(exp.corpus, exp.max_documents), tokenizer, exp.token_budget)
+    stream = stream.subset(np.arange(stream.n) < MAX_TOKENS)
+    token, feat = codes.firings(site)
+    features = [int(f) for f in features]
+    col = np.full(int(exp.sae_width), -1)
+    col[features] = np.arange(len(features))
+    pick = (col[np.asarray(feat, np.int64)] >= 0) & (token < stream.n)
+    fires = np.zeros((stream.n, len(features)), bool)
+    fires[token[pick], col[np.asarray(feat, np.int64)[pick]]] = True
+    strings = _token_strings(tokenizer, exp.model_spec.family, np.unique(stream.ids))
+    held = heldout_mask(stream.doc, heldout_every)
+    parts = []
+    for mask in (~held, held):
+        sub = stream.subset(mask)
+        parts.append(Windows([strings[int(i)] for i in sub.ids], windows(sub, window), fires[mask], features))
+    return parts[0], parts[1]
+
+
+def sample_windows(w: Windows, column: int, n: int, seed: int = 0) -> Windows:
+    """One feature's windows of ``w``: up to ``n / 2`` activating and as many non-activating ones,
+    drawn with ``seed`` (an LLM reads every one: the sample bounds its cost)."""
+    members = w.members()
+    active = np.array([w.fires[m, column].any() for m in members])
+    rng = np.random.default_rng(seed)
+    pos, neg = np.flatnonzero(active), np.flatnonzero(~active)
+    k = min(n // 2, pos.size)
+    chosen = np.sort(np.concatenate([rng.choice(pos, k, replace=False),
+                                     rng.choice(neg, min(n - k, neg.size), replace=False)]))
+    rows = np.concatenate([members[i] for i in chosen]) if chosen.size else np.zeros(0, np.int64)
+    renumber = np.repeat(np.arange(chosen.size), [members[i].size for i in chosen])
+    return Windows([w.tokens[j] for j in rows], renumber, w.fires[rows][:, [column]], [w.features[column]])
+
+
+def explain_with_llm(exp, model: "str | LlmJudge", site: str, features: Sequence[int], out=None,
+                     device: str = "cpu", n_examples: int = 10, n_windows: int = 100, seed: int = 0
+                     ) -> dict[str, np.ndarray | list]:
+    """Explain ``features`` of ``site`` with the causal LM ``model`` (a hub id such as
+    ``google/gemma-3-1b-it``, a local folder, or a loaded :class:`LlmJudge`) from their ``n_examples``
+    busiest training windows, and score each explanation on a sample of ``n_windows`` held-out
+    windows (:func:`sample_windows`) with the offline scores' functions.
+
+    Returns ``explanation`` (a list of texts) and ``detection_auroc``, ``balanced_accuracy``,
+    ``fuzzing`` ``[len(features)]``.
+    """
+    judge = model if isinstance(model, LlmJudge) else LlmJudge.from_name(model, device)
+    train, held = experiment_windows(exp, site, features, out)
+    texts = llm_explanations(judge, {f: feature_examples(train, f, n_examples) for f in train.features})
+    res = {k: np.full(len(train.features), np.nan) for k in ("detection_auroc", "balanced_accuracy", "fuzzing")}
+    for c, f in enumerate(train.features):
+        one = llm_scores(judge, {f: texts[f]}, sample_windows(held, c, n_windows, seed))
+        for k in res:
+            res[k][c] = one[k][0]
+    return {"explanation": [texts[f] for f in train.features], **res}

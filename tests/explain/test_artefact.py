@@ -96,3 +96,21 @@ def test_a_token_cap_reads_the_beginning_of_the_stream(built, tmp_path):
                                       "stream": stream.n}
     for s, site in enumerate(exp.sites):
         assert np.array_equal(data["fired"][s], (X[site][:500][held] > 0).sum(0))
+
+
+def test_the_llm_reads_the_same_held_out_windows_and_runs(built, tiny_llama_dir):
+    """(Here for the smoke pass this module already has.) The LLM's windows are the artefact's:
+    same held-out firings; a tiny random Llama explains and is scored end to end."""
+    from helpers.explain.llm import experiment_windows, explain_with_llm
+
+    exp, out, saes, X, file = built
+    data = load_explanations(exp, out)
+    site = exp.sites[2]
+    feats = [int(f) for f in np.argsort(-data["fired"][2], kind="stable")[:2]]
+    train, held = experiment_windows(exp, site, feats, out)
+    assert held.fires.sum(0).tolist() == data["fired"][2, feats].tolist()
+    assert held.window.max() + 1 == data["windows"]
+    res = explain_with_llm(exp, str(tiny_llama_dir), site, feats, out=out, n_examples=2, n_windows=4)
+    assert len(res["explanation"]) == 2 and res["detection_auroc"].shape == (2,)
+    scored = np.isfinite(res["detection_auroc"])
+    assert np.all((res["detection_auroc"][scored] >= 0) & (res["detection_auroc"][scored] <= 1))
