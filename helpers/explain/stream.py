@@ -160,16 +160,22 @@ def key_spaces(stream: TokenStream, vocab: int | None = None) -> dict[str, KeySp
     return out
 
 
+def quote(text: str) -> str:
+    """``text`` between double quotes without its surrounding spaces (``repr`` if only spaces)."""
+    t = text.strip()
+    return f'"{t}"' if t else repr(text)
+
+
 def key_text(space: KeySpace, key: int, strings) -> str:
-    """How key ``key`` of ``space`` reads (``strings[i]``: token ``i`` as in running text)."""
+    """How key ``key`` of ``space`` reads, quoted (``strings[i]``: token ``i`` as in running text)."""
     if space.kind == "title":
-        return space.words[key]
+        return quote(space.words[key])
     prev, tok = (int(x) for x in space.tokens[key])
     if space.kind == "token":
-        return repr(strings[tok])
+        return quote(strings[tok])
     if space.kind == "previous":
-        return repr(strings[prev])
-    return repr(strings[prev] + strings[tok])
+        return quote(strings[prev])
+    return quote(strings[prev] + strings[tok])
 
 
 RULE_WORDS = {"token": "on {}", "bigram": "on the last token of {}", "previous": "just after {}",
@@ -177,11 +183,8 @@ RULE_WORDS = {"token": "on {}", "bigram": "on the last token of {}", "previous":
 
 
 def rule_text(space: KeySpace, keys, strings) -> str:
-    """The rule of ``keys`` (a set of keys of one kind) in words, e.g. ``on ' river' or ' lake'``."""
+    """The rule of ``keys`` (a set of keys of one kind) in words, e.g. ``on "river" or "lake"``."""
     keys = [int(k) for k in keys if k >= 0]
     if not keys:
         return ""
-    parts = [key_text(space, k, strings) for k in keys]
-    if space.kind == "title":
-        parts = [repr(p) for p in parts]
-    return RULE_WORDS[space.kind].format(" or ".join(parts))
+    return RULE_WORDS[space.kind].format(" or ".join(key_text(space, k, strings) for k in keys))

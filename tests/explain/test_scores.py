@@ -179,3 +179,20 @@ def test_best_prefix_equals_brute_force():
         j = int(np.argmax(f1s))
         assert got.f1[f] == pytest.approx(f1s[j])
         assert list(got.keys[f][got.keys[f] >= 0]) == top[: j + 1]
+
+
+def test_rules_read_as_words():
+    from helpers.explain.stream import rule_text
+
+    s = make_stream(n_docs=10, vocab=4)
+    spaces = key_spaces(s)
+    strings = {0: " river", 1: "s", 2: " ", 3: " lake"}
+    token_keys = [0, 1]  # token ids are their own keys
+    assert rule_text(spaces["token"], token_keys, strings) == 'on "river" or "s"'
+    assert rule_text(spaces["token"], [2, -1], strings) == "on ' '"
+    assert rule_text(spaces["previous"], [3], strings) == 'just after "lake"'
+    k = int(np.flatnonzero((spaces["bigram"].tokens == [3, 1]).all(1))[0])
+    assert rule_text(spaces["bigram"], [k], strings) == 'on the last token of "lakes"'
+    w = spaces["title"].words.index("river")
+    assert rule_text(spaces["title"], [w], strings) == 'in documents whose title has "river"'
+    assert rule_text(spaces["title"], [-1], strings) == ""
