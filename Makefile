@@ -9,7 +9,7 @@ SHELL := /bin/bash
 PYTHON_SYS ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-EXPERIMENT ?= offline
+EXPERIMENT ?= gemma
 export EXPERIMENT
 # make publish: the git remote (name or URL) whose gh-pages branch GitHub Pages serves
 REMOTE ?= origin

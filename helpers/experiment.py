@@ -40,7 +40,7 @@ from .errors import ConfigError
 
 #: Environment variable that selects the preset for notebooks and the CLI.
 EXPERIMENT_ENV = "EXPERIMENT"
-DEFAULT_EXPERIMENT = "offline"
+DEFAULT_EXPERIMENT = "gemma"
 
 DEAD_THRESHOLDS = (0, 5, 10, 50, 100, 500, 1000, 5000, 10000)
 COACTIVATION_THRESHOLDS = (0, 5, 10, 50, 100)
@@ -572,10 +572,19 @@ class Experiment:
 
     @classmethod
     def load(cls, path: str | Path) -> "Experiment":
+        """The experiment saved beside an artefact. A field added after it was saved takes the
+        value that reproduces what the artefact was computed with (:data:`BEFORE_FIELD_EXISTED`),
+        not the field's new default."""
         path = Path(path)
         if path.is_dir():
             path = path / "cfg.json"
-        return cls.from_dict(json.loads(path.read_text()))
+        data = json.loads(path.read_text())
+        return cls.from_dict({**BEFORE_FIELD_EXISTED, **data} if isinstance(data, dict) else data)
+
+
+#: what artefacts saved before a field existed were computed with, where that differs from the
+#: field's default: every site's SAE from one seed, trained on uncentred inputs
+BEFORE_FIELD_EXISTED: dict[str, Any] = {"sae_seed_per_site": False, "sae_centre_inputs": False}
 
 
 def _minilm_sites() -> tuple[str, ...]:

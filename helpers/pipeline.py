@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
 
 from .experiment import Experiment
 from .io import sae_dir, stats_dir
@@ -10,32 +13,40 @@ from .locks import writes
 
 log = logging.getLogger(__name__)
 
-#: the steps derived from the statistics, in order: ``(name, ready, build)``, the last two as
-#: ``"module:function"`` under ``helpers`` (imported when run): ``ready(exp)`` says whether the
-#: artefact exists, belongs to ``exp`` and is intact; ``build(exp, progress=...)`` writes it
-#: (under the folder's lock) and returns its file
-STEPS: list[tuple[str, str, str]] = [
-    ("partner tables", "evolution.partners:partners_ready", "evolution.partners:build_partners"),
-    ("gate verification", "evolution.gate_artefact:gates_ready", "evolution.gate_artefact:build_gates"),
-    ("matching methods", "evolution.matching_artefact:matching_ready", "evolution.matching_artefact:build_matching"),
-    ("explanations", "explain.artefact:explanations_ready", "explain.artefact:build_explanations"),
-]
+
+@dataclass(frozen=True)
+class Step:
+    """One step derived from the statistics: its name (as the progress lines say it), whether its
+    artefact is there and matches the experiment, and how to build it (returns the file written)."""
+
+    name: str
+    ready: Callable[[Experiment], bool]
+    build: Callable[..., Path]
 
 
-def _resolve(name: str):
-    import importlib
+def derived_steps() -> list[Step]:
+    """The steps that ``prepare`` runs after the statistics pass, in order (a new derived artefact
+    is one more entry here)."""
+    from .evolution.gate_artefact import build_gates, gates_ready
+    from .evolution.matching_artefact import build_matching, matching_ready
+    from .evolution.partners import build_partners, partners_ready
+    from .explain.artefact import build_explanations, explanations_ready
 
-    module, function = name.split(":")
-    return getattr(importlib.import_module(f".{module}", __package__), function)
+    return [
+        Step("partner tables", partners_ready, build_partners),
+        Step("gate verification", gates_ready, build_gates),
+        Step("matching methods", matching_ready, build_matching),
+        Step("explanations", explanations_ready, build_explanations),
+    ]
 
 
 @writes("prepare", lambda a: sae_dir(a["exp"].name) if a["exp"].sae_source == "trained" else None,
         lambda a: stats_dir(a["exp"].stats_name))
 def prepare(exp: Experiment, progress: bool = True) -> list[str]:
     """Train the SAEs if the preset trains its own, run the statistics pass if needed (or if an
-    artefact is missing or corrupted), then make each of :data:`STEPS` that is not ready: the
-    partner tables, the gate verification (one focused pass), the matching-method ablations and
-    the explanations with their scores.
+    artefact is missing or corrupted), then build each of :func:`derived_steps` whose artefact is
+    missing or stale: the partner tables, the gate verification (one focused pass), the
+    matching-method ablations and the explanations with their scores.
 
     Returns one line per step saying what was done or reused.
     """
@@ -55,12 +66,12 @@ def prepare(exp: Experiment, progress: bool = True) -> list[str]:
         done.append(f"statistics for preset {exp.name!r} reused (already collected)")
     else:
         done.append(format_pass(run_pass(exp, progress=progress)))
-    for name, ready, build in STEPS:
-        if _resolve(ready)(exp):
-            done.append(f"{name} for preset {exp.name!r} reused")
+    for step in derived_steps():
+        if step.ready(exp):
+            done.append(f"{step.name} for preset {exp.name!r} reused")
         else:
-            file = _resolve(build)(exp, progress=progress)
-            done.append(f"{name} for preset {exp.name!r} written to {file}")
+            file = step.build(exp, progress=progress)
+            done.append(f"{step.name} for preset {exp.name!r} written to {file}")
     for line in done:
         log.info(line)
     return done

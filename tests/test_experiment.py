@@ -28,7 +28,7 @@ def test_environment_variable_selects_preset(monkeypatch):
     monkeypatch.setenv("EXPERIMENT", "smoke")
     assert get_experiment().name == "smoke"
     monkeypatch.delenv("EXPERIMENT")
-    assert get_experiment().name == "offline"
+    assert get_experiment().name == "gemma"
     assert get_experiment("smoke", batch_size=3).batch_size == 3
 
 
@@ -118,6 +118,22 @@ def test_old_cfg_json_without_new_fields_loads(tmp_path):
     for new in ("sae_ids", "center_residual", "prepend_bos"):
         data.pop(new)
     assert Experiment.from_dict(data) == PRESETS["offline"]
+
+
+def test_saved_cfg_without_a_later_field_loads_as_it_was_computed(tmp_path):
+    """SAEs saved before per-site seeds and centred inputs existed were trained with one seed and
+    raw inputs: loading their cfg.json says so, although the fields now default to True."""
+    gemma = PRESETS["gemma"]
+    assert gemma.sae_seed_per_site and gemma.sae_centre_inputs
+    data = gemma.to_dict()
+    for new in ("sae_seed_per_site", "sae_centre_inputs"):
+        data.pop(new)
+    (tmp_path / "cfg.json").write_text(json.dumps(data))
+    old = Experiment.load(tmp_path)
+    assert not old.sae_seed_per_site and not old.sae_centre_inputs
+    assert old.differences(gemma, ("sae_seed_per_site", "sae_centre_inputs"))
+    gemma.save(tmp_path)
+    assert Experiment.load(tmp_path) == gemma
 
 
 def test_experiment_files_json_and_toml(tmp_path):

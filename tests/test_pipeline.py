@@ -75,3 +75,22 @@ def test_prepare_runs_the_plain_pass_first_for_relative_activity(monkeypatch, tm
     with pytest.raises(RuntimeError, match="stop here"):
         prepare(PRESETS["smoke"].replace(relative_threshold=0.2), progress=False)
     assert order == [0.0]  # the maxima come from the plain pass, which runs first
+
+
+def test_derived_steps_are_named_and_each_is_ready_or_built_once(monkeypatch):
+    """prepare asks each derived step whether it is ready and builds exactly those that are not."""
+    from helpers import pipeline
+    from helpers.experiment import PRESETS
+
+    assert [s.name for s in pipeline.derived_steps()] == ["partner tables", "gate verification",
+                                                          "matching methods", "explanations"]
+    built = []
+    steps = [pipeline.Step("first", lambda exp: True, lambda exp, progress: built.append("first")),
+             pipeline.Step("second", lambda exp: False, lambda exp, progress: built.append("second") or "f2")]
+    monkeypatch.setattr(pipeline, "derived_steps", lambda: steps)
+    monkeypatch.setattr("helpers.subject.saes.train_saes", lambda exp, progress: None)
+    monkeypatch.setattr("helpers.report.format_training", lambda result: "trained")
+    monkeypatch.setattr("helpers.stats.statistics_ready", lambda exp: True)
+    done = pipeline.prepare.__wrapped__(PRESETS["smoke"], progress=False)
+    assert built == ["second"]
+    assert done[-2:] == ["first for preset 'smoke' reused", "second for preset 'smoke' written to f2"]

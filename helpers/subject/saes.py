@@ -556,7 +556,7 @@ def train_saes(
             from .splice import loss_recovered
 
             tail = _first_tokens(tail, exp.sae_ce_tokens)
-            for site, q in loss_recovered(subject, saes, tail).items():
+            for site, q in loss_recovered(subject, saes, tail, progress=progress).items():
                 report[site].update(q)
         exp.save(tmp)
         atomic_write_json(

@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from typing import Iterable, Mapping
 
 import torch
+from tqdm.auto import tqdm
 
 from ..errors import ConfigError
 from .capture import block_path, parse_site
@@ -87,10 +88,11 @@ def next_token_loss(logits: torch.Tensor, input_ids: torch.Tensor, token_mask: t
 
 
 @torch.no_grad()
-def loss_recovered(subject: Subject, saes: Mapping[str, object],
-                   batches: Iterable[TokenBatch]) -> dict[str, dict[str, float]]:
+def loss_recovered(subject: Subject, saes: Mapping[str, object], batches: Iterable[TokenBatch],
+                   progress: bool = False) -> dict[str, dict[str, float]]:
     """Per site: ``ce_clean``, ``ce_spliced``, ``ce_zero`` (nats per token) and
-    ``loss_recovered`` (%), over the counted next tokens of ``batches``."""
+    ``loss_recovered`` (%), over the counted next tokens of ``batches`` (one forward pass of the
+    whole model per row chunk, site and variant, plus the clean one: a progress bar in tokens)."""
     if not subject.spec.causal:
         raise ConfigError(f"loss recovered needs a causal LM: {subject.spec.name!r} predicts no next token")
     model = subject.hf_model
@@ -103,6 +105,9 @@ def loss_recovered(subject: Subject, saes: Mapping[str, object],
         sums[key][1] += n
 
     n_batches = 0
+    batches = list(batches)
+    bar = tqdm(total=sum(b.n_tokens for b in batches), desc="loss recovered", unit="tok",
+               disable=not progress)
     for batch in batches:
         n_batches += 1
         for lo in range(0, batch.input_ids.shape[0], SCORE_ROWS):
@@ -114,6 +119,8 @@ def loss_recovered(subject: Subject, saes: Mapping[str, object],
                     run(ids, attention, counted, (site, "spliced"))
                 with replaced(subject, site, counted, torch.zeros_like):
                     run(ids, attention, counted, (site, "zero"))
+            bar.update(int(counted.sum()))
+    bar.close()
     if n_batches == 0 or sums["clean"][1] == 0:
         raise ConfigError("no next tokens to score: give batches with at least two content tokens a row")
     ce = {k: total / n for k, (total, n) in sums.items()}

@@ -1,4 +1,4 @@
-"""The offline preset's trained SAEs ship with the repository (``artefacts/saes/<preset>``),
+"""The gemma and offline presets' trained SAEs ship with the repository (``artefacts/saes/<preset>``),
 so a fresh ``make book`` reuses them instead of training for many minutes. These tests fail when a
 preset's SAE settings change without the SAEs being retrained and committed again."""
 
@@ -12,8 +12,8 @@ from helpers.experiment import PRESETS
 from helpers.io import ARTEFACTS_ENV, REPO_ROOT, sae_dir
 from helpers.subject.saes import REPORT_FILE, load_saes, trained_saes_ready
 
-#: presets whose trained SAEs are committed (gemma's join once they meet their targets: bench/RESULTS.md)
-SHIPPED = ("offline",)
+#: presets whose trained SAEs are committed
+SHIPPED = ("gemma", "offline")
 
 
 @pytest.fixture
@@ -37,7 +37,8 @@ def test_shipped_saes_are_those_of_the_preset(repo_artefacts, name):
             assert q["ce_clean"] < q["ce_spliced"] < q["ce_zero"] and 0 < q["loss_recovered"] <= 100
 
 
-@pytest.mark.parametrize("name, sites", [("offline", ["hidden.0", "hidden.6"])])
+@pytest.mark.parametrize("name, sites", [("offline", ["hidden.0", "hidden.6"]),
+                                         ("gemma", ["blocks.0.hook_resid_post", "blocks.8.hook_resid_post"])])
 def test_shipped_saes_load_and_encode_as_topk(repo_artefacts, name, sites):
     exp = PRESETS[name]
     saes = load_saes(exp, sites=sites)
