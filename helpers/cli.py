@@ -1,4 +1,4 @@
-"""Command line: ``python -m helpers {info,train-saes,collect,partners,gates,matching,prepare,explorer,browser} --experiment PRESET|FILE``,
+"""Command line: ``python -m helpers {info,train-saes,collect,partners,gates,matching,explain,prepare,explorer,browser} --experiment PRESET|FILE``,
 ``--release NAME [--layers A:B] [--width N] [--l0 VARIANT]`` instead of a preset, ``releases
 [--model TEXT]`` and ``publish [--html DIR] [--remote NAME|URL]``.
 
@@ -110,6 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
     gat.add_argument("--masks", action="store_true", help="also store the firing-mask counts (large)")
     gat.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    xpl = sub.add_parser("explain", help="explain every feature from its data, with detection and fuzzing scores "
+                                         "on held-out documents (offline, no LLM)")
+    _experiment_arg(xpl)
+    xpl.add_argument("--quiet", action="store_true", help="no progress bar")
     exp_p = sub.add_parser("explorer", help="write the static feature explorer (every feature's page) for the book")
     _experiment_arg(exp_p)
     exp_p.add_argument("--out", default=None, help="output folder (default: book/_explorer, copied into the book)")
@@ -255,6 +259,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .evolution.gate_artefact import build_gates, format_gates
 
             print(format_gates(exp, build_gates(exp, progress=not args.quiet, keep_masks=args.masks)))
+        elif args.command == "explain":
+            from .explain.artefact import build_explanations, format_explanations
+
+            print(format_explanations(exp, build_explanations(exp, progress=not args.quiet)))
         elif args.command == "explorer":
             from .explore import build_explorer
 

@@ -30,11 +30,13 @@ def derived_steps() -> list[Step]:
     from .evolution.gate_artefact import build_gates, gates_ready
     from .evolution.matching_artefact import build_matching, matching_ready
     from .evolution.partners import build_partners, partners_ready
+    from .explain.artefact import build_explanations, explanations_ready
 
     return [
         Step("partner tables", partners_ready, build_partners),
         Step("gate verification", gates_ready, build_gates),
         Step("matching methods", matching_ready, build_matching),
+        Step("explanations", explanations_ready, build_explanations),
     ]
 
 
@@ -43,8 +45,8 @@ def derived_steps() -> list[Step]:
 def prepare(exp: Experiment, progress: bool = True) -> list[str]:
     """Train the SAEs if the preset trains its own, run the statistics pass if needed (or if an
     artefact is missing or corrupted), then build each of :func:`derived_steps` whose artefact is
-    missing or stale: the partner tables, the gate verification (one focused pass) and the
-    matching-method ablations.
+    missing or stale: the partner tables, the gate verification (one focused pass), the
+    matching-method ablations and the explanations with their scores.
 
     Returns one line per step saying what was done or reused.
     """

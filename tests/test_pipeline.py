@@ -83,7 +83,7 @@ def test_derived_steps_are_named_and_each_is_ready_or_built_once(monkeypatch):
     from helpers.experiment import PRESETS
 
     assert [s.name for s in pipeline.derived_steps()] == ["partner tables", "gate verification",
-                                                          "matching methods"]
+                                                          "matching methods", "explanations"]
     built = []
     steps = [pipeline.Step("first", lambda exp: True, lambda exp, progress: built.append("first")),
              pipeline.Step("second", lambda exp: False, lambda exp, progress: built.append("second") or "f2")]

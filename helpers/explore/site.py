@@ -125,7 +125,7 @@ def unpack_site(payload: dict) -> dict:
 def _stamp(exp: Experiment, out_stats: Path) -> str:
     meta = (out_stats / "metadata.json").read_bytes()
     # written after the pass (partner tables, matching results), when they exist
-    for name in ("partners.npz", "matching.npz"):
+    for name in ("partners.npz", "matching.npz", "explanations.npz"):
         derived = out_stats / name
         if derived.is_file():
             meta += f"{name}:{derived.stat().st_size}:{derived.stat().st_mtime_ns}".encode()
@@ -202,13 +202,15 @@ def build_data(exp: Experiment, subject=None, saes=None, out_stats: str | Path |
     g_idx, g_cnt = pages.graph_neighbours(summ["graph"], (S, F), k_partners)
     present = np.unique(np.concatenate([np.zeros(0, np.int64), *layout[0].values()]))  # the corpus's tokens
     effect = pages.effect_tokens(subject, saes, exp.sites, present=present)
+    explanations, explanations_note = explanations_or_note(exp, out_stats)
     t_build = t_prep + time.perf_counter() - t2
     cpu_build = c_prep + time.process_time() - c2
     return {"summary": summ, "partners": partners, "examples": ex, "labels": labels, "precision": precision,
             "recall": recall, "decoder": (dec_idx, dec_cos), "graph": (g_idx, g_cnt), "effect": effect,
             "docs": docs, "doc_tokens": layout[0], "subject": subject, "recolour": recolour,
             "recolour_partners": sel, "recolour_examples": recolour_examples, "measured": measured,
-            "measured_note": measured_note, "seconds_rerun": t_rerun, "seconds_build": t_build, "cpu_build": cpu_build,
+            "measured_note": measured_note, "explanations": explanations, "explanations_note": explanations_note,
+            "seconds_rerun": t_rerun, "seconds_build": t_build, "cpu_build": cpu_build,
             "context": context, "heldout_every": heldout_every}
 
 
@@ -263,6 +265,8 @@ def site_payload(exp: Experiment, data: dict, s: int) -> dict:
             out[direction] = {"index": part[f"{direction}_index"][pair].transpose(1, 0, 2).tolist(),
                               "values": _round(part[f"{direction}_values"][pair].transpose(1, 0, 2, 3), 2),
                               "count": part[f"{direction}_count"][pair].transpose(1, 0, 2).tolist()}
+    if data.get("explanations") is not None:
+        out["explanation"] = explanation_columns(data["explanations"], s)
     if data.get("measured") is not None:
         cols = pages.measured_columns(data["measured"], s)
         out["measured"] = {d: {"feature": c["feature"].tolist(), "partner": c["partner"].tolist(),
@@ -288,7 +292,39 @@ def meta_payload(exp: Experiment, data: dict) -> dict:
         "heldout_tokens": int(data["examples"].heldout.get("tokens", 0)),
         "heldout_every": data["heldout_every"],
         "ablation": _ablation_meta(data),
+        "explanations": _explanations_meta(data),
     }
+
+
+def explanations_or_note(exp: Experiment, out_stats) -> tuple[dict | None, str]:
+    """``explanations.npz`` (:mod:`helpers.explain.artefact`) or why the pages go without it."""
+    from ..errors import SaeEvolutionError
+    from ..explain.artefact import explain_command, load_explanations
+
+    try:
+        return load_explanations(exp, out_stats), ""
+    except SaeEvolutionError as err:
+        log.info("explorer without explanations: %s", err)
+        return None, f"explanations not built: run `{explain_command(exp)}`"
+
+
+def explanation_columns(expl: dict, s: int) -> dict:
+    """Site ``s``'s explanations as columns over features: text, kind, the three scores, and the
+    best rule of every kind with its training F1 (why the explanation won)."""
+    return {"text": expl["text"][s].tolist(), "kind": expl["kind"][s].tolist(),
+            "detection": _round(expl["detection_auroc"][s], 3), "balanced": _round(expl["balanced_accuracy"][s], 3),
+            "fuzzing": _round(expl["fuzzing"][s], 3), "activating": expl["activating"][s].tolist(),
+            "candidates": expl["candidate_text"][s].tolist(), "candidate_f1": _round(expl["candidate_f1"][s], 3)}
+
+
+def _explanations_meta(data: dict) -> dict:
+    expl = data.get("explanations")
+    if expl is None:
+        return {"offered": False, "note": data.get("explanations_note") or "explanations not built"}
+    meta = expl["meta"]
+    return {"offered": True, "kinds": list(expl["kinds"]), "heldout": meta["heldout"],
+            "window": meta["options"]["window"], "windows": int(expl["windows"]),
+            "heldout_tokens": meta["tokens"]["heldout"]}
 
 
 def _ablation_meta(data: dict) -> dict:

@@ -220,6 +220,12 @@ class CodeCache:
             log.warning("recorded SAE codes in %s not used (%s): re-running the model", folder, e)
             return None
 
+    def firings(self, site: str) -> tuple[np.ndarray, np.ndarray]:
+        """``(token, feature)`` of every active pair of ``site``, token-major: ``token`` ``[A]`` int64
+        indexes the stream of :attr:`token_start` (all batches), ``feature`` ``[A]`` is read in place."""
+        counts = self._counts[site]
+        return np.repeat(np.arange(counts.size, dtype=np.int64), counts), self._feat[site]
+
     @property
     def n_batches(self) -> int:
         return int(self.batch_tokens.size)

@@ -359,3 +359,45 @@ def test_site_files_written_by_forked_writers_equal_one_writer(built, tmp_path):
     assert one == two and any(k.startswith("explorer/data/site-") for k in one)
     for name in one:
         assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
+
+
+def test_pages_show_explanations_and_the_table_sorts_by_score(built, tmp_path):
+    import sys
+    from pathlib import Path
+
+    from helpers.explain.artefact import build_explanations, load_explanations
+    from helpers.explore.site import meta_payload
+
+    data = dict(built["data"])  # the fixture's statistics have no explanations: the pages say so
+    note = meta_payload(EXP, data)["explanations"]
+    assert not note["offered"] and "python -m helpers explain --experiment smoke" in note["note"]
+    stats = built["tmp"] / "stats"
+    build_explanations(EXP, out=stats, progress=False)
+    expl = load_explanations(EXP, stats)
+    data["explanations"] = expl
+    write_site(EXP, data, tmp_path / "site")
+    payload = read_chunk(tmp_path / "site" / "explorer" / "data" / "site-hidden.1.js")["explanation"]
+    assert payload["text"] == expl["text"][1].tolist() and payload["kind"] == expl["kind"][1].tolist()
+    np.testing.assert_allclose(payload["detection"], expl["detection_auroc"][1], rtol=0, atol=6e-4, equal_nan=True)
+    f = int(np.nanargmax(expl["detection_auroc"][1]))
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "book"))
+    from check_pages import _wait_render, chrome
+
+    url = (tmp_path / "site" / "explorer.html").resolve().as_uri()
+    drv = chrome()
+    try:
+        drv.get(f"{url}#site=hidden.1&feature={f}")
+        _wait_render(drv, 0)
+        shown = drv.execute_script("return document.getElementById('explanation').innerText")
+        drv.get("about:blank")
+        drv.get(f"{url}#site=hidden.1")
+        _wait_render(drv, 0)
+        drv.execute_script("document.querySelector('th[data-sort=detection]').click()")
+        first = drv.execute_script("return document.querySelector('#features tbody tr td').innerText")
+    finally:
+        drv.quit()
+    two = np.format_float_positional(payload["detection"][f], precision=2, unique=False, fractional=False, trim="k")
+    assert expl["text"][1, f] in shown and two in shown  # as the page writes it (toPrecision(2))
+    best = np.nanmax(expl["detection_auroc"][1])
+    assert first.lstrip("#").isdigit() and expl["detection_auroc"][1, int(first.lstrip("#"))] == best

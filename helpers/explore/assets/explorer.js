@@ -111,8 +111,11 @@ var EXPLORER = (function () {
     var i = p.index[f][0][0]; return i >= 0 ? { f: i, v: p.values[f][0][0][0] } : null;
   }
   function labelText(d, f) { return d.label[f] >= 0 ? tokenText(d.label[f]).trim() : ""; }
+  function explText(d, f) { return d.explanation ? d.explanation.text[f] : ""; }
+  function scoreKey(d, name, f) { var x = d.explanation ? d.explanation[name][f] : NaN; return isNaN(x) ? -1 : x; }
   function matches(d, f, q) {
     if (labelText(d, f).toLowerCase().indexOf(q) >= 0) return true;
+    if (explText(d, f).toLowerCase().indexOf(q) >= 0) return true;
     var e = d.examples;
     for (var j = e.start[f]; j < e.start[f + 1]; j++) {
       var toks = docTokens(e.doc[j]);
@@ -133,21 +136,29 @@ var EXPLORER = (function () {
       frequency: function (f) { return d.fired[f]; }, max: function (f) { return d.max[f]; },
       label: function (f) { return labelText(d, f); },
       precision: function (f) { var x = d.label_precision[f]; return isNaN(x) ? -1 : x; },
+      explanation: function (f) { return explText(d, f); },
+      detection: function (f) { return scoreKey(d, "detection", f); },
+      balanced: function (f) { return scoreKey(d, "balanced", f); },
+      fuzzing: function (f) { return scoreKey(d, "fuzzing", f); },
       up: function (f) { var s = strongest(d, "up", f); return s ? s.v : -2; },
       down: function (f) { var s = strongest(d, "down", f); return s ? s.v : -2; }
     }[tableState.sort] || function (f) { return f; };
     rows.sort(function (a, b) { var x = key(a), y = key(b); var c = x < y ? -1 : x > y ? 1 : a - b; return tableState.desc ? -c : c; });
     var cols = [["feature", "feature", "l"], ["fired", "fired"], ["frequency", "frequency"], ["max", "max"],
-                ["label", "token label", "l"], ["precision", "label precision"],
-                ["up", "strongest partner up (" + m.measures[0] + ")", "l"], ["down", "strongest partner down (" + m.measures[0] + ")", "l"]];
+                ["label", "token label", "l"], ["precision", "label precision"]].concat(d.explanation ?
+               [["explanation", "explanation", "l"], ["detection", "detection AUROC"], ["balanced", "balanced accuracy"],
+                ["fuzzing", "fuzzing"]] : []).concat([
+                ["up", "strongest partner up (" + m.measures[0] + ")", "l"], ["down", "strongest partner down (" + m.measures[0] + ")", "l"]]);
     var html = "<h1>" + esc(d.site) + ": " + n + " features</h1><p class=note>" +
-      (q ? rows.length + " features match &ldquo;" + esc(q) + "&rdquo; (label, example token or document title). " : "") +
+      (q ? rows.length + " features match &ldquo;" + esc(q) + "&rdquo; (label, explanation, example token or document title). " : "") +
       "Click a column to sort, a feature to open its page.</p><table id=features><thead><tr>" +
       cols.map(function (c) { return '<th data-sort="' + c[0] + '" class="' + (c[2] || "") + '">' + esc(c[1]) + (tableState.sort === c[0] ? (tableState.desc ? " ▼" : " ▲") : "") + "</th>"; }).join("") + "</tr></thead><tbody>";
     rows.slice(0, tableState.limit).forEach(function (f) {
       var u = strongest(d, "up", f), w = strongest(d, "down", f);
       html += "<tr><td class=l>" + link(d.site, f, "#" + f) + "</td><td>" + d.fired[f] + "</td><td>" + pct(d.fired[f] / m.n_tokens) +
         "</td><td>" + fmt(d.max[f]) + "</td><td class=l>" + esc(labelText(d, f)) + "</td><td>" + fmt(d.label_precision[f], 2) +
+        (d.explanation ? "</td><td class=l>" + esc(explText(d, f)) + "</td><td>" + fmt(d.explanation.detection[f], 2) + "</td><td>" +
+          fmt(d.explanation.balanced[f], 2) + "</td><td>" + fmt(d.explanation.fuzzing[f], 2) : "") +
         "</td><td class=l>" + (u ? link(up, u.f, up + " #" + u.f) + " (" + fmt(u.v, 2) + ")" : "–") +
         "</td><td class=l>" + (w ? link(down, w.f, down + " #" + w.f) + " (" + fmt(w.v, 2) + ")" : "–") + "</td></tr>";
     });
@@ -157,7 +168,7 @@ var EXPLORER = (function () {
     Array.prototype.forEach.call(document.querySelectorAll("th[data-sort]"), function (th) {
       th.onclick = function () {
         var s = th.getAttribute("data-sort");
-        tableState.desc = tableState.sort === s ? !tableState.desc : s !== "label" && s !== "feature";
+        tableState.desc = tableState.sort === s ? !tableState.desc : s !== "label" && s !== "feature" && s !== "explanation";
         tableState.sort = s; route();
       };
     });
@@ -305,6 +316,25 @@ var EXPLORER = (function () {
     return ids.map(function (t, i) { return "<code>" + esc(tokenText(t).trim()) + "</code> " + fmt(vals[i], 2); }).join(", ");
   }
 
+  function explanationStats(d, f) {
+    var x = d.explanation;
+    if (!x) return "";
+    return '<div id="explanation"><b>explanation (held-out detection AUROC / balanced accuracy / fuzzing)</b>' +
+      (x.text[f] ? "<i>" + esc(x.text[f]) + "</i>: " + fmt(x.detection[f], 2) + " / " + fmt(x.balanced[f], 2) + " / " + fmt(x.fuzzing[f], 2) : "–") + "</div>";
+  }
+  function explanationNote(d, f) {
+    var x = d.explanation, m = data.meta.explanations;
+    if (!x) return m && m.note ? '<p class="note">' + esc(m.note) + "</p>" : "";
+    var why = m.kinds.map(function (k, i) {
+      return x.candidates[f][i] ? esc(k) + " rule <i>" + esc(x.candidates[f][i]) + "</i> F1 " + fmt(x.candidate_f1[f][i], 2) : null;
+    }).filter(function (t) { return t; }).join("; ");
+    return '<p class="note" id="explanation-note">Explanation: the rule (a token, a bigram, the token before, or a word of the document\'s title) ' +
+      "with the best F1 at predicting where the feature fires on the training documents" + (why ? " (" + why + ")" : "") +
+      ". Scored on the held-out " + esc(m.heldout) + " (" + m.heldout_tokens.toLocaleString() + " tokens in " + m.windows.toLocaleString() +
+      " windows of " + m.window + " tokens): detection AUROC and balanced accuracy, activating (" + x.activating[f].toLocaleString() +
+      ") against non-activating windows; fuzzing, the balanced accuracy of the rule's tokens against the feature's inside its activating windows (0.5: chance).</p>";
+  }
+
   function renderFeature(d, f, partnerArg) {
     var m = data.meta, e = d.examples, rc = d.recolour, slot = null;
     var lab = labelText(d, f);
@@ -327,7 +357,8 @@ var EXPLORER = (function () {
       "<div><b>fired</b>" + d.fired[f].toLocaleString() + " tokens</div><div><b>frequency</b>" + pct(d.fired[f] / m.n_tokens) + "</div>" +
       "<div><b>max</b>" + fmt(d.max[f]) + "</div><div><b>mean (all tokens)</b>" + fmt(d.mean[f]) + "</div>" +
       "<div><b>token label, precision / recall on held-out tokens</b>" + (lab ? "<i>" + esc(lab) + "</i>: " + fmt(d.label_precision[f], 2) + " / " + fmt(d.label_recall[f], 2) : "–") + "</div>" +
-      '</div><p class="note">Token label: the most frequent token among the highest examples (no language model). Precision: of the held-out tokens that are the label token, the share where the feature fires; recall: of the held-out tokens where it fires, the share that are the label token (' +
+      explanationStats(d, f) +
+      '</div>' + explanationNote(d, f) + '<p class="note">Token label: the most frequent token among the highest examples (no language model). Precision: of the held-out tokens that are the label token, the share where the feature fires; recall: of the held-out tokens where it fires, the share that are the label token (' +
       m.heldout_tokens.toLocaleString() + " held-out tokens, every " + m.heldout_every + "th batch)." + np + ' · <a href="#site=' + encodeURIComponent(d.site) + '">table of ' + esc(d.site) + "</a></p>" +
       "<h2>Activations</h2>" + histogramSvg(d, f) +
       '<h2>Examples</h2><p class="note">Colour: ' + (slot === null ? "this feature's activation" : "the activation of the partner") +
