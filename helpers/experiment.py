@@ -357,6 +357,10 @@ class Experiment:
     upstream_candidates: int = 16
     #: an upstream explanation covers at least this share of the feature's firings
     upstream_coverage: float = 0.9
+    # --- features against MLP neurons (helpers.evolution.neuron_artefact) ---
+    #: tokens read by the neuron correlation pass: the first N of the token stream (None: as
+    #: many as the statistics pass, ``token_budget``)
+    neuron_tokens: int | None = None
     description: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
@@ -403,6 +407,9 @@ class Experiment:
             )
         if self.corpus not in CORPORA:
             raise ConfigError(f"unknown corpus {self.corpus!r}: choose one of {CORPORA}")
+        if self.neuron_tokens is not None and self.neuron_tokens <= 0:
+            raise ConfigError(f"neuron_tokens={self.neuron_tokens} must be a positive number of tokens, "
+                              "or None for the statistics pass's token_budget")
         for name in ("max_documents", "token_budget"):
             value = getattr(self, name)
             if value is not None and value <= 0:
