@@ -22,14 +22,18 @@ from .accumulators import COUNT_DTYPE, SUM_DTYPE, Accumulator, SparseActs, pears
 def _sparse_transpose(idx: torch.Tensor, val: torch.Tensor, n_features: int) -> torch.Tensor:
     """The codes ``[n, k]`` as a sparse CSR ``[F, n]`` matrix (x transposed): a product with it
     costs one multiply-add per active (token, feature) and neuron (measured 6x faster on the CPU
-    than adding ``k`` dense ``[n, M]`` products by index)."""
+    than adding ``k`` dense ``[n, M]`` products by index). Built with fixed-size operations only
+    (a stable sort, a cumulative count), so nothing waits for the device."""
     n, k = idx.shape
-    tokens = torch.arange(n, device=idx.device).repeat_interleave(k)
-    coo = torch.sparse_coo_tensor(torch.stack([idx.reshape(-1), tokens]), val.reshape(-1), (n_features, n),
-                                  check_invariants=False)
+    flat = idx.reshape(-1)
+    order = torch.sort(flat, stable=True).indices
+    tokens = torch.div(order, k, rounding_mode="floor")  # row-major [n, k]: slot i is token i // k
+    counts = torch.zeros(n_features + 1, dtype=torch.long, device=idx.device)
+    counts.index_add_(0, flat + 1, torch.ones_like(flat))
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*Sparse CSR tensor support is in beta.*")
-        return coo.coalesce().to_sparse_csr()
+        return torch.sparse_csr_tensor(counts.cumsum(0), tokens, val.reshape(-1)[order], (n_features, n),
+                                       check_invariants=False)
 
 
 class NeuronCorrelation(Accumulator):
