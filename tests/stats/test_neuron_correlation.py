@@ -107,3 +107,14 @@ def test_bad_shapes_are_one_clear_line():
         acc.merge(NeuronCorrelation(4, 2))
     with pytest.raises(ConfigError, match="at least one feature and one neuron"):
         NeuronCorrelation(0, 3)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_on_a_gpu_the_state_stays_there_and_equals_the_cpu():
+    x, y = stream(11)
+    acc = NeuronCorrelation(x.shape[1], y.shape[1], device="cuda")
+    for lo, hi in ((0, 25), (25, 60)):
+        acc.update(SparseActs.from_dense(torch.tensor(x[lo:hi], device="cuda"), max_active=3, check_finite=False),
+                   torch.tensor(y[lo:hi], dtype=torch.float32, device="cuda"))
+    assert all(t.is_cuda for t in acc.state_dict().values())
+    assert_same_r(acc.result()["r"], fed(x, y, (25,)).result()["r"], 1e-9)
