@@ -173,8 +173,8 @@ def build_neurons(exp, out=None, subject=None, saes: dict | None = None, progres
     from ..subject.saes import load_saes
 
     out = Path(out) if out is not None else stats_dir(exp.stats_name)
-    stats = load_metadata(exp, out)  # refuses another experiment's statistics
     plan = neuron_plan(exp)  # refuses a family without a known neuron site, before any loading
+    stats = load_metadata(exp, out)  # refuses another experiment's statistics
     f = int(stats["n_features"])
     subject = subject or load_subject(exp.replace(device=str(resolve_device(exp.device))))
     m = neuron_width(subject.hf_model)

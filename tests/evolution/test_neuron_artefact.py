@@ -161,12 +161,13 @@ def test_the_report_counts_by_hand():
                 [[[0.95, -0.2, nan], [nan, nan, nan]], [[0.1, -0.92, nan], [0.91, 0.5, nan]]],
                 [[[0.95, 0.2], [nan, nan]], [[-0.92, 0.1], [0.91, 0.25]]])
     rows = alignment_rows(data)
+    median_before = rows[0].pop("median best |r| (block before)")
     assert rows[0] == {"site": "s0", "block": 0, "block before": None, "features": 2, "aligned (block)": 1,
                        "aligned (block before)": None, "aligned (either)": 1, "aligned share": 0.5,
-                       "median best |r| (block)": pytest.approx(0.575), "median best |r| (block before)": rows[0][
-                           "median best |r| (block before)"]}
-    assert np.isnan(rows[0]["median best |r| (block before)"])
-    assert rows[1]["aligned (block)"] == 1 and rows[1]["aligned (block before)"] == 1 and rows[1]["aligned (either)"] == 2
+                       "median best |r| (block)": pytest.approx(0.575)}
+    assert np.isnan(median_before)  # s0 has no block before
+    # s1: feature 1 aligned with its block (0.92), feature 0 with the block before (0.91)
+    assert [rows[1][k] for k in ("aligned (block)", "aligned (block before)", "aligned (either)")] == [1, 1, 2]
     blocks = neuron_rows(data)
     # block 0: neuron 0 reaches 0.95 (s0) and 0.91 (s1); neuron 1 reaches 0.2 and 0.25: below 0.3
     assert blocks[0] == {"block": 0, "sites": ["s0", "s1"], "neurons": 2, "no feature at |r| >= 0.3": 1, "share": 0.5}
@@ -188,3 +189,18 @@ def test_command_line_errors_are_one_line(capsys, artefacts_tmp):
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: no statistics in") and "python -m helpers collect --experiment smoke" in err
     assert len(err.splitlines()) == 1
+
+
+def test_prepare_skips_a_family_without_a_neuron_site_in_one_line(monkeypatch, tmp_path):
+    import dataclasses
+
+    from helpers.experiment import FAMILIES, PRESETS
+    from helpers.pipeline import STEPS
+
+    monkeypatch.setitem(FAMILIES, "bert", dataclasses.replace(FAMILIES["bert"], neurons=None))
+    step = next(s for s in STEPS if s.name == "features against neurons")
+    line = step.build(PRESETS["smoke"], progress=False)
+    assert line == ("features against neurons for preset 'smoke' skipped: the model family 'bert' has no "
+                    "known neuron site")
+    with pytest.raises(ConfigError, match="model family 'bert' has no known MLP neuron site"):
+        build_neurons(PRESETS["smoke"], out=tmp_path)
