@@ -361,7 +361,8 @@ class Experiment:
     #: tokens read by the neuron correlation pass: the first N of the statistics pass's token
     #: stream (at most ``token_budget``; None: all of them). r over 65,536 tokens is exact for
     #: those tokens; the pass costs a forward pass and ``k x neurons`` multiply-adds per token
-    #: and site (about 2 min for Gemma 3 270M on 2 cores at the default)
+    #: and site (measured on the offline preset: 7.3 s per 8,192 tokens on 2 cores, about 1 min
+    #: at the default; Gemma 3 270M estimated at about 2 min, not measured)
     neuron_tokens: int | None = 65_536
     description: str = field(default="", compare=False)
 
