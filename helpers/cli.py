@@ -1,4 +1,4 @@
-"""Command line: ``python -m helpers {info,train-saes,collect,partners,gates,matching,explain,prepare,explorer,browser} --experiment PRESET|FILE``,
+"""Command line: ``python -m helpers {info,train-saes,collect,partners,gates,matching,neurons,explain,prepare,explorer,browser} --experiment PRESET|FILE``,
 ``--release NAME [--layers A:B] [--width N] [--l0 VARIANT]`` instead of a preset, ``releases
 [--model TEXT]`` and ``publish [--html DIR] [--remote NAME|URL]``.
 
@@ -110,10 +110,16 @@ def build_parser() -> argparse.ArgumentParser:
     gat.add_argument("--masks", action="store_true", help="also store the firing-mask counts (large)")
     gat.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    neu = sub.add_parser("neurons", help="features against MLP neurons: Pearson r of every feature with every "
+                                         "neuron of its block and the block before (one pass)")
+    _experiment_arg(neu)
+    neu.add_argument("--quiet", action="store_true", help="no progress bar")
+
     xpl = sub.add_parser("explain", help="explain every feature from its data, with detection and fuzzing scores "
                                          "on held-out documents (offline, no LLM)")
     _experiment_arg(xpl)
     xpl.add_argument("--quiet", action="store_true", help="no progress bar")
+
     exp_p = sub.add_parser("explorer", help="write the static feature explorer (every feature's page) for the book")
     _experiment_arg(exp_p)
     exp_p.add_argument("--out", default=None, help="output folder (default: book/_explorer, copied into the book)")
@@ -193,7 +199,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     set_waiting(not getattr(args, "no_wait", False))
     # long-running commands say what they do (memory bill, SAE quality) unless --quiet
-    chatty = args.verbose or (args.command in ("collect", "prepare", "train-saes", "explorer") and not args.quiet)
+    chatty = args.verbose or (args.command in ("collect", "prepare", "train-saes", "explorer", "neurons") and not args.quiet)
     logging.basicConfig(level=logging.INFO if chatty else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("httpx", "urllib3", "filelock", "torch", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -259,6 +265,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .evolution.gate_artefact import build_gates, format_gates
 
             print(format_gates(exp, build_gates(exp, progress=not args.quiet, keep_masks=args.masks)))
+        elif args.command == "neurons":
+            from .evolution.neuron_artefact import build_neurons, format_neurons
+
+            print(format_neurons(exp, build_neurons(exp, progress=not args.quiet)))
         elif args.command == "explain":
             from .explain.artefact import build_explanations, format_explanations
 

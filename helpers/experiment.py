@@ -59,22 +59,33 @@ class Family:
     #: TransformerLens' ``center_writing_weights`` is what GPT-2 SAEs trained here and
     #: ``gpt2-small-res-jb`` read; releases say what they need (``center_residual``)
     center_default: bool = False
+    #: where a block's MLP neurons are read, relative to the block: a module path ending in
+    #: ``.input`` (what it receives) or ``.output`` (what it returns); None: not known
+    neurons: str | None = None
 
+
+#: the neurons of a gated MLP (Llama, Qwen, Gemma): the input of its down projection
+GATED = "mlp.down_proj.input"
 
 #: Model families the helpers support, as data: add one here to support a new architecture.
 FAMILIES: dict[str, Family] = {
-    "bert": Family("bert", ("bert",), ("encoder.layer",), causal=False),
-    "gpt2": Family("gpt2", ("gpt2",), ("transformer.h", "h"), causal=True, center_default=True),
-    "gpt_neox": Family("gpt_neox", ("gpt_neox",), ("gpt_neox.layers", "layers"), causal=True),
-    "llama": Family("llama", ("llama",), ("model.layers", "layers"), causal=True),
-    "qwen2": Family("qwen2", ("qwen2",), ("model.layers", "layers"), causal=True),
-    "qwen3": Family("qwen3", ("qwen3",), ("model.layers", "layers"), causal=True),
-    "gemma2": Family("gemma2", ("gemma2",), ("model.layers", "layers"), causal=True),
+    # neurons: BERT's intermediate output is act(dense(x)); GPT-2's c_proj and GPT-NeoX's
+    # dense_4h_to_h receive act(fc(x)); gated MLPs' down_proj receives act(gate(x)) * up(x)
+    "bert": Family("bert", ("bert",), ("encoder.layer",), causal=False, neurons="intermediate.output"),
+    "gpt2": Family("gpt2", ("gpt2",), ("transformer.h", "h"), causal=True, center_default=True,
+                   neurons="mlp.c_proj.input"),
+    "gpt_neox": Family("gpt_neox", ("gpt_neox",), ("gpt_neox.layers", "layers"), causal=True,
+                       neurons="mlp.dense_4h_to_h.input"),
+    "llama": Family("llama", ("llama",), ("model.layers", "layers"), causal=True, neurons=GATED),
+    "qwen2": Family("qwen2", ("qwen2",), ("model.layers", "layers"), causal=True, neurons=GATED),
+    "qwen3": Family("qwen3", ("qwen3",), ("model.layers", "layers"), causal=True, neurons=GATED),
+    "gemma2": Family("gemma2", ("gemma2",), ("model.layers", "layers"), causal=True, neurons=GATED),
     "gemma3": Family(
         "gemma3",
         ("gemma3_text", "gemma3"),
         ("model.layers", "model.language_model.layers", "language_model.model.layers", "layers"),
         causal=True,
+        neurons=GATED,
     ),
 }
 
@@ -346,6 +357,13 @@ class Experiment:
     upstream_candidates: int = 16
     #: an upstream explanation covers at least this share of the feature's firings
     upstream_coverage: float = 0.9
+    # --- features against MLP neurons (helpers.evolution.neuron_artefact) ---
+    #: tokens read by the neuron correlation pass: the first N of the statistics pass's token
+    #: stream (at most ``token_budget``; None: all of them). r over 65,536 tokens is exact for
+    #: those tokens; the pass costs a forward pass and ``k x neurons`` multiply-adds per token
+    #: and site (measured on the offline preset: 7.3 s per 8,192 tokens on 2 cores, about 1 min
+    #: at the default; Gemma 3 270M estimated at about 2 min, not measured)
+    neuron_tokens: int | None = 65_536
     description: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
@@ -392,6 +410,9 @@ class Experiment:
             )
         if self.corpus not in CORPORA:
             raise ConfigError(f"unknown corpus {self.corpus!r}: choose one of {CORPORA}")
+        if self.neuron_tokens is not None and self.neuron_tokens <= 0:
+            raise ConfigError(f"neuron_tokens={self.neuron_tokens} must be a positive number of tokens, "
+                              "or None for the statistics pass's token_budget")
         for name in ("max_documents", "token_budget"):
             value = getattr(self, name)
             if value is not None and value <= 0:

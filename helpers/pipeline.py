@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 from .experiment import Experiment
@@ -14,39 +14,57 @@ from .locks import writes
 log = logging.getLogger(__name__)
 
 
+def _lazy(path: str) -> Callable:
+    """``"module:function"`` of this package, imported when called (so that a test's monkeypatch
+    of the module attribute is seen, and importing the pipeline loads nothing heavy)."""
+    module, name = path.split(":")
+    return lambda *args, **kwargs: getattr(importlib.import_module(module, __package__), name)(*args, **kwargs)
+
+
 @dataclass(frozen=True)
 class Step:
-    """One step derived from the statistics: its name (as the progress lines say it), whether its
-    artefact is there and matches the experiment, and how to build it (returns the file written)."""
+    """One artefact derived after the statistics pass: ``ready(exp)`` says whether a good one is on
+    disk, ``build(exp, progress=...)`` writes it (returns its path, or a line saying why not)."""
 
     name: str
-    ready: Callable[[Experiment], bool]
-    build: Callable[..., Path]
+    ready: Callable
+    build: Callable
+
+    def run(self, exp: Experiment, progress: bool = True) -> str:
+        if self.ready(exp):
+            return f"{self.name} for preset {exp.name!r} reused"
+        made = self.build(exp, progress=progress)
+        return made if isinstance(made, str) else f"{self.name} for preset {exp.name!r} written to {made}"
 
 
-def derived_steps() -> list[Step]:
-    """The steps that ``prepare`` runs after the statistics pass, in order (a new derived artefact
-    is one more entry here)."""
-    from .evolution.gate_artefact import build_gates, gates_ready
-    from .evolution.matching_artefact import build_matching, matching_ready
-    from .evolution.partners import build_partners, partners_ready
-    from .explain.artefact import build_explanations, explanations_ready
+def _build_neurons(exp: Experiment, progress: bool = True):
+    if exp.model_spec.family_spec.neurons is None:
+        return (f"features against neurons for preset {exp.name!r} skipped: the model family "
+                f"{exp.model_spec.family!r} has no known neuron site")
+    return _lazy(".evolution.neuron_artefact:build_neurons")(exp, progress=progress)
 
-    return [
-        Step("partner tables", partners_ready, build_partners),
-        Step("gate verification", gates_ready, build_gates),
-        Step("matching methods", matching_ready, build_matching),
-        Step("explanations", explanations_ready, build_explanations),
-    ]
+
+#: the derived steps, in order (each may read what the ones before it wrote)
+STEPS: list[Step] = [
+    Step("partner tables", _lazy(".evolution.partners:partners_ready"), _lazy(".evolution.partners:build_partners")),
+    Step("gate verification", _lazy(".evolution.gate_artefact:gates_ready"),
+         _lazy(".evolution.gate_artefact:build_gates")),
+    Step("matching methods", _lazy(".evolution.matching_artefact:matching_ready"),
+         _lazy(".evolution.matching_artefact:build_matching")),
+    Step("features against neurons", _lazy(".evolution.neuron_artefact:neurons_ready"), _build_neurons),
+    Step("explanations", _lazy(".explain.artefact:explanations_ready"),
+         _lazy(".explain.artefact:build_explanations")),
+]
 
 
 @writes("prepare", lambda a: sae_dir(a["exp"].name) if a["exp"].sae_source == "trained" else None,
         lambda a: stats_dir(a["exp"].stats_name))
 def prepare(exp: Experiment, progress: bool = True) -> list[str]:
     """Train the SAEs if the preset trains its own, run the statistics pass if needed (or if an
-    artefact is missing or corrupted), then build each of :func:`derived_steps` whose artefact is
-    missing or stale: the partner tables, the gate verification (one focused pass), the
-    matching-method ablations and the explanations with their scores.
+    artefact is missing or corrupted), then every derived step of :data:`STEPS` whose artefact is
+    not ready: the partner tables, the gate verification (one focused pass), the matching-method
+    ablations, the features against neurons (one focused pass) and the explanations of every
+    feature with their scores.
 
     Returns one line per step saying what was done or reused.
     """
@@ -66,12 +84,8 @@ def prepare(exp: Experiment, progress: bool = True) -> list[str]:
         done.append(f"statistics for preset {exp.name!r} reused (already collected)")
     else:
         done.append(format_pass(run_pass(exp, progress=progress)))
-    for step in derived_steps():
-        if step.ready(exp):
-            done.append(f"{step.name} for preset {exp.name!r} reused")
-        else:
-            file = step.build(exp, progress=progress)
-            done.append(f"{step.name} for preset {exp.name!r} written to {file}")
+    for step in STEPS:
+        done.append(step.run(exp, progress))
     for line in done:
         log.info(line)
     return done

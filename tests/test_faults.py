@@ -48,14 +48,15 @@ from helpers.cli import main
 from helpers.locks import lock_file
 
 SEED = os.environ.get("FAULT_SEED", "0")
-STEPS = ("collect", "partners", "gates", "matching", "explorer", "browser", "prepare", "train-saes")
+STEPS = ("collect", "partners", "gates", "matching", "neurons", "explorer", "browser", "prepare", "train-saes")
 FAULTS = ("busy", "read-only", "disk full", "interrupt", "rerun")
 TERM = ("train-saes", "browser", "prepare")  # interrupted by SIGTERM (the others by SIGINT)
 NAME = "faults"
 #: what a failed step may add or change: the checkpoint it keeps, the steps prepare finished
 MAY_CHANGE = {"collect": ("artefacts/faults/checkpoint*.pt",),
-              "prepare": ("artefacts/faults/partners.*", "artefacts/faults/gates.*", "artefacts/faults/matching.*")}
-DERIVED = ("partners", "gates", "matching")
+              "prepare": ("artefacts/faults/partners.*", "artefacts/faults/gates.*", "artefacts/faults/matching.*",
+                          "artefacts/faults/neurons.*")}
+DERIVED = ("partners", "gates", "matching", "neurons")
 
 
 class Writes:
@@ -139,13 +140,14 @@ class World:
         """Which artefacts are valid (checksums, experiment, made from the statistics on disk)."""
         from helpers.evolution.gate_artefact import gates_ready
         from helpers.evolution.matching_artefact import matching_ready
+        from helpers.evolution.neuron_artefact import neurons_ready
         from helpers.evolution.partners import partners_ready
         from helpers.stats import statistics_ready
         from helpers.subject.saes import trained_saes_ready
 
         return {"saes": trained_saes_ready(self.exp), "statistics": statistics_ready(self.exp),
                 "partners": partners_ready(self.exp), "gates": gates_ready(self.exp),
-                "matching": matching_ready(self.exp)}
+                "matching": matching_ready(self.exp), "neurons": neurons_ready(self.exp)}
 
     def drop_derived(self):
         for p in self.stats.iterdir():
@@ -255,7 +257,7 @@ def world(tiny_llama_dir, tmp_path_factory):
         transformers.utils.logging.disable_progress_bar()
         w = World(root, exp_file, writes)
         # the uninterrupted run: each step's writes counted, its outputs kept
-        for step in ("train-saes", "collect", "partners", "gates", "matching", "explorer", "browser"):
+        for step in ("train-saes", "collect", "partners", "gates", "matching", "neurons", "explorer", "browser"):
             writes.count = 0
             assert main(w.argv(step)) == 0, step
             w.counts[step], w.baseline[step] = writes.count, w.outputs(step)
@@ -333,7 +335,8 @@ def test_fault(world, step, fault, capsys, caplog):
 
 def test_prepare_waits_then_reuses_what_the_other_writer_made(world, tmp_path, capsys):
     """``prepare`` (what every notebook calls) while another process writes the experiment: it waits,
-    then finds the partner tables, gate verification and matching results the other one wrote."""
+    then finds the partner tables, gate verification, matching results and neuron correlations the other
+    one wrote."""
     keep = tmp_path / "made"
     keep.mkdir()
     for p in world.stats.iterdir():
@@ -350,7 +353,7 @@ def test_prepare_waits_then_reuses_what_the_other_writer_made(world, tmp_path, c
     assert said.is_set()
     out = capsys.readouterr().out
     assert all(f"{what} for preset '{NAME}' reused" in out
-               for what in ("partner tables", "gate verification", "matching methods")), out
+               for what in ("partner tables", "gate verification", "matching methods", "features against neurons")), out
 
 
 def _same_statistics(folder: Path, want: dict, prefix: str) -> None:

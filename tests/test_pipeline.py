@@ -6,6 +6,7 @@ import pytest
 
 import helpers.evolution.gate_artefact as gates_mod
 import helpers.evolution.matching_artefact as matching_mod
+import helpers.evolution.neuron_artefact as neurons_mod
 import helpers.evolution.partners as partners_mod
 import helpers.stats as stats_mod
 import helpers.subject.saes as saes_mod
@@ -42,15 +43,19 @@ def test_prepare_reruns_what_is_broken(smoke_run, tmp_path, monkeypatch):  # noq
     real_matching = matching_mod.build_matching
     monkeypatch.setattr(matching_mod, "build_matching", lambda exp, progress=True: calls.append("matching")
                         or real_matching(exp, n_downstream=4, saes=saes, progress=False))
+    real_neurons = neurons_mod.build_neurons
+    monkeypatch.setattr(neurons_mod, "build_neurons", lambda exp, progress=True: calls.append("neurons")
+                        or real_neurons(exp, subject=subject, saes=saes, progress=False))
 
     lines = prepare(exp, progress=False)
-    assert calls[:3] == ["partners", "gates", "matching"]  # intact statistics reused, what derives from them made
+    assert calls[:4] == ["partners", "gates", "matching", "neurons"]  # intact statistics reused, what derives from them made
     assert any("reused (already collected)" in line for line in lines)
     calls.clear()
     lines = prepare(exp, progress=False)
     assert any("partner tables" in line and "reused" in line for line in lines)
     assert any("matching methods" in line and "reused" in line for line in lines)
     assert any("gate verification" in line and "reused" in line for line in lines)
+    assert any("features against neurons" in line and "reused" in line for line in lines)
     assert calls == []
 
     data = (root / exp.stats_name / "pair_coactivation.npz").read_bytes()
@@ -82,12 +87,12 @@ def test_derived_steps_are_named_and_each_is_ready_or_built_once(monkeypatch):
     from helpers import pipeline
     from helpers.experiment import PRESETS
 
-    assert [s.name for s in pipeline.derived_steps()] == ["partner tables", "gate verification",
-                                                          "matching methods", "explanations"]
+    assert [s.name for s in pipeline.STEPS] == ["partner tables", "gate verification", "matching methods",
+                                                "features against neurons", "explanations"]
     built = []
     steps = [pipeline.Step("first", lambda exp: True, lambda exp, progress: built.append("first")),
              pipeline.Step("second", lambda exp: False, lambda exp, progress: built.append("second") or "f2")]
-    monkeypatch.setattr(pipeline, "derived_steps", lambda: steps)
+    monkeypatch.setattr(pipeline, "STEPS", steps)
     monkeypatch.setattr("helpers.subject.saes.train_saes", lambda exp, progress: None)
     monkeypatch.setattr("helpers.report.format_training", lambda result: "trained")
     monkeypatch.setattr("helpers.stats.statistics_ready", lambda exp: True)
