@@ -44,6 +44,15 @@ def _build_neurons(exp: Experiment, progress: bool = True):
     return _lazy(".evolution.neuron_artefact:build_neurons")(exp, progress=progress)
 
 
+def _build_explanations(exp: Experiment, progress: bool = True):
+    from .explain.artefact import TooLittleTextError, build_explanations
+
+    try:
+        return build_explanations(exp, progress=progress)
+    except TooLittleTextError as exc:
+        return f"explanations for preset {exp.name!r} skipped: {exc}"
+
+
 #: the derived steps, in order (each may read what the ones before it wrote)
 STEPS: list[Step] = [
     Step("partner tables", _lazy(".evolution.partners:partners_ready"), _lazy(".evolution.partners:build_partners")),
@@ -52,8 +61,7 @@ STEPS: list[Step] = [
     Step("matching methods", _lazy(".evolution.matching_artefact:matching_ready"),
          _lazy(".evolution.matching_artefact:build_matching")),
     Step("features against neurons", _lazy(".evolution.neuron_artefact:neurons_ready"), _build_neurons),
-    Step("explanations", _lazy(".explain.artefact:explanations_ready"),
-         _lazy(".explain.artefact:build_explanations")),
+    Step("explanations", _lazy(".explain.artefact:explanations_ready"), _build_explanations),
 ]
 
 

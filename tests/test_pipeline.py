@@ -1,6 +1,7 @@
 """`prepare` (what `make book` runs) rebuilds a corrupted or stale artefact instead of failing later."""
 
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -91,7 +92,7 @@ def test_derived_steps_are_named_and_each_is_ready_or_built_once(monkeypatch):
                                                 "features against neurons", "explanations"]
     built = []
     steps = [pipeline.Step("first", lambda exp: True, lambda exp, progress: built.append("first")),
-             pipeline.Step("second", lambda exp: False, lambda exp, progress: built.append("second") or "f2")]
+             pipeline.Step("second", lambda exp: False, lambda exp, progress: built.append("second") or Path("f2"))]
     monkeypatch.setattr(pipeline, "STEPS", steps)
     monkeypatch.setattr("helpers.subject.saes.train_saes", lambda exp, progress: None)
     monkeypatch.setattr("helpers.report.format_training", lambda result: "trained")

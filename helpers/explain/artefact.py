@@ -108,6 +108,10 @@ def explain_site(token: np.ndarray, feature: np.ndarray, n_features: int, spaces
     return rules, why, scores
 
 
+class TooLittleTextError(ConfigError):
+    """The experiment's corpus has too few documents to hold some out for scoring."""
+
+
 @writes("explanations", stats_out)
 def build_explanations(exp, out=None, subject=None, saes: dict | None = None, progress: bool = True,
                        heldout_every: int = HELDOUT_EVERY, window: int = WINDOW, max_keys: int = MAX_KEYS,
@@ -139,7 +143,7 @@ def build_explanations(exp, out=None, subject=None, saes: dict | None = None, pr
         stream = stream.subset(np.arange(stream.n) < max_tokens)
     held = heldout_mask(stream.doc, heldout_every)
     if not held.any() or held.all():
-        raise ConfigError(f"holding out every {heldout_every}th document leaves no training or no "
+        raise TooLittleTextError(f"holding out every {heldout_every}th document leaves no training or no "
                           "held-out text: use more documents")
     codes = open_codes(exp, out) if subject is None else None
     firing = None
