@@ -84,9 +84,10 @@ def info_rows(info: dict[str, Any]) -> list[tuple[str, str]]:
         ("experiment", f"{info['preset']}: {info['description']}"),
         ("model", f"{m['name']} ({m['source']}), {m['family']}, {m['n_layers']} layers, d_model {m['d_model']}"),
         ("sites", f"{len(info['sites'])}: {', '.join(info['sites'])}"),
-        ("SAEs", f"{s['source']}" + (f" {s['release']}" if s.get("release") else "")
+        ("SAEs", ("trained here" if s["source"] == "trained" else s["source"])
+         + (f" {s['release']}" if s.get("release") else "")
          + f", {s['width']} features" + (f", TopK k={s['k']}" if s.get("k") else "")
-         + ("" if "trained" not in s else (", trained" if s["trained"] else ", not trained yet"))),
+         + ("" if "trained" not in s else (", ready" if s["trained"] else ", not trained yet"))),
         *(_release_rows(s) if s.get("per_site") else []),
         ("corpus", f"{c['name']}"
          + (f", {c['documents']} documents" if "documents" in c else "")

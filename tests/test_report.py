@@ -44,3 +44,9 @@ def test_quality_summary_reads_the_table():
     report["a"]["loss_recovered"] = 86.0
     assert quality_summary(PRESETS["smoke"], quality_table(report), report).splitlines()[-1] == (
         "Every site meets FVU <= 0.25 and loss recovered >= 85%.")
+
+
+def test_info_says_where_the_saes_come_from_once():
+    assert dict(info_rows(INFO))["SAEs"] == "trained here, 16 features, TopK k=4, ready"
+    untrained = {**INFO, "saes": {**INFO["saes"], "trained": False}}
+    assert dict(info_rows(untrained))["SAEs"].endswith(", not trained yet")
