@@ -92,7 +92,8 @@ NOTEBOOK_API: dict[str, str] = {
     "load_matching": "evolution.matching_artefact",
     "load_neurons": "evolution.neuron_artefact", "alignment_rows": "evolution.neuron_report",
     "best_abs_r": "evolution.neuron_report", "neuron_rows": "evolution.neuron_report",
-    "neuron_totals": "evolution.neuron_report",
+    "neuron_totals": "evolution.neuron_report", "unit_score_rows": "evolution.neuron_report",
+    "unit_scores": "evolution.neuron_report",
     "CAUSAL_MEASURE": "evolution.measured_edges", "measured_edges_or_note": "evolution.measured_edges",
     # interventions (notebook 8)
     "edge_effects": "interventions.edits",
@@ -122,7 +123,7 @@ NOTEBOOK_API: dict[str, str] = {
     "truth_table_html": "notebook.gate_plots",
     "plot_agreement": "notebook.matching_plots", "plot_matching_success": "notebook.matching_plots",
     "success_frame": "notebook.matching_plots",
-    "plot_best_neuron_r": "notebook.neuron_plots",
+    "plot_best_neuron_r": "notebook.neuron_plots", "plot_unit_scores": "notebook.neuron_plots",
     "browser_link": "notebook.search_view", "found_links_frame": "notebook.search_view",
     "plot_drops": "notebook.search_view", "plot_prompt_continuity": "notebook.search_view",
     "plot_token_graph": "notebook.search_view", "prompt_drops_frame": "notebook.search_view",

@@ -117,10 +117,13 @@ def _n_features(sae) -> int:
 
 
 @torch.no_grad()
-def run_neuron_pass(exp, subject, saes: dict, progress: bool = True) -> tuple[dict[str, dict], float]:
+def run_neuron_pass(exp, subject, saes: dict, progress: bool = True, recorder=None
+                    ) -> tuple[dict[str, dict], float]:
     """One pass over the first :func:`neuron_budget` tokens: ``({site: result}, seconds)``, each
     result that of a :class:`~helpers.stats.neuron_correlation.NeuronCorrelation` over the
-    neurons of the site's blocks side by side (``same`` first); sites with no block are absent."""
+    neurons of the site's blocks side by side (``same`` first); sites with no block are absent.
+    ``recorder`` (a :class:`~helpers.explain.units.UnitRecorder` of those sites) keeps, on the
+    way, what the features-against-neurons explanation scores need."""
     from ..stats.accumulators import SparseActs
     from ..stats.collect import _topk_bound
     from ..stats.neuron_correlation import NeuronCorrelation
@@ -156,6 +159,8 @@ def run_neuron_pass(exp, subject, saes: dict, progress: bool = True) -> tuple[di
                 y = torch.cat([neurons[layer] for layer in plan[site]], dim=1)
                 finite &= sparse.finite & torch.isfinite(y).all()
                 accs[site].update(sparse, y)
+                if recorder is not None:
+                    recorder.add(site, sparse.indices, sparse.values, neurons[plan[site][0]])
             bar.update(batch.n_tokens)
         bar.close()
     if not bool(finite):
@@ -164,12 +169,42 @@ def run_neuron_pass(exp, subject, saes: dict, progress: bool = True) -> tuple[di
     return {s: accs[s].result() for s in sites}, time.perf_counter() - t0
 
 
+def unit_arrays(exp, tokenizer, recorder, n_features: int) -> dict[str, np.ndarray]:
+    """The features-against-neurons explanation scores (:mod:`helpers.explain.units`) as arrays
+    ``[S, SAMPLE]`` (padded with -1 and NaN): ``sample_feature``, ``sample_neuron`` (its rate-matched
+    partner), ``sample_fired`` and ``sample_<unit>_<score>``."""
+    from ..explain.stream import token_stream
+    from ..explain.units import SAMPLE, UNIT_SCORES, compare_units
+    from ..subject.corpus import load_corpus
+
+    stream = token_stream(load_corpus(exp.corpus, exp.max_documents), tokenizer, neuron_budget(exp))
+    scored = compare_units(recorder, stream, n_features, len(tokenizer), seed=exp.seed)
+    s = len(exp.sites)
+    out = {"sample_feature": np.full((s, SAMPLE), -1, np.int32), "sample_neuron": np.full((s, SAMPLE), -1, np.int32),
+           "sample_fired": np.zeros((s, SAMPLE), np.int64),
+           **{f"sample_{u}_{n}": np.full((s, SAMPLE), np.nan, np.float32) for u in ("feature", "neuron")
+              for n in UNIT_SCORES}}
+    for i, site in enumerate(exp.sites):
+        if site not in scored:
+            continue
+        res = scored[site]
+        k = res["features"].size
+        out["sample_feature"][i, :k] = res["features"]
+        out["sample_neuron"][i, :k] = recorder.neurons[site][:k]
+        out["sample_fired"][i, :k] = res["fired"]
+        for u in ("feature", "neuron"):
+            for n in UNIT_SCORES:
+                out[f"sample_{u}_{n}"][i, :k] = res[f"{u}_{n}"]
+    return out
+
+
 @writes("neurons", stats_out)
 def build_neurons(exp, out=None, subject=None, saes: dict | None = None, progress: bool = True) -> Path:
     """Run the pass and write ``neurons.npz`` (+ ``neurons.json``) into the statistics folder."""
     from ..stats.artefacts import load_metadata
     from ..subject.models import load_subject, resolve_device
     from ..subject.neurons import neuron_width
+    from ..explain.units import MIN_FIRINGS, SAMPLE, UnitRecorder
     from ..subject.saes import load_saes
 
     out = Path(out) if out is not None else stats_dir(exp.stats_name)
@@ -183,7 +218,8 @@ def build_neurons(exp, out=None, subject=None, saes: dict | None = None, progres
     bill = neuron_bill(exp, f, m, sum(p.numel() for p in subject.hf_model.parameters()))
     check_bill(exp, bill, subject.device)
     saes = saes or load_saes(exp, device=subject.device)
-    results, seconds = run_neuron_pass(exp, subject, saes, progress)
+    recorder = UnitRecorder([site for site, (same, _) in plan.items() if same is not None], m, seed=exp.seed)
+    results, seconds = run_neuron_pass(exp, subject, saes, progress, recorder)
     arrays = {
         "layers": np.array([[-1 if layer is None else layer for layer in plan[site]] for site in exp.sites],
                            dtype=np.int32).reshape(s, 2),
@@ -208,12 +244,18 @@ def build_neurons(exp, out=None, subject=None, saes: dict | None = None, progres
             arrays["feature_best_r"][i, j, :fs] = best["feature_r"]
             arrays["neuron_best_feature"][i, j] = best["neuron_best"]
             arrays["neuron_best_r"][i, j] = best["neuron_r"]
+    t1 = time.perf_counter()
+    arrays.update(unit_arrays(exp, subject.tokenizer, recorder, f))
+    seconds_scores = time.perf_counter() - t1
     file = out / NEURONS_FILE
     atomic_save_npz(file, sites=np.array(exp.sites), slots=np.array(SLOTS), n_tokens=np.int64(n_tokens),
                     **arrays)
     atomic_write_json(out / NEURONS_META, {
         "experiment": exp.to_dict(), "options": {name: getattr(exp, name) for name in NEURON_FIELDS},
-        "tokens": n_tokens, "seconds": round(seconds, 2), "n_features": f, "n_neurons": m,
+        "tokens": n_tokens, "seconds": round(seconds, 2), "seconds_unit_scores": round(seconds_scores, 2),
+        "unit_sample": {"per_site": SAMPLE, "min_firings": MIN_FIRINGS, "seed": exp.seed,
+                        "firing": "features: activation > 0; neurons: rate-matched to a paired feature"},
+        "n_features": f, "n_neurons": m,
         "neuron_site": exp.model_spec.family_spec.neurons, "memory_bill_bytes": bill,
         "statistics_sha256": stats.get("sha256", {}), "sha256": sha256_file(file), "bytes": file.stat().st_size,
     })
@@ -235,6 +277,9 @@ def load_neurons(exp, out=None) -> dict[str, Any]:
     out = Path(out) if out is not None else stats_dir(exp.stats_name)
     meta = read_neurons_meta(exp, out)
     data = load_npz(out / NEURONS_FILE, meta["sha256"], neurons_command(exp))
+    if "sample_feature" not in data:
+        raise ArtefactMismatchError(f"{out / NEURONS_FILE} predates the features-against-neurons explanation "
+                                    f"scores: rebuild it with `{neurons_command(exp)}`")
     for key in ("sites", "slots"):
         data[key] = [str(v) for v in data[key]]
     data["meta"] = meta
@@ -252,7 +297,7 @@ def neurons_ready(exp, out=None) -> bool:
 
 def format_neurons(exp, file: Path, out=None) -> str:
     """A few lines for the command line: aligned features per site, unexplained neurons per block."""
-    from .neuron_report import COVERED_R, alignment_rows, neuron_rows, neuron_totals
+    from .neuron_report import COVERED_R, alignment_rows, neuron_rows, neuron_totals, unit_score_rows
 
     data = load_neurons(exp, out if out is not None else file.parent)
     totals = neuron_totals(data)
@@ -270,4 +315,11 @@ def format_neurons(exp, file: Path, out=None) -> str:
     for row in neuron_rows(data):
         lines.append(f"  block {row['block']}: {row[f'no feature at |r| >= {COVERED_R:g}']}/{row['neurons']} "
                      "neurons unexplained")
+    pooled = [r for r in unit_score_rows(data) if r["site"] == "all sites"]
+    if pooled:
+        p = pooled[0]
+        (lo, hi), mean_f, mean_n = p["95% interval"], p["features' mean"], p["neurons' mean"]
+        lines.append(f"  explained alike (detection AUROC, held-out text): {p['features']} features {mean_f:.3f}, "
+                     f"{p['neurons']} rate-matched neurons {mean_n:.3f}, difference {p['difference']:+.3f} "
+                     f"(95% interval {lo:+.3f} to {hi:+.3f})")
     return "\n".join(lines)

@@ -94,3 +94,42 @@ def neuron_totals(neurons: Mapping[str, Any], aligned: float = ALIGNED_R,
     return {"features": n_feat, "aligned": n_aligned, "aligned share": n_aligned / n_feat if n_feat else float("nan"),
             "neurons": n_neur, "unexplained": lonely, "unexplained share": lonely / n_neur if n_neur else float("nan"),
             "aligned_r": aligned, "covered_r": covered, "tokens": int(neurons["n_tokens"])}
+
+
+def unit_scores(neurons: Mapping[str, Any], score: str = "detection_auroc") -> dict[str, dict[str, np.ndarray]]:
+    """``{site: {"feature": scores, "neuron": scores}}``: the rate-matched samples' explanation
+    ``score`` (:mod:`helpers.explain.units`), finite values only; sites without a sample absent."""
+    from ..explain.units import UNIT_SCORES
+
+    if score not in UNIT_SCORES:
+        raise ConfigError(f"score {score!r}: choose among {list(UNIT_SCORES)}")
+    out = {}
+    for i, site in enumerate(neurons["sites"]):
+        if (neurons["sample_feature"][i] < 0).all():
+            continue
+        pair = {u: np.asarray(neurons[f"sample_{u}_{score}"][i], np.float64) for u in ("feature", "neuron")}
+        out[site] = {u: v[np.isfinite(v)] for u, v in pair.items()}
+    return out
+
+
+def unit_score_rows(neurons: Mapping[str, Any], score: str = "detection_auroc", n_boot: int = 2000,
+                    level: float = 0.95, seed: int = 0) -> list[dict[str, Any]]:
+    """One row per site, then one for every site pooled: the scored features and neurons, their
+    mean ``score``, the difference (features - neurons) and its bootstrap interval at ``level``
+    (:func:`~helpers.explain.units.difference_ci`)."""
+    from ..explain.units import difference_ci
+
+    per_site = unit_scores(neurons, score)
+    groups = list(per_site.items())
+    if groups:
+        groups.append(("all sites", {u: np.concatenate([v[u] for v in per_site.values()])
+                                     for u in ("feature", "neuron")}))
+    pct = f"{100 * level:g}%"
+    rows = []
+    for site, v in groups:
+        d = difference_ci(v["feature"], v["neuron"], n_boot, level, seed)
+        rows.append({"site": site, "features": d["n_a"], "neurons": d["n_b"],
+                     "features' mean": round(d["mean_a"], 3), "neurons' mean": round(d["mean_b"], 3),
+                     "difference": round(d["difference"], 3),
+                     f"{pct} interval": (round(d["low"], 3), round(d["high"], 3))})
+    return rows

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from ..evolution.neuron_report import ALIGNED_R, best_abs_r
+from ..evolution.neuron_report import ALIGNED_R, best_abs_r, unit_score_rows, unit_scores
 
 #: colour of each block a site is compared with
 SLOT_STYLE = {"same": ("its own block", "#08519c"), "before": ("the block before", "#fdae6b")}
@@ -41,5 +41,51 @@ def plot_best_neuron_r(neurons: Mapping[str, Any], aligned: float = ALIGNED_R, t
     handles = [Patch(facecolor=c, alpha=0.8, label=f"neurons of {lab}") for lab, c in SLOT_STYLE.values()]
     handles.append(plt.Line2D([], [], color="#a50f15", linestyle="--", label=f"neuron-aligned: |r| ≥ {aligned:g}"))
     ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.tight_layout()
+    return fig
+
+
+#: colour of each kind of unit in the interpretability comparison
+UNIT_STYLE = {"feature": ("SAE features", "#238b45"), "neuron": ("MLP neurons (rate-matched)", "#807dba")}
+
+
+def plot_unit_scores(neurons: Mapping[str, Any], score: str = "detection_auroc", title: str | None = None):
+    """Per site, the explanation ``score`` of the sampled features and of their rate-matched
+    neurons (box plots: median, quartiles, 1.5 IQR whiskers); below, the difference of the means
+    (features - neurons) with its 95% bootstrap interval, per site and pooled."""
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    from ..explain.summary import SCORE_NAMES
+
+    per_site = unit_scores(neurons, score)
+    rows = unit_score_rows(neurons, score)
+    sites = list(per_site)
+    fig, (ax, bx) = plt.subplots(2, 1, figsize=(max(6.5, 0.9 * len(sites) + 3), 6.0), sharex=True,
+                                 gridspec_kw={"height_ratios": [2, 1]})
+    width = 0.36
+    for j, (unit, (label, colour)) in enumerate(UNIT_STYLE.items()):
+        data = [per_site[s][unit] for s in sites]
+        at = [i + (j - 0.5) * width for i in range(len(sites))]
+        box = ax.boxplot(data, positions=at, widths=width * 0.9, patch_artist=True, showfliers=False,
+                         medianprops={"color": "black"})
+        for patch in box["boxes"]:
+            patch.set(facecolor=colour, alpha=0.8)
+    name = SCORE_NAMES[score]
+    ax.axhline(0.5, color="grey", linestyle=":", linewidth=1)
+    ax.set_ylabel(f"{name} (0.5: chance)")
+    ax.set_title(title or f"Features against neurons, explained and scored alike: {name}")
+    ax.legend(handles=[Patch(facecolor=c, alpha=0.8, label=lab) for lab, c in UNIT_STYLE.values()], fontsize=8,
+              loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    x = list(range(len(rows)))
+    diff = [r["difference"] for r in rows]
+    ci = [r["95% interval"] for r in rows]
+    err = [[d - lo for d, (lo, _) in zip(diff, ci)], [hi - d for d, (_, hi) in zip(diff, ci)]]
+    bx.errorbar(x, diff, yerr=err, fmt="o", color="black", capsize=3)
+    bx.axhline(0, color="grey", linewidth=1)
+    bx.set_ylabel("features - neurons\n(mean, 95% CI)")
+    bx.set_xticks(x, [r["site"] for r in rows], rotation=30, ha="right", fontsize=8)
+    bx.set_xlim(-0.7, len(rows) - 0.3)
+    bx.set_xlabel("site (features of its SAE; neurons of its own block)")
     fig.tight_layout()
     return fig

@@ -13,7 +13,7 @@ import torch
 from helpers.errors import ArtefactMismatchError, ConfigError, CorruptArtefactError, MissingArtefactError
 from helpers.evolution.neuron_artefact import (build_neurons, check_bill, format_neurons, load_neurons,
                                                neuron_bill, neuron_budget, neurons_ready, summarise)
-from helpers.evolution.neuron_report import alignment_rows, best_abs_r, neuron_rows, neuron_totals
+from helpers.evolution.neuron_report import alignment_rows, best_abs_r, neuron_rows, neuron_totals, unit_score_rows
 from helpers.experiment import get_experiment
 from helpers.stats import run_pass
 from helpers.subject.capture import capture_residuals
@@ -32,7 +32,7 @@ def neuron_run(tiny_llama_dir, tmp_path_factory):
     path = folder / "tiny-llama.toml"
     path.write_text(
         f'model = "{tiny_llama_dir}"\nsites = {json.dumps(SITES)}\ncorpus = "wiki-summaries"\n'
-        'max_documents = 30\ntoken_budget = 400\nneuron_tokens = 250\ncontext_length = 32\nbatch_size = 4\n'
+        'max_documents = 30\ntoken_budget = 2200\nneuron_tokens = 2100\ncontext_length = 32\nbatch_size = 4\n'
         'sae_width = 64\nsae_k = 6\nstep_tokens = 200\ntop_k_examples = 4\ndevice = "cpu"\n')
     exp = get_experiment(str(path))
     subject = load_subject(exp)
@@ -79,7 +79,7 @@ def test_every_best_partner_equals_numpy(neuron_run):
     exp, out, subject, saes = neuron_run
     data = load_neurons(exp, out)
     X, Y = dense_with_hooks(exp, subject, saes)
-    assert int(data["n_tokens"]) == 250 == len(Y[0])  # neuron_tokens of the token_budget, as batched
+    assert int(data["n_tokens"]) == 2100 == len(Y[0])  # neuron_tokens of the token_budget, as batched
     np.testing.assert_array_equal(data["layers"], [[-1, -1], [0, -1], [2, 1]])
     checked = 0
     for i, site in enumerate(exp.sites):
@@ -104,6 +104,63 @@ def test_every_best_partner_equals_numpy(neuron_run):
     assert checked > 50
 
 
+def test_unit_scores_equal_a_brute_force_from_dense_activations(neuron_run):
+    """The rate-matched sample of features and neurons, re-derived from dense activations: the
+    sampled features fire as often as the artefact says, their neurons are the recorder's draw,
+    and every score equals explain_site on firings read from the dense codes and neurons."""
+    from helpers.explain.artefact import explain_site
+    from helpers.explain.stream import heldout_mask, key_spaces, token_stream, windows
+    from helpers.explain.units import MIN_FIRINGS, UnitRecorder, rate_matched_firing
+
+    exp, out, subject, saes = neuron_run
+    data = load_neurons(exp, out)
+    X, Y = dense_with_hooks(exp, subject, saes)
+    stream = token_stream(load_corpus(exp.corpus, exp.max_documents), subject.tokenizer, neuron_budget(exp))
+    assert stream.n == 2100
+    held = heldout_mask(stream.doc)
+    assert held.any() and not held.all()
+    spaces, win = key_spaces(stream, len(subject.tokenizer)), windows(stream.subset(held))
+    draw = UnitRecorder(exp.sites[1:], 64, seed=exp.seed).neurons
+    assert (data["sample_feature"][0] == -1).all() and np.isnan(data["sample_feature_detection_auroc"][0]).all()
+    for i, site in list(enumerate(exp.sites))[1:]:
+        feats = data["sample_feature"][i][data["sample_feature"][i] >= 0]
+        m = feats.size
+        counts = (X[site] > 0).sum(0)
+        assert m == min(64, (counts >= MIN_FIRINGS).sum()) and len(set(feats)) == m
+        np.testing.assert_array_equal(data["sample_fired"][i, :m], counts[feats])
+        np.testing.assert_array_equal(data["sample_neuron"][i, :m], draw[site][:m])
+        tok, unit = np.nonzero(X[site][:, feats] > 0)
+        _, _, fsc = explain_site(tok, unit, m, spaces, held, win)
+        block = int(data["layers"][i, 0])
+        ntok, nunit = rate_matched_firing(Y[block][:, draw[site][:m]], counts[feats])
+        assert np.bincount(nunit, minlength=m).tolist() == counts[feats].tolist()
+        _, _, nsc = explain_site(ntok, nunit, m, spaces, held, win)
+        for unit_name, sc in (("feature", fsc), ("neuron", nsc)):
+            for name, key in (("detection_auroc", "auroc"), ("balanced_accuracy", "balanced_accuracy"),
+                              ("fuzzing", "fuzzing")):
+                np.testing.assert_allclose(data[f"sample_{unit_name}_{name}"][i, :m], sc[key], rtol=1e-6)
+        assert np.isfinite(data["sample_feature_detection_auroc"][i, :m]).sum() > m // 2
+
+
+def test_unit_score_rows_by_hand():
+    nan = np.nan
+    data = {"sites": ["a", "b", "c"],
+            "sample_feature": np.array([[1, 2, -1], [3, 4, 5], [-1, -1, -1]]),
+            "sample_feature_detection_auroc": np.array([[0.9, 0.7, nan], [0.8, 0.8, 0.8], [nan] * 3]),
+            "sample_neuron_detection_auroc": np.array([[0.6, 0.6, nan], [0.5, nan, 0.7], [nan] * 3])}
+    rows = unit_score_rows(data, n_boot=500)
+    assert [r["site"] for r in rows] == ["a", "b", "all sites"]
+    a, b, pooled = rows
+    assert (a["features"], a["neurons"], a["features' mean"], a["neurons' mean"]) == (2, 2, 0.8, 0.6)
+    assert a["difference"] == 0.2 and b["difference"] == 0.2 and b["neurons"] == 2
+    assert b["95% interval"] == (0.1, 0.3)  # the features are constant: the neurons' spread alone
+    assert pooled["features"] == 5 and pooled["neurons"] == 4 and pooled["difference"] == round(0.8 - 0.6, 3)
+    lo, hi = pooled["95% interval"]
+    assert lo <= pooled["difference"] <= hi and lo < hi
+    with pytest.raises(ConfigError, match="score 'x': choose among"):
+        unit_score_rows(data, "x")
+
+
 def test_summarise_by_hand():
     r = np.array([[0.1, -0.8, 0.3], [np.nan, np.nan, np.nan], [0.5, 0.2, np.nan]])
     s = summarise(r)
@@ -118,7 +175,7 @@ def test_round_trip_and_refusals(neuron_run, tmp_path):
     data = load_neurons(exp, out)
     assert data["sites"] == list(exp.sites) and data["slots"] == ["same", "before"]
     assert data["meta"]["neuron_site"] == "mlp.down_proj.input" and data["meta"]["n_neurons"] == 64
-    assert data["meta"]["tokens"] == 250 and data["meta"]["seconds"] > 0
+    assert data["meta"]["tokens"] == 2100 and data["meta"]["seconds"] > 0
     assert set(data["meta"]["memory_bill_bytes"]) >= {"model", "correlation moments (float64)"}
     assert neurons_ready(exp, out) and not neurons_ready(exp.replace(neuron_tokens=100), out)
     with pytest.raises(ArtefactMismatchError, match="neuron_tokens.*python -m helpers neurons --experiment tiny-llama"):
@@ -135,6 +192,8 @@ def test_round_trip_and_refusals(neuron_run, tmp_path):
     text = format_neurons(exp, out / "neurons.npz")
     assert text.startswith("features against neurons:") and "the embeddings, no MLP before it" in text
     assert re.search(r"block 2: \d+/64 neurons unexplained", text)
+    assert re.search(r"explained alike .*: \d+ features 0\.\d+, \d+ rate-matched neurons 0\.\d+, "
+                     r"difference [+-]0\.\d+ \(95% interval", text)
 
 
 def test_the_bill_is_refused_in_one_line(neuron_run):
