@@ -71,6 +71,8 @@ def plot_unit_scores(neurons: Mapping[str, Any], score: str = "detection_auroc",
                          medianprops={"color": "black"})
         for patch in box["boxes"]:
             patch.set(facecolor=colour, alpha=0.8)
+        for line in box["medians"]:
+            line.set_gid(f"median {unit}")
     name = SCORE_NAMES[score]
     ax.axhline(0.5, color="grey", linestyle=":", linewidth=1)
     ax.set_ylabel(f"{name} (0.5: chance)")

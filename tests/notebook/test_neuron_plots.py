@@ -4,7 +4,7 @@ matplotlib.use("Agg")
 import numpy as np
 
 import helpers
-from helpers.notebook.neuron_plots import plot_best_neuron_r
+from helpers.notebook.neuron_plots import plot_best_neuron_r, plot_unit_scores
 
 from ..evolution.test_neuron_artefact import fake
 
@@ -28,5 +28,23 @@ def test_boxes_per_site_and_block_with_the_aligned_line():
 
 def test_names_reach_notebooks_from_helpers():
     for name in ("plot_best_neuron_r", "load_neurons", "alignment_rows", "neuron_rows", "neuron_totals",
-                 "best_abs_r"):
+                 "best_abs_r", "plot_unit_scores", "unit_score_rows", "unit_scores"):
         assert callable(getattr(helpers, name))
+
+
+def test_unit_scores_boxes_and_intervals():
+    nan = np.nan
+    data = {"sites": ["s0", "s1", "s2"],
+            "sample_feature": np.array([[-1, -1, -1], [3, 4, 5], [1, 2, -1]]),
+            "sample_feature_fuzzing": np.array([[nan] * 3, [0.8, 0.9, 0.7], [0.9, 0.7, nan]]),
+            "sample_neuron_fuzzing": np.array([[nan] * 3, [0.5, 0.6, 0.7], [0.6, 0.6, nan]])}
+    fig = plot_unit_scores(data, "fuzzing")
+    ax, bx = fig.axes
+    medians = {u: [round(float(np.mean(line.get_ydata())), 3) for line in ax.lines
+                   if line.get_gid() == f"median {u}"] for u in ("feature", "neuron")}
+    assert medians == {"feature": [0.8, 0.8], "neuron": [0.6, 0.6]}  # s1, s2 (s0 has no sample)
+    assert "fuzzing" in ax.get_title() and "chance" in ax.get_ylabel()
+    assert [t.get_text() for t in bx.get_xticklabels()] == ["s1", "s2", "all sites"]
+    points = np.asarray(bx.lines[0].get_ydata(), float)
+    np.testing.assert_allclose(points, [0.2, 0.2, 0.2], atol=1e-3)
+    assert "95% CI" in bx.get_ylabel()
