@@ -143,6 +143,7 @@ NOTEBOOK_API: dict[str, str] = {
     # explanations with scores (issue 19)
     "load_explanations": "explain.artefact", "explanation_summary": "explain.summary",
     "best_explained": "explain.summary", "plot_explanation_scores": "notebook.explanation_plots",
+    "explanation_findings": "notebook.explanation_plots",
     # steering a writing model (notebook 7)
     "plot_retrieval_ranks": "notebook.steering_plots", "plot_steering_tradeoff": "notebook.steering_plots",
     "retrieval_table": "notebook.steering_plots", "steered_texts_table": "notebook.steering_plots",

@@ -33,3 +33,51 @@ def plot_explanation_scores(expl: Mapping[str, Any], title: str | None = None):
     fig.suptitle(title or "Explanations scored on held-out text, per site (dashed: chance)")
     fig.tight_layout()
     return fig
+
+
+def _verdict(low: float, high: float) -> str:
+    if low > 0:
+        return "features are the more interpretable"
+    if high < 0:
+        return "neurons are the more interpretable"
+    return "the interval holds 0: no difference can be told at this sample size"
+
+
+def explanation_findings(expl: Mapping[str, Any], neurons: Mapping[str, Any] | None = None,
+                         good: float = 0.8) -> str:
+    """What the explanations and the features-against-neurons artefacts show, in Markdown, with
+    their numbers: how well features are explained per site, which kinds of rule win, the
+    neuron-aligned features and unexplained neurons, and features against rate-matched neurons
+    with the 95% interval of the difference."""
+    from ..explain.summary import explanation_summary
+
+    rows = explanation_summary(expl, good)
+    med = [r["detection AUROC"] for r in rows if np.isfinite(r["detection AUROC"])]
+    scored = sum(r["scored"] for r in rows)
+    share = np.nansum([r[f"AUROC >= {good:g}"] * r["scored"] for r in rows]) / max(scored, 1)
+    kinds = {k: sum(r[f"{k} rules"] for r in rows) for k in expl["kinds"]}
+    total = max(sum(kinds.values()), 1)
+    lines = [f"- **Explanations.** {scored:,} features were scored on held-out documents. The median "
+             f"detection AUROC per site runs from {min(med):.2f} to {max(med):.2f}; {share:.0%} of the scored "
+             f"features reach {good:g}. The rules chosen: "
+             + ", ".join(f"{k} {n / total:.0%}" for k, n in kinds.items()) + "."]
+    if neurons is None:
+        return "\n".join(lines)
+    from ..evolution.neuron_report import neuron_totals, unit_score_rows
+
+    t = neuron_totals(neurons)
+    lines.append(f"- **Neurons.** {t['aligned']:,} of {t['features']:,} features ({t['aligned share']:.1%}) have a "
+                 f"neuron at |r| >= {t['aligned_r']:g} in their block or the block before; {t['unexplained']:,} of "
+                 f"{t['neurons']:,} neurons ({t['unexplained share']:.0%}) have no feature at |r| >= "
+                 f"{t['covered_r']:g} (over {t['tokens']:,} tokens).")
+    for score, name in (("detection_auroc", "detection AUROC"), ("fuzzing", "fuzzing")):
+        pooled = [r for r in unit_score_rows(neurons, score) if r["site"] == "all sites"]
+        if not pooled:
+            continue
+        p = pooled[0]
+        (lo, hi), mean_f, mean_n = p["95% interval"], p["features' mean"], p["neurons' mean"]
+        lines.append(f"- **Features against neurons, {name}.** {p['features']:,} sampled features score "
+                     f"{mean_f:.3f} on average, {p['neurons']:,} rate-matched neurons {mean_n:.3f}: a "
+                     f"difference of {p['difference']:+.3f} (95% interval {lo:+.3f} to {hi:+.3f}); "
+                     f"{_verdict(lo, hi)}.")
+    return "\n".join(lines)
