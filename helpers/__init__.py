@@ -141,7 +141,7 @@ NOTEBOOK_API: dict[str, str] = {
     "plot_max_beside_study": "notebook.reference_plots",
     "plot_never_beside_study": "notebook.reference_plots", "reference_table": "notebook.reference_plots",
     # explanations with scores (issue 19)
-    "load_explanations": "explain.artefact", "explanation_summary": "explain.summary",
+    "load_explanations": "explain.artefact", "explanations_or_none": "explain.artefact", "explanation_summary": "explain.summary",
     "best_explained": "explain.summary", "plot_explanation_scores": "notebook.explanation_plots",
     "explanation_findings": "notebook.explanation_plots",
     # steering a writing model (notebook 7)

@@ -230,6 +230,17 @@ def explanations_ready(exp, out=None) -> bool:
     return True
 
 
+def explanations_or_none(exp, out=None) -> dict[str, Any] | None:
+    """:func:`load_explanations`, or None where there are none: after ``prepare``, that is where
+    it skipped them (:class:`TooLittleTextError`, too few documents to hold some out). A stale or
+    corrupted file is still refused."""
+    try:
+        return load_explanations(exp, out)
+    except MissingArtefactError:
+        log.info("no explanations for %s (build them with `%s`)", exp.name, explain_command(exp))
+        return None
+
+
 def format_explanations(exp, file: Path, out=None) -> str:
     """One line per site: the median scores and the kinds chosen."""
     data = load_explanations(exp, out)

@@ -43,24 +43,29 @@ def _verdict(low: float, high: float) -> str:
     return "the interval holds 0: no difference can be told at this sample size"
 
 
-def explanation_findings(expl: Mapping[str, Any], neurons: Mapping[str, Any] | None = None,
+def _explanation_line(rows: list[dict[str, Any]], kinds, good: float) -> str:
+    med = [r["detection AUROC"] for r in rows if np.isfinite(r["detection AUROC"])]
+    scored = sum(r["scored"] for r in rows)
+    share = np.nansum([r[f"AUROC >= {good:g}"] * r["scored"] for r in rows]) / max(scored, 1)
+    count = {k: sum(r[f"{k} rules"] for r in rows) for k in kinds}
+    total = max(sum(count.values()), 1)
+    spread = f"runs from {min(med):.2f} to {max(med):.2f}" if med else "is undefined (nothing scored)"
+    return (f"- **Explanations.** {scored:,} features were scored on held-out documents. The median detection "
+            f"AUROC per site {spread}; {share:.0%} of the scored features reach {good:g}. The rules chosen: "
+            + ", ".join(f"{k} {n / total:.0%}" for k, n in count.items()) + ".")
+
+
+def explanation_findings(expl: Mapping[str, Any] | None, neurons: Mapping[str, Any] | None = None,
                          good: float = 0.8) -> str:
     """What the explanations and the features-against-neurons artefacts show, in Markdown, with
     their numbers: how well features are explained per site, which kinds of rule win, the
     neuron-aligned features and unexplained neurons, and features against rate-matched neurons
-    with the 95% interval of the difference."""
+    with the 95% interval of the difference. ``expl`` None: no explanations were built."""
     from ..explain.summary import explanation_summary
 
-    rows = explanation_summary(expl, good)
-    med = [r["detection AUROC"] for r in rows if np.isfinite(r["detection AUROC"])]
-    scored = sum(r["scored"] for r in rows)
-    share = np.nansum([r[f"AUROC >= {good:g}"] * r["scored"] for r in rows]) / max(scored, 1)
-    kinds = {k: sum(r[f"{k} rules"] for r in rows) for k in expl["kinds"]}
-    total = max(sum(kinds.values()), 1)
-    lines = [f"- **Explanations.** {scored:,} features were scored on held-out documents. The median "
-             f"detection AUROC per site runs from {min(med):.2f} to {max(med):.2f}; {share:.0%} of the scored "
-             f"features reach {good:g}. The rules chosen: "
-             + ", ".join(f"{k} {n / total:.0%}" for k, n in kinds.items()) + "."]
+    lines = ["- **Explanations.** None: the corpus was too small to hold documents out."]
+    if expl is not None:
+        lines = [_explanation_line(explanation_summary(expl, good), expl["kinds"], good)]
     if neurons is None:
         return "\n".join(lines)
     from ..evolution.neuron_report import neuron_totals, unit_score_rows

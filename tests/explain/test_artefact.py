@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from helpers.cli import main
-from helpers.explain.artefact import (EXPLANATIONS_FILE, build_explanations, explanations_ready,
-                                      load_explanations)
+from helpers.errors import CorruptArtefactError
+from helpers.explain.artefact import (EXPLANATIONS_FILE, build_explanations, explanations_or_none,
+                                      explanations_ready, load_explanations)
 from helpers.explain.stream import heldout_mask, token_stream
 
 from ..evolution.test_partners import smoke_run  # noqa: F401  (the fixture: a pass on the smoke subject)
@@ -72,8 +73,12 @@ def test_ready_refuses_a_corrupted_file_and_the_cli_rebuilds_it(built, tmp_path,
     monkeypatch.setenv("SAE_EVOLUTION_ARTEFACTS", str(root))
     assert explanations_ready(exp)
     target = root / exp.stats_name / EXPLANATIONS_FILE
+    assert explanations_or_none(exp)["text"].shape == (len(exp.sites), exp.sae_width)
     target.write_bytes(target.read_bytes()[:100])
     assert not explanations_ready(exp)
+    with pytest.raises(CorruptArtefactError):  # broken is not "none"
+        explanations_or_none(exp)
+    assert explanations_or_none(exp, tmp_path) is None
     spec = tmp_path / f"{exp.name}.json"
     spec.write_text(json.dumps(exp.to_dict()))
     assert main(["explain", "--experiment", str(spec), "--quiet"]) == 0

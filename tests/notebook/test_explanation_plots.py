@@ -45,3 +45,9 @@ def test_findings_read_their_numbers():
     assert re.search(r"detection AUROC\.\*\* 3 sampled features score 0\.900 .* 3 rate-matched neurons 0\.600: "
                      r"a difference of \+0\.300 \(95% interval \+0\.300 to \+0\.300\); features are the more", text)
     assert re.search(r"fuzzing\.\*\* .* difference of \+0\.000 .*the interval holds 0", text)
+
+
+def test_findings_without_explanations_say_so():
+    from helpers.notebook.explanation_plots import explanation_findings
+
+    assert explanation_findings(None) == "- **Explanations.** None: the corpus was too small to hold documents out."
