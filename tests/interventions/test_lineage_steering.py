@@ -195,6 +195,9 @@ def test_lineage_of_follows_the_partner_tables():
     dead = fired.copy()
     dead[0, 1] = 0  # a predecessor that never fired is not followed
     assert lineage_of(partners, dead, 2, 1, 0.5) == [(1, 0), (2, 1), (3, 3)]
+    gone = fired.copy()
+    gone[3, 3] = 0  # nor is a successor that never fired
+    assert lineage_of(partners, gone, 1, 4, 0.5) == [(0, 2), (1, 4), (2, 1)]
     with pytest.raises(ConfigError, match="no partner with pearson >= 0.5") as err:
         lineage_of(partners, fired, 0, 0, 0.5)  # its only partner has r = 0.2
     assert "\n" not in str(err.value)
