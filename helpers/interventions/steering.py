@@ -1,4 +1,4 @@
-"""Steering a writing model: generation with a feature edited at one site, and what it costs.
+"""Steering a writing model: generation with features edited at one site or several, and what it costs.
 
 A feature is steered during greedy generation from neutral prompts, in one of the forms of
 :class:`~helpers.interventions.edits.Edit`: ``add`` ``k x`` its maximum activation (its
@@ -6,7 +6,9 @@ decoder direction, scaled) or ``clamp`` it at ``k x`` its maximum, at every posi
 the special prefix (BOS), prompt and new tokens alike. The residual-stream change of every
 edit comes from :func:`~helpers.interventions.edits.feature_delta`, so it is the SAE's own.
 The control replaces that change, token by token, by a fixed random direction of the same
-norm (:func:`control_delta`).
+norm (:func:`control_delta`). A row may carry edits at several sites (a lineage,
+:mod:`.lineage_steering`): each is applied at its own site in the same pass, in forward order,
+and its control draws one random direction per site.
 
 Generation keeps a KV cache and batches every prompt and condition into one set of rows
 (left-padded, with explicit positions), and reads the logits of the last position only: on
@@ -29,14 +31,14 @@ from __future__ import annotations
 
 import inspect
 import math
-from dataclasses import dataclass
-from typing import Any, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Sequence, Union
 
 import numpy as np
 import torch
 
 from ..errors import ConfigError
-from ..subject.capture import _postprocess, _site_value
+from ..subject.capture import _postprocess, _site_value, parse_site
 from ..subject.models import Subject
 from .edits import Edit, _editable, check_edit, feature_delta
 from .embeddings import random_like
@@ -93,10 +95,17 @@ class Generation:
     #: [R, n_new] log P(next token in the watched set) at each step (None: nothing watched)
     watch_logprob: torch.Tensor | None
     #: [R, T - 1] the edited feature's activation at the site after the edit, at every position
-    #: that went through the model (the last new token never does); NaN on rows without an edit
+    #: that went through the model (the last new token never does); NaN on rows without exactly
+    #: one edit (:attr:`site_act` holds each site's)
     edited_act: torch.Tensor
-    #: [R, T - 1] the norm of the change added to the residual stream at each position
+    #: [R, T - 1] the norm of the change added to the residual stream at each position, summed
+    #: over the row's sites
     delta_norm: torch.Tensor
+    #: per edited site, [R, T - 1]: the row's edited feature there after the edit (NaN on rows
+    #: without an edit at that site)
+    site_act: dict[str, torch.Tensor] = field(default_factory=dict)
+    #: per edited site, [R, T - 1]: the norm of the change added there (0 on rows without one)
+    site_delta_norm: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def new_ids(self) -> torch.Tensor:
         return self.ids[:, -self.n_new:]
@@ -139,7 +148,36 @@ def _tokenize_left(subject: Subject, prompts: Sequence[str]) -> tuple[torch.Tens
     return ids, mask, steer
 
 
-def _check_rows(subject: Subject, saes, prompts, edits, controls) -> tuple[list, list, str | None]:
+#: what one row of a steered generation edits: nothing, one edit, or edits at several sites
+RowEdits = Union[Edit, Sequence[Edit], None]
+#: the control seed of a row's j-th edited site (forward order) is ``seed + feature + j x this``
+SITE_SEED_STRIDE = 1_000_003
+
+
+def stream_index(subject: Subject, site: str) -> int:
+    """The position of ``site``'s residual stream in the forward pass: ``blocks.L.hook_resid_pre``
+    is ``L``, ``blocks.L.hook_resid_post`` is ``L + 1`` (the stream ``blocks.{L+1}.hook_resid_pre``
+    names too); an encoder's ``hidden.i`` is ``i``."""
+    if subject.spec.family == "bert":
+        return int(site.split(".")[1])
+    layer, kind = parse_site(site)
+    return layer + (kind == "post")
+
+
+def control_seed(seed: int, feature: int, j: int = 0) -> int:
+    """The seed of the random control direction of ``feature`` at a row's ``j``-th edited site
+    (forward order): ``seed + feature`` at the first, as a one-site steering has always used."""
+    return int(seed) + int(feature) + j * SITE_SEED_STRIDE
+
+
+def _as_edits(row: RowEdits) -> tuple[Edit, ...]:
+    if row is None:
+        return ()
+    return (row,) if isinstance(row, Edit) else tuple(row)
+
+
+def _check_rows(subject: Subject, saes, prompts, edits, controls) -> tuple[list[tuple[Edit, ...]], list[bool]]:
+    """Every row's edits, in forward order of their sites, and its control flag (checked)."""
     if not subject.spec.causal:
         raise ConfigError(
             f"model {subject.spec.name!r} cannot generate (it is not a causal LM): steer a causal model"
@@ -151,18 +189,75 @@ def _check_rows(subject: Subject, saes, prompts, edits, controls) -> tuple[list,
     controls = [False] * n if controls is None else [bool(c) for c in controls]
     if len(edits) != n or len(controls) != n:
         raise ConfigError(f"{n} prompts, {len(edits)} edits and {len(controls)} controls: give one of each per row")
-    sites = {e.site for e in edits if e is not None}
-    if len(sites) > 1:
-        raise ConfigError(f"edits at several sites {sorted(sites)} in one generation: steer one site at a time")
-    for e, c in zip(edits, controls):
-        if e is None:
-            if c:
-                raise ConfigError("a control row needs the edit whose norm it copies")
-            continue
-        check_edit(subject, saes, e)
-        if e.positions is not None:
-            raise ConfigError("steered generation edits every position after the prefix: leave Edit.positions None")
-    return edits, controls, next(iter(sites), None)
+    rows = []
+    for row, c in zip(edits, controls):
+        row = _as_edits(row)
+        if c and not row:
+            raise ConfigError("a control row needs the edit whose norm it copies")
+        for e in row:
+            if not isinstance(e, Edit):
+                raise ConfigError(f"a row's edits must be Edit objects, not {type(e).__name__}")
+            check_edit(subject, saes, e)
+            if e.positions is not None:
+                raise ConfigError("steered generation edits every position after the prefix: leave Edit.positions None")
+        rows.append(tuple(sorted(row, key=lambda e: stream_index(subject, e.site))))
+    streams: dict[int, str] = {}
+    for e in (e for row in rows for e in row):
+        other = streams.setdefault(stream_index(subject, e.site), e.site)
+        if other != e.site:
+            raise ConfigError(f"sites {other!r} and {e.site!r} are one residual stream: steer it under one name")
+    for row in rows:
+        if len({e.site for e in row}) < len(row):
+            raise ConfigError(f"a row edits one site twice ({[e.site for e in row]}): give at most one edit per site")
+    return rows, controls
+
+
+@dataclass
+class _SitePlan:
+    """Every row's edit at one site: row r changes ``features[r]`` (``add 0`` where it has none)."""
+
+    site: str
+    features: torch.Tensor  # [b]
+    values: torch.Tensor  # [b]
+    modes: list[str]
+    edited: torch.Tensor  # [b] bool
+    directions: torch.Tensor  # [b, d] unit directions of the random control
+
+
+def _site_plans(subject: Subject, saes, rows: list[tuple[Edit, ...]], seed: int) -> list[_SitePlan]:
+    """One plan per edited site, in forward order."""
+    device = subject.device
+    sites = sorted({e.site for row in rows for e in row}, key=lambda s: stream_index(subject, s))
+    plans = []
+    for site in sites:
+        sae = saes[site]
+        at = [next(((j, e) for j, e in enumerate(row) if e.site == site), (0, None)) for row in rows]
+        directions = torch.stack([
+            random_like(sae.W_dec[e.feature].detach(), seed=control_seed(seed, e.feature, j)) if e
+            else sae.W_dec[0].detach() for j, e in at
+        ])
+        plans.append(_SitePlan(
+            site=site,
+            features=torch.tensor([e.feature if e else 0 for _, e in at], device=device),
+            values=torch.tensor([e.value if e else 0.0 for _, e in at], device=device),
+            modes=[e.mode if e else "add" for _, e in at],  # "add 0" leaves a row untouched
+            edited=torch.tensor([e is not None for _, e in at], device=device),
+            directions=directions / directions.norm(dim=-1, keepdim=True),
+        ))
+    return plans
+
+
+def _steer_site(subject: Subject, sae, plan: _SitePlan, steer: torch.Tensor, is_control: torch.Tensor):
+    """Inside a trace: add the plan's change at its site; ``(edited activation, change norm)`` ``[b, t]``."""
+    import nnsight
+
+    x = _editable(subject, plan.site)
+    d = feature_delta(sae, x, subject.centered, plan.features, plan.modes, plan.values, steer)
+    d = torch.where(is_control, d.norm(dim=-1, keepdim=True) * plan.directions.unsqueeze(1).to(d.dtype), d)
+    x[:] += d
+    after = sae.encode(_postprocess(subject.centered, x).to(sae.W_enc.dtype))
+    rows = torch.arange(x.shape[0], device=x.device)
+    return nnsight.save(after[rows, :, plan.features]), nnsight.save(d.norm(dim=-1))
 
 
 @torch.no_grad()
@@ -171,77 +266,71 @@ def generate_steered(
     saes: dict[str, Any],
     prompts: Sequence[str],
     n_new: int,
-    edits: Sequence[Edit | None] | None = None,
+    edits: Sequence[RowEdits] | None = None,
     controls: Sequence[bool] | None = None,
     watch: torch.Tensor | None = None,
     seed: int = 0,
 ) -> Generation:
     """Greedy generation of ``n_new`` tokens per row, all rows in one batch, with a KV cache.
 
-    Row ``r`` continues ``prompts[r]`` with ``edits[r]`` (None: unsteered) applied at every
-    position after the special prefix, prompt and new tokens; with ``controls[r]`` the edit's
-    change is replaced by a random direction (seeded by ``seed`` and the feature) of the same
-    norm at each position. ``watch``: token ids whose total next-token log-probability is
-    recorded at each step. All edits share one site.
+    Row ``r`` continues ``prompts[r]`` with ``edits[r]`` (None: unsteered; one :class:`Edit`; or
+    a sequence of edits at distinct sites) applied at every position after the
+    special prefix, prompt and new tokens; the edits of all rows go into one pass per step, site
+    by site in forward order, each computed from its site's value after the earlier sites'
+    edits. With ``controls[r]`` the change at each of the row's sites is replaced by a random
+    direction of the same norm at each position, seeded by :func:`control_seed` (``seed``, the
+    feature and the site's rank among the row's sites). ``watch``: token ids whose total
+    next-token log-probability is recorded at each step.
     """
     import nnsight
 
     if n_new <= 0:
         raise ConfigError(f"n_new={n_new} must be > 0")
-    edits, controls, site = _check_rows(subject, saes, prompts, edits, controls)
+    rows_edits, controls = _check_rows(subject, saes, prompts, edits, controls)
     device = subject.device
     ids, mask, steer = (t.to(device) for t in _tokenize_left(subject, prompts))
     b = ids.shape[0]
     hf = subject.hf_model
     cache, cache_key = _new_cache(hf), _cache_kwarg(hf)
     watch = None if watch is None else torch.as_tensor(watch, dtype=torch.long, device=device)
-    if site is not None:
-        sae = saes[site]
-        features = torch.tensor([e.feature if e else 0 for e in edits], device=device)
-        values = torch.tensor([e.value if e else 0.0 for e in edits], device=device)
-        modes = [e.mode if e else "add" for e in edits]  # "add 0" leaves a row untouched
-        is_control = torch.tensor(controls, device=device).view(b, 1, 1)
-        directions = torch.stack([
-            random_like(sae.W_dec[e.feature].detach(), seed=seed + e.feature) if e else sae.W_dec[0].detach()
-            for e in edits
-        ])
-        directions = directions / directions.norm(dim=-1, keepdim=True)  # [b, d] unit
-        edited = torch.tensor([e is not None for e in edits], device=device)
-    rows = torch.arange(b, device=device)
+    plans = _site_plans(subject, saes, rows_edits, seed)
+    is_control = torch.tensor(controls, device=device).view(b, 1, 1)
     step_ids, step_steer = ids, steer
     positions = (mask.cumsum(1) - 1).clamp_min(0)
-    watch_lp, acts, norms = [], [], []
+    watch_lp, acts, norms = [], {p.site: [] for p in plans}, {p.site: [] for p in plans}
     for step in range(n_new):
         kwargs = {"input_ids": step_ids, "attention_mask": mask, "position_ids": positions,
                   cache_key: cache, "use_cache": True, "logits_to_keep": 1}
+        saved = []
         with subject.model.trace(**kwargs):
-            if site is not None:
-                x = _editable(subject, site)
-                d = feature_delta(sae, x, subject.centered, features, modes, values, step_steer)
-                d = torch.where(is_control, d.norm(dim=-1, keepdim=True) * directions.unsqueeze(1).to(d.dtype), d)
-                x[:] += d
-                after = sae.encode(_postprocess(subject.centered, x).to(sae.W_enc.dtype))
-                act = nnsight.save(after[rows, :, features])
-                norm = nnsight.save(d.norm(dim=-1))
+            for plan in plans:
+                saved.append(_steer_site(subject, saes[plan.site], plan, step_steer, is_control))
             logits = nnsight.save(subject.model.output.logits)
         last = logits[:, -1].float()
         nxt = last.argmax(dim=-1)
         if watch is not None:
             watch_lp.append(torch.logsumexp(last[:, watch], dim=-1) - torch.logsumexp(last, dim=-1))
-        if site is not None:
-            acts.append(torch.where(edited.view(b, 1), act.float(), torch.nan))
-            norms.append(norm.float())
+        for plan, (act, norm) in zip(plans, saved):
+            acts[plan.site].append(torch.where(plan.edited.view(b, 1), act.float(), torch.nan))
+            norms[plan.site].append(norm.float())
         ids = torch.cat([ids, nxt.view(b, 1)], dim=1)
         mask = torch.cat([mask, torch.ones(b, 1, dtype=mask.dtype, device=device)], dim=1)
         positions = positions[:, -1:] + 1
         step_ids = nxt.view(b, 1)
         step_steer = torch.ones(b, 1, device=device)
+    site_act = {s: torch.cat(a, dim=1).cpu() for s, a in acts.items()}
+    site_norm = {s: torch.cat(a, dim=1).cpu() for s, a in norms.items()}
     t = ids.shape[1] - 1
+    edited_act = torch.full((b, t), torch.nan)
+    for r, row in enumerate(rows_edits):
+        if len(row) == 1:
+            edited_act[r] = site_act[row[0].site][r]
     return Generation(
         ids=ids.cpu(), mask=mask.cpu(), n_new=n_new,
         watch_logprob=torch.stack(watch_lp, dim=1).cpu() if watch is not None else None,
-        edited_act=torch.cat(acts, dim=1).cpu() if acts else torch.full((b, t), torch.nan),
-        delta_norm=torch.cat(norms, dim=1).cpu() if norms else torch.zeros(b, t),
+        edited_act=edited_act,
+        delta_norm=sum(site_norm.values(), torch.zeros(b, t)),
+        site_act=site_act, site_delta_norm=site_norm,
     )
 
 
@@ -336,6 +425,33 @@ def _conditions(config: SteeringConfig) -> list[tuple[str, float, bool]]:
     return out
 
 
+def measured_rows(subject: Subject, saes: dict[str, Any], site: str, feature: int, top: torch.Tensor,
+                  prompts: Sequence[str], edits: Sequence[RowEdits], controls: Sequence[bool],
+                  config: SteeringConfig) -> list[dict[str, Any]]:
+    """Generate every row (in batches of ``config.batch_rows``) watching the ``top`` tokens, re-read
+    it, and measure ``feature`` at ``site``: one dict per row with prompt, text, ids (the prefix,
+    prompt and new tokens), distinct, logprob, act and nll; ``gain`` against the prompt's first row
+    without an edit (:func:`add_gains`)."""
+    out = []
+    for lo in range(0, len(prompts), config.batch_rows):
+        part = slice(lo, lo + config.batch_rows)
+        gen = generate_steered(subject, saes, prompts[part], config.new_tokens, edits[part], controls[part],
+                               watch=top, seed=config.seed)
+        scores = score_generation(subject, saes, site, feature, gen, config.score_rows)
+        for i, text in enumerate(gen.texts(subject.tokenizer)):
+            out.append({"prompt": prompts[lo + i], "text": text, "ids": gen.ids[i][gen.mask[i].bool()].numpy(),
+                        "distinct": len(set(gen.new_ids()[i].tolist())) / config.new_tokens,
+                        "logprob": float(gen.watch_logprob[i].mean()), "act": scores["act"][i].numpy(),
+                        "nll": scores["nll"][i].numpy()})
+    clean = {}
+    for r, e in zip(out, edits):
+        if not _as_edits(e):
+            clean.setdefault(r["prompt"], r["logprob"])
+    for r in out:
+        r["gain"] = r["logprob"] - clean[r["prompt"]]
+    return out
+
+
 def steering_sweep(subject: Subject, saes: dict[str, Any], site: str, feature: int, max_activation: float,
                    config: SteeringConfig = SteeringConfig()) -> SteeringResult:
     """Steer ``feature`` at ``site`` with every form and strength of ``config``, and its random
@@ -350,25 +466,21 @@ def steering_sweep(subject: Subject, saes: dict[str, Any], site: str, feature: i
     rows = [(p, s) for p in config.prompts for s in specs]
     edits = [None if m == "none" else Edit(site, feature, m, k * max_activation) for _, (m, k, _) in rows]
     controls = [c for _, (_, _, c) in rows]
-    out = []
-    for lo in range(0, len(rows), config.batch_rows):
-        part = slice(lo, lo + config.batch_rows)
-        gen = generate_steered(subject, saes, [p for p, _ in rows[part]], config.new_tokens, edits[part],
-                               controls[part], watch=top, seed=config.seed)
-        scores = score_generation(subject, saes, site, feature, gen, config.score_rows)
-        for i, text in enumerate(gen.texts(subject.tokenizer)):
-            prompt, (mode, k, control) = rows[lo + i]
-            out.append({"prompt": prompt, "mode": mode, "k": k, "control": control,
-                        "value": k * max_activation if mode != "none" else 0.0, "text": text,
-                        "ids": gen.ids[i][gen.mask[i].bool()].numpy(),
-                        "distinct": len(set(gen.new_ids()[i].tolist())) / config.new_tokens,
-                        "logprob": float(gen.watch_logprob[i].mean()), "act": scores["act"][i].numpy(),
-                        "nll": scores["nll"][i].numpy()})
-    clean = {r["prompt"]: r["logprob"] for r in out if r["mode"] == "none"}
-    for r in out:
-        r["gain"] = r["logprob"] - clean[r["prompt"]]
+    out = measured_rows(subject, saes, site, feature, top, [p for p, _ in rows], edits, controls, config)
+    for r, (_, (mode, k, control)) in zip(out, rows):
+        r.update(mode=mode, k=k, control=control, value=k * max_activation if mode != "none" else 0.0)
     words = [subject.tokenizer.decode([t]) for t in top.tolist()]
     return SteeringResult(site, feature, float(max_activation), top.tolist(), words, config, out)
+
+
+def summarise(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """The measures of a group of rows: mean log-prob gain of the top tokens (nats), share of
+    generated tokens on which the feature fires, perplexity under the unsteered model (of all
+    the group's generated tokens), mean share of distinct tokens per text."""
+    act = np.concatenate([r["act"] for r in rows])
+    nll = np.concatenate([r["nll"] for r in rows])
+    return {"gain": float(np.mean([r["gain"] for r in rows])), "fires": float(np.mean(act > 0)),
+            "perplexity": float(np.exp(nll.mean())), "distinct": float(np.mean([r["distinct"] for r in rows]))}
 
 
 def steering_summary(result: SteeringResult) -> list[dict[str, Any]]:
@@ -378,15 +490,8 @@ def steering_summary(result: SteeringResult) -> list[dict[str, Any]]:
     groups: dict[tuple, list] = {}
     for r in result.rows:
         groups.setdefault((r["mode"], r["k"], r["control"]), []).append(r)
-    out = []
-    for (mode, k, control), rs in groups.items():
-        act = np.concatenate([r["act"] for r in rs])
-        nll = np.concatenate([r["nll"] for r in rs])
-        out.append({"mode": mode, "k": k, "direction": "random" if control else "feature",
-                    "gain": float(np.mean([r["gain"] for r in rs])), "fires": float(np.mean(act > 0)),
-                    "perplexity": float(np.exp(nll.mean())),
-                    "distinct": float(np.mean([r["distinct"] for r in rs]))})
-    return out
+    return [{"mode": mode, "k": k, "direction": "random" if control else "feature", **summarise(rs)}
+            for (mode, k, control), rs in groups.items()]
 
 
 def steered_texts(result: SteeringResult, mode: str, k: float) -> list[dict[str, str]]:

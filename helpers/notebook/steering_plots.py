@@ -1,5 +1,6 @@
 """Figures, tables and findings for steering (notebook 07): effect against fluency cost on a
-causal LM (:func:`helpers.interventions.steering_sweep`), retrieval ranks of steered sentence
+causal LM (:func:`helpers.interventions.steering_sweep`) and along a lineage
+(:func:`helpers.interventions.lineage_steering_sweep`), retrieval ranks of steered sentence
 embeddings on an encoder (:func:`helpers.interventions.retrieval_sweep`)."""
 
 from __future__ import annotations
@@ -50,6 +51,56 @@ def plot_steering_tradeoff(summaries: Mapping[str, Sequence[Mapping[str, Any]]],
                         ax.annotate(f"{r['k']:g}", (r["perplexity"], r[key]), fontsize=7,
                                     xytext=(3, 3), textcoords="offset points")
             ax.plot([clean["perplexity"]], [clean[key]], "*", color="k", markersize=12, label="unsteered")
+            ppl = [r["perplexity"] for r in summary]
+            if max(ppl) > 3 * min(ppl):  # a log scale only where perplexity spans a wide range
+                ax.set_xscale("log")
+            if key == "fires":
+                ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+            ax.set_xlabel(MEASURES["perplexity"] + " (cost)")
+            ax.set_ylabel(MEASURES[key])
+            ax.set_title(label, fontsize=9)
+    axes[0, 0].legend(fontsize=7)
+    fig.suptitle(title)
+    return fig
+
+
+#: the conditions of :func:`helpers.interventions.lineage_steering_summary`, as the legend names them
+LINEAGE_CONDITIONS = {
+    ("single", "feature"): "feature alone, at its site",
+    ("lineage", "feature"): "lineage, same total norm",
+    ("single", "random"): "random, one site",
+    ("lineage", "random"): "random, lineage's sites",
+}
+
+
+def plot_lineage_steering(summaries: Mapping[str, Sequence[Mapping[str, Any]]], title: str):
+    """Steering along a lineage: effect against fluency cost over the strength sweep, one row of
+    panels per lineage (``{label: lineage_steering_summary(...)}``). Left: the log-prob gain of the
+    centre feature's top tokens (nats); right: the share of generated tokens on which it fires;
+    both against the perplexity of the text under the unsteered model. One line per condition:
+    the feature alone at its site, the lineage at the same total norm (solid), and each one's
+    random control (dashed); every line starts at the unsteered text (k = 0, the star) and its
+    points are labelled with their strength k (x the centre's maximum activation)."""
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import PercentFormatter
+
+    fig, axes = plt.subplots(len(summaries), 2, figsize=(10, 3.6 * len(summaries)), squeeze=False,
+                             constrained_layout=True)
+    for (label, summary), row in zip(summaries.items(), axes):
+        clean = next(r for r in summary if r["condition"] == "none")
+        for ax, key in zip(row, ("gain", "fires")):
+            for i, ((cond, direction), name) in enumerate(LINEAGE_CONDITIONS.items()):
+                pts = sorted((r for r in summary if (r["condition"], r["direction"]) == (cond, direction)),
+                             key=lambda r: r["k"])
+                if not pts:
+                    continue
+                pts = [{**clean, "k": 0.0}] + pts
+                style = "-o" if direction == "feature" else "--x"
+                ax.plot([r["perplexity"] for r in pts], [r[key] for r in pts], style, color=f"C{i}", label=name)
+                for r in pts[1:]:
+                    ax.annotate(f"{r['k']:g}", (r["perplexity"], r[key]), fontsize=7, color=f"C{i}",
+                                xytext=(3, 3), textcoords="offset points")
+            ax.plot([clean["perplexity"]], [clean[key]], "*", color="k", markersize=12, label="unsteered (k = 0)")
             ppl = [r["perplexity"] for r in summary]
             if max(ppl) > 3 * min(ppl):  # a log scale only where perplexity spans a wide range
                 ax.set_xscale("log")

@@ -54,3 +54,30 @@ def test_retrieval_figure_and_table():
     assert [list(ln.get_ydata()) for ln in fig.axes[0].get_lines()] == [[400.0, 12.0], [400.0, 380.0]]
     table = retrieval_table(ranks, 1000, "hidden.3")
     assert "400" in table and "12" in table and "380" in table and "among 1,000" in table
+
+
+def test_lineage_plot_draws_one_line_per_condition_from_the_unsteered_text():
+    from helpers.interventions.lineage_steering import LineageSteeringResult, lineage_steering_summary
+    from helpers.notebook.steering_plots import plot_lineage_steering
+
+    def row(cond, control, k, gain, act, nll):
+        return {"prompt": "I am a", "condition": cond, "control": control, "k": k, "gain": gain,
+                "act": np.array(act), "nll": np.array(nll), "distinct": 1.0}
+
+    rows = [row("none", False, 0.0, 0.0, [0.0, 0.0], [1.0, 1.0]),
+            row("single", False, 2.0, 1.0, [1.0, 0.0], [2.0, 2.0]),
+            row("single", True, 2.0, 0.1, [0.0, 0.0], [1.5, 1.5]),
+            row("lineage", False, 2.0, 2.0, [1.0, 1.0], [1.5, 2.5]),
+            row("lineage", True, 2.0, 0.2, [0.0, 0.0], [1.2, 1.2])]
+    result = LineageSteeringResult([(0, 1), (1, 2)], ["a", "b"], (1, 2), 1.0, [3], ["x"], CONFIG, rows)
+    fig = plot_lineage_steering({"lineage of 2": lineage_steering_summary(result)}, "t")
+    assert len(fig.axes) == 2
+    lines = {ln.get_label(): ln for ln in fig.axes[0].get_lines()}
+    assert set(lines) == {"feature alone, at its site", "lineage, same total norm", "random, one site",
+                          "random, lineage's sites", "unsteered (k = 0)"}
+    np.testing.assert_allclose(lines["lineage, same total norm"].get_xdata(), [np.e, np.exp(2.0)])
+    np.testing.assert_allclose(lines["lineage, same total norm"].get_ydata(), [0.0, 2.0])
+    np.testing.assert_allclose(lines["random, one site"].get_ydata(), [0.0, 0.1])
+    np.testing.assert_allclose(fig.axes[1].get_lines()[1].get_ydata(), [0.0, 1.0])  # the lineage fires on 2 of 2
+    assert "nats" in fig.axes[0].get_ylabel() and "perplexity" in fig.axes[0].get_xlabel()
+    assert [t.get_text() for t in fig.axes[0].texts] == ["2"] * 4  # each point labelled by its k
