@@ -148,10 +148,11 @@ NOTEBOOK_API: dict[str, str] = {
     "plot_retrieval_ranks": "notebook.steering_plots", "plot_steering_tradeoff": "notebook.steering_plots",
     "retrieval_table": "notebook.steering_plots", "steered_texts_table": "notebook.steering_plots",
     "steering_findings": "notebook.steering_plots", "steering_table": "notebook.steering_plots",
-    # steering along a lineage (issue 19, notebook 14)
+    # steering along a lineage (issue 19, notebook 13)
     "lineage_of": "interventions.lineage_steering", "lineage_steering_sweep": "interventions.lineage_steering",
     "lineage_steering_summary": "interventions.lineage_steering",
-    "plot_lineage_steering": "notebook.steering_plots",
+    "lineages_to_steer": "interventions.lineage_steering",
+    "plot_lineage_steering": "notebook.steering_plots", "lineage_findings": "notebook.steering_plots",
     "missed_targets": "report",
 }
 

@@ -12,6 +12,7 @@ from .lineage_steering import (
     check_chain,
     lineage_edits,
     lineage_of,
+    lineages_to_steer,
     lineage_steering_summary,
     lineage_steering_sweep,
 )
@@ -38,5 +39,5 @@ __all__ = [
     "retrieval_sweep", "Generation", "SteeringConfig", "SteeringResult", "control_delta", "feature_top_tokens",
     "generate_steered", "score_generation", "steered_texts", "steering_features", "steering_summary",
     "steering_sweep", "stream_index", "control_seed", "LineageSteeringResult", "check_chain", "lineage_edits",
-    "lineage_of", "lineage_steering_summary", "lineage_steering_sweep",
+    "lineage_of", "lineage_steering_summary", "lineage_steering_sweep", "lineages_to_steer",
 ]

@@ -100,6 +100,23 @@ def lineage_of(partners: dict, fired: np.ndarray, site_index: int, feature: int,
     return back[::-1] + [(site_index, feature)] + ahead
 
 
+def lineages_to_steer(partners: dict, fired: np.ndarray, site_index: int, candidates: Sequence[int],
+                      threshold: float, n: int = 2, measure: str = "pearson", radius: int = 2,
+                      min_sites: int = 3) -> list[list[tuple[int, int]]]:
+    """The lineages (:func:`lineage_of`) of the first ``n`` of ``candidates`` (features of site
+    ``site_index``, in the order given) that have one spanning at least ``min_sites`` sites; if fewer
+    qualify, those spanning at least 2 make up the number. Candidates without a lineage are skipped."""
+    found: dict[int, list[tuple[int, int]]] = {}
+    for f in candidates:
+        try:
+            found[int(f)] = lineage_of(partners, fired, site_index, int(f), threshold, measure, radius)
+        except ConfigError:
+            continue
+    long = [c for c in found.values() if len(c) >= min_sites]
+    short = [c for c in found.values() if len(c) < min_sites]
+    return (long + short)[:n]
+
+
 def check_chain(subject: Subject, saes: dict[str, Any], sites: Sequence[str], chain: Sequence[tuple[int, int]],
                 centre: tuple[int, int]) -> list[tuple[str, int]]:
     """``chain`` as ``[(site name, feature)]``, refused unless it is non-empty, goes forward through

@@ -202,3 +202,38 @@ def retrieval_table(results: Mapping[int, Mapping[str, Any]], n_documents: int, 
                                "best with a random direction of the same norm")}
     return html_table(rows, formats={**fmt, "at k": "g"},
                       caption=f"Median rank of each feature's summaries among {n_documents:,}, steering at {site}")
+
+
+def _lineage_row(summary, condition: str, k: float, direction: str = "feature") -> Mapping[str, Any]:
+    return next(r for r in summary if r["condition"] == condition and r["k"] == k and r["direction"] == direction)
+
+
+def lineage_findings(results: Sequence[Any]) -> str:
+    """What the lineage sweeps show, in Markdown, with their numbers: per lineage, at every strength,
+    the centre's gain and firing when steered alone and along its lineage (same total norm) against
+    the random controls, and the perplexity each costs; then whether the lineage gained more than the
+    feature alone at a perplexity no higher."""
+    from ..interventions.lineage_steering import lineage_steering_summary
+
+    lines = []
+    for res in results:
+        s = lineage_steering_summary(res)
+        site, f = res.sites[res.chain.index(res.centre)], res.centre[1]
+        steps = " → ".join(f"{res.sites[i]}:{g}" for i, (_, g) in enumerate(res.chain))
+        clean = next(r for r in s if r["condition"] == "none")
+        lines.append(f"- **Feature {f} at {site}**, lineage {steps} ({len(res.chain)} sites). Unsteered: it fires "
+                     f"on {clean['fires']:.0%} of the generated tokens, perplexity {clean['perplexity']:,.1f}.")
+        better = []
+        for k in sorted({r["k"] for r in s if r["k"] > 0}):
+            one, lin = _lineage_row(s, "single", k), _lineage_row(s, "lineage", k)
+            r1, rl = _lineage_row(s, "single", k, "random"), _lineage_row(s, "lineage", k, "random")
+            lines.append(f"  - k = {k:g}: gain alone {one['gain']:+.2f} nats (random {r1['gain']:+.2f}), along the "
+                         f"lineage {lin['gain']:+.2f} (random {rl['gain']:+.2f}); fires {one['fires']:.0%} alone, "
+                         f"{lin['fires']:.0%} along; perplexity {one['perplexity']:,.1f} alone, "
+                         f"{lin['perplexity']:,.1f} along.")
+            if lin["gain"] > one["gain"] and lin["perplexity"] <= one["perplexity"]:
+                better.append(k)
+        lines.append(f"  - The lineage gains more than the feature alone at no higher perplexity at k = "
+                     f"{', '.join(f'{k:g}' for k in better)}." if better else
+                     "  - At no strength does the lineage gain more than the feature alone at no higher perplexity.")
+    return "\n".join(lines)

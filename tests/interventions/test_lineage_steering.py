@@ -18,11 +18,14 @@ from helpers.interventions import (
     generate_steered,
     lineage_edits,
     lineage_of,
+    lineages_to_steer,
     lineage_steering_summary,
     lineage_steering_sweep,
     random_like,
     steering_sweep,
 )
+
+from helpers.notebook.steering_plots import lineage_findings
 
 from ..conftest import make_random_sae
 
@@ -162,6 +165,13 @@ def test_sweep_conditions_and_summary(tiny_gpt2, saes):
         assert s["gain"] == pytest.approx(float(np.mean([r["gain"] for r in rows])))
         assert s["fires"] == pytest.approx(float(np.mean(np.concatenate([r["act"] for r in rows]) > 0)))
     assert any(r["gain"] != 0 for r in result.rows if r["condition"] == "lineage")
+    text = lineage_findings([result])
+    one, lin = summary[1], summary[3]
+    assert f"**Feature 17 at {SITES[1]}**" in text and f"({len(CHAIN)} sites)" in text
+    assert f"gain alone {one['gain']:+.2f} nats" in text and f"along the lineage {lin['gain']:+.2f}" in text
+    wins = lin["gain"] > one["gain"] and lin["perplexity"] <= one["perplexity"]
+    assert ("at no higher perplexity at k = 4." in text) == wins
+    assert ("At no strength does the lineage gain more" in text) == (not wins)
 
 
 def _partners(n_sites=4, n_features=5, k=2):
@@ -211,6 +221,16 @@ def test_lineage_of_follows_the_partner_tables():
         lineage_of(partners, fired, 4, 0, 0.5)
     with pytest.raises(ConfigError, match="outside its range"):
         lineage_of(partners, fired, 1, 4, 1.5)
+
+
+def test_lineages_to_steer_prefers_long_lineages_in_the_candidates_order():
+    partners, fired = _partners(), np.ones((4, 5))
+    four, three = lineage_of(partners, fired, 1, 4, 0.5), lineage_of(partners, fired, 1, 0, 0.5)
+    assert (len(four), len(three)) == (4, 3)
+    assert lineages_to_steer(partners, fired, 1, [3, 0, 4], 0.5, n=2) == [three, four]  # 3 has none
+    assert lineages_to_steer(partners, fired, 1, [0, 4], 0.5, n=1) == [three]
+    assert lineages_to_steer(partners, fired, 1, [0, 4], 0.5, n=2, min_sites=4) == [four, three]
+    assert lineages_to_steer(partners, fired, 1, [1, 2, 3], 0.5) == []
 
 
 def test_bad_chains(tiny_gpt2, saes):
