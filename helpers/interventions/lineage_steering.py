@@ -141,7 +141,8 @@ def check_chain(subject: Subject, saes: dict[str, Any], sites: Sequence[str], ch
 
 def _decoder_norm(saes: dict[str, Any], site: str, feature: int) -> float:
     sae = saes[site]
-    norm = float(decoded_rows(sae, torch.tensor([feature], device=sae.W_dec.device))[0].norm())
+    with torch.no_grad():
+        norm = float(decoded_rows(sae, torch.tensor([feature], device=sae.W_dec.device))[0].norm())
     if not norm > 0:
         raise ConfigError(f"feature {feature} at {site!r} has a zero decoder direction: it cannot be steered")
     return norm

@@ -212,7 +212,7 @@ def lineage_findings(results: Sequence[Any]) -> str:
     """What the lineage sweeps show, in Markdown, with their numbers: per lineage, at every strength,
     the centre's gain and firing when steered alone and along its lineage (same total norm) against
     the random controls, and the perplexity each costs; then whether the lineage gained more than the
-    feature alone at a perplexity no higher."""
+    feature alone at a perplexity no higher, and where it kept 90% of the gain for less perplexity."""
     from ..interventions.lineage_steering import lineage_steering_summary
 
     lines = []
@@ -223,7 +223,7 @@ def lineage_findings(results: Sequence[Any]) -> str:
         clean = next(r for r in s if r["condition"] == "none")
         lines.append(f"- **Feature {f} at {site}**, lineage {steps} ({len(res.chain)} sites). Unsteered: it fires "
                      f"on {clean['fires']:.0%} of the generated tokens, perplexity {clean['perplexity']:,.1f}.")
-        better = []
+        better, cheaper = [], []
         for k in sorted({r["k"] for r in s if r["k"] > 0}):
             one, lin = _lineage_row(s, "single", k), _lineage_row(s, "lineage", k)
             r1, rl = _lineage_row(s, "single", k, "random"), _lineage_row(s, "lineage", k, "random")
@@ -233,7 +233,12 @@ def lineage_findings(results: Sequence[Any]) -> str:
                          f"{lin['perplexity']:,.1f} along.")
             if lin["gain"] > one["gain"] and lin["perplexity"] <= one["perplexity"]:
                 better.append(k)
+            if lin["perplexity"] < one["perplexity"] and lin["gain"] >= 0.9 * one["gain"] > 0:
+                cheaper.append(k)
         lines.append(f"  - The lineage gains more than the feature alone at no higher perplexity at k = "
                      f"{', '.join(f'{k:g}' for k in better)}." if better else
                      "  - At no strength does the lineage gain more than the feature alone at no higher perplexity.")
+        if cheaper:
+            lines.append(f"  - It keeps at least 90% of the feature's gain at a lower perplexity at k = "
+                         f"{', '.join(f'{k:g}' for k in cheaper)}.")
     return "\n".join(lines)

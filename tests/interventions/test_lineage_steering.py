@@ -172,6 +172,8 @@ def test_sweep_conditions_and_summary(tiny_gpt2, saes):
     wins = lin["gain"] > one["gain"] and lin["perplexity"] <= one["perplexity"]
     assert ("at no higher perplexity at k = 4." in text) == wins
     assert ("At no strength does the lineage gain more" in text) == (not wins)
+    cheaper = lin["perplexity"] < one["perplexity"] and lin["gain"] >= 0.9 * one["gain"] > 0
+    assert ("keeps at least 90% of the feature's gain at a lower perplexity at k = 4." in text) == cheaper
 
 
 def _partners(n_sites=4, n_features=5, k=2):
