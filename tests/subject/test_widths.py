@@ -249,3 +249,19 @@ def test_official_site_with_one_width_is_refused(monkeypatch):
                                           r"needs a site with several widths") as info:
         official_width_rows(RELEASE, 9)
     assert "\n" not in str(info.value)
+
+
+def test_cli_official_widths(gemma_scope_hub, gemma_subject, monkeypatch, capsys):
+    import helpers.subject.models as models
+
+    gemma_scope_hub(d_in=640, d_sae=32)
+    monkeypatch.setattr(models, "load_subject", lambda exp, *a, **k: gemma_subject)
+    args = ["widths", "--release", RELEASE, "--layers", "12", "--widths", "16k,64k", "--l0", "small", "--tokens",
+            "200", "--quiet", "--set", "max_documents=20", "--set", "context_length=32", "--set", "sae_ce_tokens=64"]
+    assert main(args) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"official widths of {RELEASE} at blocks.12.hook_resid_post"
+    assert [line.split()[0] for line in lines[2:]] == ["16384", "65536"]
+    assert [line.split()[-1] for line in lines[2:]] == ["layer_12_width_16k_l0_small", "layer_12_width_65k_l0_small"]
+    assert main(["widths", "--release", RELEASE, "--layers", "5:9"]) == 2
+    assert "takes one layer (--layers L)" in capsys.readouterr().err
