@@ -1,4 +1,5 @@
-"""Command line: ``python -m helpers {info,train-saes,widths,collect,partners,gates,matching,neurons,explain,prepare,explorer,browser} --experiment PRESET|FILE``,
+"""Command line: ``python -m helpers {info,train-saes,widths,collect,partners,gates,matching,neurons,explain,prepare,
+explorer,browser} --experiment PRESET|FILE``,
 ``--release NAME [--layers A:B] [--width N] [--l0 VARIANT]`` instead of a preset, ``releases
 [--model TEXT]`` and ``publish [--html DIR] [--remote NAME|URL]``.
 
@@ -240,7 +241,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     set_waiting(not getattr(args, "no_wait", False))
     # long-running commands say what they do (memory bill, SAE quality) unless --quiet
-    chatty = args.verbose or (args.command in ("collect", "prepare", "train-saes", "explorer", "neurons", "widths") and not args.quiet)
+    chatty = args.verbose or (args.command in ("collect", "prepare", "train-saes", "explorer", "neurons", "widths")
+                              and not args.quiet)
     logging.basicConfig(level=logging.INFO if chatty else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("httpx", "urllib3", "filelock", "torch", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
