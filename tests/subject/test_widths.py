@@ -265,3 +265,26 @@ def test_cli_official_widths(gemma_scope_hub, gemma_subject, monkeypatch, capsys
     assert [line.split()[-1] for line in lines[2:]] == ["layer_12_width_16k_l0_small", "layer_12_width_65k_l0_small"]
     assert main(["widths", "--release", RELEASE, "--layers", "5:9"]) == 2
     assert "takes one layer (--layers L)" in capsys.readouterr().err
+
+
+def test_a_busy_sweep_stops_in_one_line_before_the_model_loads(tiny_base, artefacts_tmp, tmp_path, monkeypatch,
+                                                               capsys):
+    import helpers.subject.models as models
+    from helpers.locks import set_waiting
+
+    from ..test_locks import _holder_elsewhere
+
+    path = tmp_path / "tiny-llama.json"
+    path.write_text(tiny_base.to_json())
+    folder = WidthSweep(tiny_base).folder
+    folder.mkdir(parents=True)
+    monkeypatch.setattr(models, "load_subject", lambda *a, **k: pytest.fail("the model was loaded"))
+    proc = _holder_elsewhere(folder)
+    try:
+        assert main(["widths", "--experiment", str(path), "--no-wait", "--quiet"]) == 2
+    finally:
+        proc.kill()
+        proc.wait()
+        set_waiting(True)
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {folder} is being written by pid {proc.pid}") and err.count("\n") == 1
