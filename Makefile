@@ -2,6 +2,7 @@
 #   make book   set up .venv if missing, prepare the artefacts of $(EXPERIMENT), build the book
 #   make test   set up .venv if missing, run the tests
 #   make publish  push the built book to the gh-pages branch of REMOTE (ghp-import)
+#   make widths  a width sweep at one site of $(EXPERIMENT) (its own target: about 40 minutes on 2 cores, estimated)
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -ec
 .DEFAULT_GOAL := help
@@ -11,6 +12,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 EXPERIMENT ?= gemma
 export EXPERIMENT
+# make widths: the widths (at least 3, each 4x the last) and the site; empty: the preset's width /4, x1, x4
+# at its middle site
+WIDTHS ?=
+SITE ?=
 # make publish: the git remote (name or URL) whose gh-pages branch GitHub Pages serves
 REMOTE ?= origin
 # Extra pip arguments for torch, e.g. PIP_TORCH_ARGS="--index-url <your CPU wheel index>"
@@ -23,12 +28,13 @@ STAMP := $(VENV)/.installed
 # (grep finding nothing is fine; a failing pip still fails the pipeline through pipefail)
 QUIET_PIP := { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
-.PHONY: help venv test book artefacts publish clean-book clean
+.PHONY: help venv test book artefacts widths publish clean-book clean
 
 help:
 	@echo "make book   build the Jupyter Book for EXPERIMENT=$(EXPERIMENT) into book/_build/html"
 	@echo "make test   run the test suite"
 	@echo "make publish  push book/_build/html to the gh-pages branch of REMOTE=$(REMOTE)"
+	@echo "make widths  train (or reuse) SAEs of several widths at one site of EXPERIMENT=$(EXPERIMENT), print the table"
 
 $(STAMP): pyproject.toml constraints-cpu.txt
 	test -x $(PY) || $(PYTHON_SYS) -m venv $(VENV)
@@ -52,6 +58,9 @@ book: artefacts
 	rm -rf book/_build/.jupyter_cache
 	$(VENV)/bin/jupyter-book build --all book $(BOOK_FLAGS)
 	@echo "book: $(CURDIR)/book/_build/html/index.html"
+
+widths: $(STAMP)
+	$(PY) -m helpers widths --experiment $(EXPERIMENT) $(if $(WIDTHS),--widths $(WIDTHS)) $(if $(SITE),--site $(SITE))
 
 publish: $(STAMP)
 	$(PY) -m helpers publish --html book/_build/html --remote $(REMOTE)

@@ -154,6 +154,10 @@ NOTEBOOK_API: dict[str, str] = {
     "lineages_to_steer": "interventions.lineage_steering",
     "plot_lineage_steering": "notebook.steering_plots", "lineage_findings": "notebook.steering_plots",
     "missed_targets": "report",
+    # a width sweep at one site (issue 18)
+    "WidthSweep": "subject.widths", "train_width_sweep": "subject.widths", "width_rows": "subject.widths",
+    "load_width_rows": "subject.widths", "official_width_rows": "subject.widths",
+    "format_width_rows": "subject.widths", "plot_width_sweep": "notebook.width_plots",
 }
 
 

@@ -1,4 +1,5 @@
-"""Command line: ``python -m helpers {info,train-saes,collect,partners,gates,matching,neurons,explain,prepare,explorer,browser} --experiment PRESET|FILE``,
+"""Command line: ``python -m helpers {info,train-saes,widths,collect,partners,gates,matching,neurons,explain,prepare,
+explorer,browser} --experiment PRESET|FILE``,
 ``--release NAME [--layers A:B] [--width N] [--l0 VARIANT]`` instead of a preset, ``releases
 [--model TEXT]`` and ``publish [--html DIR] [--remote NAME|URL]``.
 
@@ -71,6 +72,23 @@ def build_parser() -> argparse.ArgumentParser:
     _experiment_arg(train)
     train.add_argument("--force", action="store_true", help="retrain even if matching SAEs exist")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    wid = sub.add_parser("widths", help="a width sweep at one site: SAEs of widths each 4x the last on the same "
+                                        "activations (FVU, L0, dead, loss recovered per width); with --release "
+                                        "NAME --layers L: the official widths of one layer")
+    _experiment_arg(wid)
+    wid.add_argument("--site", default=None, help="the site (default: the preset's middle site)")
+    wid.add_argument("--widths", default=None, metavar="W1,W2,W3",
+                     help="at least 3 widths, each 4x the last (default: the preset's width /4, x1, x4); with "
+                          "--release: widths the release has at the layer (default: all of them)")
+    wid.add_argument("--tokens-per-feature", type=float, default=None, metavar="N",
+                     help="training samples per feature, the same for every width (default: the preset's, "
+                          "sae_train_tokens x sae_epochs / sae_width)")
+    wid.add_argument("--ks", default=None, metavar="K1,K2,K3", help="TopK's k per width (default: the preset's sae_k)")
+    wid.add_argument("--tokens", type=int, default=None,
+                     help="with --release: held-out tokens measured (default: the experiment's sae_heldout_tokens)")
+    wid.add_argument("--force", action="store_true", help="retrain every width even if it is on disk")
+    wid.add_argument("--quiet", action="store_true", help="no progress bars")
 
     prep = sub.add_parser(
         "prepare", help="make every artefact the book needs: train SAEs if needed, then the statistics pass"
@@ -192,6 +210,30 @@ def build_experiment(args: argparse.Namespace):
     return experiment_from_release(args.release, parse_layers(args.layers), args.width, l0=args.l0, **overrides)
 
 
+def _widths(args: argparse.Namespace) -> str:
+    """``widths``: train (or reuse) a width sweep and give its table; with ``--release``, the official widths."""
+    from .subject import widths as w
+
+    widths = w.parse_widths(args.widths)
+    if args.release is not None:
+        layers = parse_layers(args.layers)
+        if layers is None or layers[0] != layers[1] or args.experiment is not None or args.width is not None:
+            raise ConfigError("widths --release NAME takes one layer (--layers L) and no --experiment nor --width: "
+                              "e.g. `python -m helpers widths --release gemma-scope-2-270m-pt-res --layers 9`")
+        fields = parse_overrides(args.overrides) | ({"device": args.device} if args.device else {})
+        rows = w.official_width_rows(args.release, layers[0], widths, l0=args.l0, n_tokens=args.tokens,
+                                     progress=not args.quiet, **fields)
+        return w.format_width_rows(rows, f"official widths of {args.release} at {rows[0]['site']}")
+    ks = w.parse_widths(args.ks) if args.ks else ()
+    sweep = w.WidthSweep(build_experiment(args), site=args.site, widths=widths or (),
+                         tokens_per_feature=args.tokens_per_feature, ks=ks)
+    result = w.train_width_sweep(sweep, force=args.force, progress=not args.quiet)
+    title = (f"width sweep at {sweep.site} of {sweep.base.name} ({sweep.tokens_per_feature:g} samples per feature"
+             f", {sweep.folder}; {len(result.reused)} of {len(sweep.widths)} widths reused, "
+             f"{result.seconds:.0f} s)")
+    return w.format_width_rows(result.rows, title)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from .locks import catch_signals, exit_status, interruption, set_waiting
 
@@ -199,7 +241,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     set_waiting(not getattr(args, "no_wait", False))
     # long-running commands say what they do (memory bill, SAE quality) unless --quiet
-    chatty = args.verbose or (args.command in ("collect", "prepare", "train-saes", "explorer", "neurons") and not args.quiet)
+    chatty = args.verbose or (args.command in ("collect", "prepare", "train-saes", "explorer", "neurons", "widths")
+                              and not args.quiet)
     logging.basicConfig(level=logging.INFO if chatty else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("httpx", "urllib3", "filelock", "torch", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -217,6 +260,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .publish import publish_book
 
             print(publish_book(args.html, args.remote, args.branch, args.repo))
+            return 0
+        if args.command == "widths":
+            print(_widths(args))
             return 0
         exp = build_experiment(args)
         if args.command == "info":

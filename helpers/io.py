@@ -101,10 +101,11 @@ def atomic_save_npz(path: str | Path, compressed: bool = True, **arrays: Any) ->
 
 
 @contextmanager
-def atomic_dir(path: str | Path) -> Iterator[Path]:
+def atomic_dir(path: str | Path, journal: bool = True) -> Iterator[Path]:
     """Yield a temporary folder next to ``path``; swap it in for ``path`` on success.
 
-    The old folder (if any) is replaced only once the new one is complete.
+    The old folder (if any) is replaced only once the new one is complete. ``journal=False``: the
+    folder stays even if the enclosing :func:`transaction` fails (one finished part of a longer step).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -113,7 +114,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{path.name}.", dir=path.parent))
     try:
         yield tmp
-        swap_in(tmp, path)
+        swap_in(tmp, path, journal)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import os
+from typing import Callable
 
 import pytest
 import torch
@@ -198,7 +199,8 @@ def gemma_scope_hub(monkeypatch, tmp_path):
     ``params.safetensors`` is written on first request at its registry path with random JumpReLU
     weights of shape ``[d_in, d_sae]`` (the hub's layout: ``w_enc``, ``w_dec``, ``b_enc``,
     ``b_dec``, ``threshold``), its ``config.json`` is absent, so sae_lens infers the official
-    config itself, and the helpers see a reachable hub. Returns the paths served (in the
+    config itself, and the helpers see a reachable hub. ``d_sae`` may be a function of the SAE's
+    folder (``layer_9_width_16k_l0_small``: one width per folder). Returns the paths served (in the
     repository), in the order first asked for.
     """
     import helpers.subject.saes as saes_module
@@ -209,17 +211,18 @@ def gemma_scope_hub(monkeypatch, tmp_path):
 
     root, served = tmp_path / "hub", []
 
-    def serve(d_in: int = 640, d_sae: int = 64):
+    def serve(d_in: int = 640, d_sae: int | Callable[[str], int] = 64):
         def params(repo_id: str, folder: str):
             path = root / repo_id / folder / "params.safetensors"
             if not path.is_file():
+                n = d_sae(folder) if callable(d_sae) else d_sae
                 gen = torch.Generator().manual_seed(len(served))
                 path.parent.mkdir(parents=True, exist_ok=True)
-                save_file({"w_enc": torch.randn(d_in, d_sae, generator=gen) * d_in**-0.5,
-                           "w_dec": torch.randn(d_sae, d_in, generator=gen) * d_sae**-0.5,
-                           "b_enc": torch.randn(d_sae, generator=gen) * 0.1 - 0.05,
+                save_file({"w_enc": torch.randn(d_in, n, generator=gen) * d_in**-0.5,
+                           "w_dec": torch.randn(n, d_in, generator=gen) * n**-0.5,
+                           "b_enc": torch.randn(n, generator=gen) * 0.1 - 0.05,
                            "b_dec": torch.randn(d_in, generator=gen) * 0.05,
-                           "threshold": torch.rand(d_sae, generator=gen) * 0.3}, str(path))
+                           "threshold": torch.rand(n, generator=gen) * 0.3}, str(path))
                 served.append(str(path.relative_to(root / repo_id)))
             return path
 

@@ -452,8 +452,13 @@ def train_sae(
     site: str,
     device: torch.device | str = "cpu",
     progress: bool = True,
+    samples: int | None = None,
 ):
-    """Train one TopK SAE on ``acts`` ``[n, d_model]`` with ``sae_lens.SAETrainer``."""
+    """Train one TopK SAE on ``acts`` ``[n, d_model]`` with ``sae_lens.SAETrainer``.
+
+    The trainer sees ``sae_epochs`` shuffled passes over ``acts``, or, given ``samples``, about that
+    many samples (``max(1, round(samples / batch))`` steps of one batch, reshuffling every pass):
+    the width sweep (:mod:`.widths`) gives every width the same samples per feature."""
     from sae_lens import SAETrainer
     from sae_lens.config import SAETrainerConfig
 
@@ -465,7 +470,7 @@ def train_sae(
     mean = acts.mean(0) if exp.sae_centre_inputs else None
     if mean is not None:
         acts = acts - mean
-    steps = max(1, (n // batch) * exp.sae_epochs)
+    steps = max(1, (n // batch) * exp.sae_epochs) if samples is None else max(1, round(samples / batch))
     trainer_cfg = SAETrainerConfig(
         total_training_samples=steps * batch,
         train_batch_size_samples=batch,
