@@ -58,9 +58,16 @@ def plot_unit_scores(neurons: Mapping[str, Any], score: str = "detection_auroc",
 
     from ..explain.summary import SCORE_NAMES
 
-    per_site = unit_scores(neurons, score)
-    rows = unit_score_rows(neurons, score)
+    per_site = {s: v for s, v in unit_scores(neurons, score).items() if v["feature"].size and v["neuron"].size}
+    rows = [r for r in unit_score_rows(neurons, score) if r["site"] in per_site or r["site"] == "all sites"]
     sites = list(per_site)
+    if not sites:
+        fig, ax = plt.subplots(figsize=(6.5, 1.6))
+        ax.set_axis_off()
+        ax.set_title(title or "Features against neurons, explained and scored alike")
+        ax.text(0.5, 0.4, "nothing scored: the neuron pass's text holds no held-out document,\n"
+                "or no feature fired often enough to be sampled", ha="center", va="center")
+        return fig
     fig, (ax, bx) = plt.subplots(2, 1, figsize=(max(6.5, 0.9 * len(sites) + 3), 6.0), sharex=True,
                                  gridspec_kw={"height_ratios": [2, 1]})
     width = 0.36

@@ -48,3 +48,11 @@ def test_unit_scores_boxes_and_intervals():
     points = np.asarray(bx.lines[0].get_ydata(), float)
     np.testing.assert_allclose(points, [0.2, 0.2, 0.2], atol=1e-3)
     assert "95% CI" in bx.get_ylabel()
+
+
+def test_unit_scores_without_a_sample_say_so():
+    data = {"sites": ["s0"], "sample_feature": np.array([[-1, -1]]),
+            "sample_feature_detection_auroc": np.full((1, 2), np.nan),
+            "sample_neuron_detection_auroc": np.full((1, 2), np.nan)}
+    fig = plot_unit_scores(data)
+    assert "nothing scored" in fig.axes[0].texts[0].get_text()
