@@ -23,6 +23,20 @@ def _row(summary, mode: str, k: float | None = None, direction: str = "feature")
                 and (mode == "none" or r["direction"] == direction))
 
 
+def _finish_axis(ax, key: str, summary: Sequence[Mapping[str, Any]], label: str) -> None:
+    """Labels of one effect-against-cost panel; a log scale only where perplexity spans a wide range."""
+    from matplotlib.ticker import PercentFormatter
+
+    ppl = [r["perplexity"] for r in summary]
+    if max(ppl) > 3 * min(ppl):
+        ax.set_xscale("log")
+    if key == "fires":
+        ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+    ax.set_xlabel(MEASURES["perplexity"] + " (cost)")
+    ax.set_ylabel(MEASURES[key])
+    ax.set_title(label, fontsize=9)
+
+
 def plot_steering_tradeoff(summaries: Mapping[str, Sequence[Mapping[str, Any]]], title: str):
     """Effect against cost over the strength sweep, one row of panels per steered feature
     (``{label: steering_summary(...)}``): the log-prob gain of the feature's top tokens and the
@@ -31,7 +45,6 @@ def plot_steering_tradeoff(summaries: Mapping[str, Sequence[Mapping[str, Any]]],
     random direction of the same norm; points labelled with their strength k; the star is the
     unsteered text."""
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import PercentFormatter
 
     fig, axes = plt.subplots(len(summaries), 2, figsize=(10, 3.6 * len(summaries)), squeeze=False,
                              constrained_layout=True)
@@ -51,14 +64,7 @@ def plot_steering_tradeoff(summaries: Mapping[str, Sequence[Mapping[str, Any]]],
                         ax.annotate(f"{r['k']:g}", (r["perplexity"], r[key]), fontsize=7,
                                     xytext=(3, 3), textcoords="offset points")
             ax.plot([clean["perplexity"]], [clean[key]], "*", color="k", markersize=12, label="unsteered")
-            ppl = [r["perplexity"] for r in summary]
-            if max(ppl) > 3 * min(ppl):  # a log scale only where perplexity spans a wide range
-                ax.set_xscale("log")
-            if key == "fires":
-                ax.yaxis.set_major_formatter(PercentFormatter(1.0))
-            ax.set_xlabel(MEASURES["perplexity"] + " (cost)")
-            ax.set_ylabel(MEASURES[key])
-            ax.set_title(label, fontsize=9)
+            _finish_axis(ax, key, summary, label)
     axes[0, 0].legend(fontsize=7)
     fig.suptitle(title)
     return fig
@@ -82,7 +88,6 @@ def plot_lineage_steering(summaries: Mapping[str, Sequence[Mapping[str, Any]]], 
     random control (dashed); every line starts at the unsteered text (k = 0, the star) and its
     points are labelled with their strength k (x the centre's maximum activation)."""
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import PercentFormatter
 
     fig, axes = plt.subplots(len(summaries), 2, figsize=(10, 3.6 * len(summaries)), squeeze=False,
                              constrained_layout=True)
@@ -101,14 +106,7 @@ def plot_lineage_steering(summaries: Mapping[str, Sequence[Mapping[str, Any]]], 
                     ax.annotate(f"{r['k']:g}", (r["perplexity"], r[key]), fontsize=7, color=f"C{i}",
                                 xytext=(3, 3), textcoords="offset points")
             ax.plot([clean["perplexity"]], [clean[key]], "*", color="k", markersize=12, label="unsteered (k = 0)")
-            ppl = [r["perplexity"] for r in summary]
-            if max(ppl) > 3 * min(ppl):  # a log scale only where perplexity spans a wide range
-                ax.set_xscale("log")
-            if key == "fires":
-                ax.yaxis.set_major_formatter(PercentFormatter(1.0))
-            ax.set_xlabel(MEASURES["perplexity"] + " (cost)")
-            ax.set_ylabel(MEASURES[key])
-            ax.set_title(label, fontsize=9)
+            _finish_axis(ax, key, summary, label)
     axes[0, 0].legend(fontsize=7)
     fig.suptitle(title)
     return fig
