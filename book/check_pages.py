@@ -273,6 +273,21 @@ def check_explorer(html_root: Path, site: str | None = None, feature: int | None
                 problems.append(f"{name}: clicking partner {want} opened {got!r} ({after['title']!r})")
             else:
                 print(f"clicked downstream partner: {after['title']!r} rendered in {after['ms']:.0f} ms")
+        # a same-site neighbour by decoder cosine opens its page
+        state = _wait_render(driver, -1)
+        link = driver.find_elements("css selector", "#neighbours-decoder a")
+        if not link:
+            problems.append(f"{driver.execute_script('return location.hash')}: no decoder neighbour to click")
+        else:
+            want = link[0].get_attribute("href").split("#", 1)[1]
+            before = state["renders"]
+            link[0].click()
+            after = _wait_render(driver, before)
+            got = driver.execute_script("return location.hash.slice(1)")
+            if got != want or not after["title"].startswith(want.replace("site=", "").replace("&feature=", " feature ")):
+                problems.append(f"explorer.html: clicking decoder neighbour {want} opened {got!r} ({after['title']!r})")
+            else:
+                print(f"clicked a decoder neighbour: {after['title']!r} rendered in {after['ms']:.0f} ms")
         # a feature and a site that do not exist
         for bad, words in ((f"site={site}&feature=999999", "There is no feature"), ("site=nowhere", "There is no site")):
             before = driver.execute_script("return EXPLORER.renders")

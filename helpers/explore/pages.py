@@ -144,8 +144,12 @@ def graph_neighbours(graph: dict, shape: tuple[int, int], k: int = 5) -> tuple[n
     return idx, count
 
 
+#: same-site neighbours by decoder cosine listed on every feature page
+DECODER_NEIGHBOURS = 10
+
+
 @torch.no_grad()
-def decoder_neighbours(saes: dict, sites, k: int = 5) -> tuple[np.ndarray, np.ndarray]:
+def decoder_neighbours(saes: dict, sites, k: int = DECODER_NEIGHBOURS) -> tuple[np.ndarray, np.ndarray]:
     """``(index, cosine)`` ``[S, F, k]``: the most similar decoder directions at the same site."""
     from ..evolution.decoder import top_cosine_matches
 

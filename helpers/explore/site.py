@@ -198,7 +198,7 @@ def build_data(exp: Experiment, subject=None, saes=None, out_stats: str | Path |
     t_rerun = time.perf_counter() - t1
     t2, c2 = time.perf_counter(), time.process_time()
     precision, recall = ctx.label_scores(ex.heldout)
-    dec_idx, dec_cos = pages.decoder_neighbours(saes, exp.sites, k_partners)
+    dec_idx, dec_cos = pages.decoder_neighbours(saes, exp.sites, pages.DECODER_NEIGHBOURS)
     g_idx, g_cnt = pages.graph_neighbours(summ["graph"], (S, F), k_partners)
     present = np.unique(np.concatenate([np.zeros(0, np.int64), *layout[0].values()]))  # the corpus's tokens
     effect = pages.effect_tokens(subject, saes, exp.sites, present=present)

@@ -369,7 +369,7 @@ var EXPLORER = (function () {
       "</div><div><h3>Downstream partners" + (d.down ? " (" + esc(m.sites[d.index + 1]) + ")" : "") + "</h3>" + partnerTable(d, "down", f) + "</div></div>" +
       '<p class="note">Partners are the top features of the adjacent site by each measure, over all tokens of the statistics pass.</p>' +
       measuredLine(d, f) +
-      "<h2>Same-site neighbours</h2><p>By decoder cosine: " + neighbourList(d, f, "decoder") + "</p><p>In the co-activation graph: " + neighbourList(d, f, "graph") + "</p>" +
+      "<h2>Same-site neighbours</h2><p id=\"neighbours-decoder\">The nearest by decoder cosine: " + neighbourList(d, f, "decoder") + "</p><p id=\"neighbours-graph\">In the co-activation graph: " + neighbourList(d, f, "graph") + "</p>" +
       "<h2>Effect of the decoder direction</h2>" +
       (m.causal ? "<p>Boosted tokens (direct logit effect): " + effectList(d.effect.boosted[f], d.effect.boosted_value[f]) +
         "</p><p>Suppressed tokens: " + effectList(d.effect.suppressed[f], d.effect.suppressed_value[f]) + "</p>"
