@@ -158,6 +158,12 @@ NOTEBOOK_API: dict[str, str] = {
     "WidthSweep": "subject.widths", "train_width_sweep": "subject.widths", "width_rows": "subject.widths",
     "load_width_rows": "subject.widths", "official_width_rows": "subject.widths",
     "format_width_rows": "subject.widths", "plot_width_sweep": "notebook.width_plots",
+    # completeness of concept families (issue 18)
+    "concept_families": "explain.concepts", "load_family": "explain.concepts", "ConceptFamily": "explain.concepts",
+    "find_mentions": "explain.concepts", "completeness": "explain.completeness",
+    "coverage_by_frequency": "explain.completeness", "format_completeness": "explain.completeness",
+    "site_completeness": "explain.completeness_run", "width_completeness": "explain.completeness_run",
+    "plot_coverage_by_frequency": "notebook.completeness_plots",
 }
 
 

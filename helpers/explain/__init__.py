@@ -5,6 +5,8 @@
 - :mod:`.scores`: detection (AUROC, balanced accuracy) and fuzzing scores on held-out text;
 - :mod:`.artefact`: ``explanations.npz`` of an experiment (``python -m helpers explain``);
 - :mod:`.llm` and :mod:`.prompts`: an optional hub causal LM as explainer and scorer.
+- :mod:`.concepts`, :mod:`.completeness`, :mod:`.completeness_run`: concept families (data in
+  ``concept_lists/``), their mentions, and the share of members some feature covers (issue 18).
 """
 
 from .rules import Rules, choose_rules
