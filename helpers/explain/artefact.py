@@ -68,6 +68,14 @@ def _token_strings(tokenizer, family: str, ids) -> dict[int, str]:
     return {i: tokenizer.convert_tokens_to_string([t]) for i, t in zip(ids, toks)}
 
 
+def active_pairs(indices, values, offset: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``(token, feature)`` of every active slot (value > 0) of a batch's codes ``indices``/``values``
+    ``[n, k]``, tokens numbered from ``offset``."""
+    fires = (values > 0).cpu().numpy()
+    row = np.broadcast_to(np.arange(fires.shape[0])[:, None], fires.shape)
+    return row[fires] + offset, indices.cpu().numpy()[fires]
+
+
 def firings_from_model(exp, subject, saes, documents, progress: bool = False, max_tokens: int | None = None
                        ) -> dict[str, tuple]:
     """``{site: (token, feature)}`` of every firing, by running the model over the pass's stream
@@ -88,9 +96,7 @@ def firings_from_model(exp, subject, saes, documents, progress: bool = False, ma
         acts, doc, _ = encode_batch(subject, saes, exp, batch, b)
         for site in exp.sites:
             a = acts[site]
-            fires = (a.values > 0).cpu().numpy()
-            row = np.broadcast_to(np.arange(fires.shape[0])[:, None], fires.shape)
-            out[site].append((row[fires] + offset, a.indices.cpu().numpy()[fires]))
+            out[site].append(active_pairs(a.indices, a.values, offset))
         offset += int(doc.numel())
     return {s: tuple(np.concatenate(p) if p else np.zeros(0, np.int64) for p in zip(*v)) if v
             else (np.zeros(0, np.int64),) * 2 for s, v in out.items()}

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
-from .artefact import explain_site
+from .artefact import active_pairs, explain_site
 from .rules import MAX_KEYS
 from .stream import HELDOUT_EVERY, WINDOW, TokenStream, heldout_mask, key_spaces, windows
 
@@ -71,10 +71,8 @@ class UnitRecorder:
         inactive) and the neurons of the site's block ``[n, M]``."""
         idx = torch.as_tensor(self.neurons[site], device=block_neurons.device)
         self._acts[site].append(block_neurons[:, idx].float().cpu().numpy())
-        fires = (values > 0).cpu().numpy()
-        rows = np.broadcast_to(np.arange(fires.shape[0])[:, None], fires.shape)
-        self._fire[site].append((rows[fires] + self.n_tokens[site], indices.cpu().numpy()[fires]))
-        self.n_tokens[site] += int(fires.shape[0])
+        self._fire[site].append(active_pairs(indices, values, self.n_tokens[site]))
+        self.n_tokens[site] += int(values.shape[0])
 
     def neuron_acts(self, site: str) -> np.ndarray:
         """``[N, sample]`` the sampled neurons' activations over the stream."""
