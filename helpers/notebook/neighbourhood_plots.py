@@ -1,6 +1,6 @@
 """A feature's local neighbourhood across SAE widths, drawn: the UMAP of its nearest decoder
 directions coloured by width, and the directions of one concept at each width as arrows from the
-origin (the tables come from :mod:`helpers.evolution.neighbourhood`)."""
+origin (the tables come from :mod:`helpers.evolution.decoder_neighbourhood`)."""
 
 from __future__ import annotations
 
@@ -30,9 +30,9 @@ def _member_pairs(members: Mapping[int, Iterable[int]] | Iterable[tuple[int, int
 
 def plot_neighbourhood_umap(points: Mapping[str, Any], layout: Any, title: str = "Decoder neighbourhood (UMAP, cosine)",
                             members: Mapping[int, Iterable[int]] | Iterable[tuple[int, int]] | None = None):
-    """A scatter of the layout (e.g. :func:`~helpers.evolution.neighbourhood.umap_layout` of
+    """A scatter of the layout (e.g. :func:`~helpers.evolution.decoder_neighbourhood.umap_layout` of
     ``points['vector']``), one colour per width (legend ``width 512``...); the anchor (``points``'s
-    first row, from :func:`~helpers.evolution.neighbourhood.neighbourhood_points`) a star in its
+    first row, from :func:`~helpers.evolution.decoder_neighbourhood.neighbourhood_points`) a star in its
     width's colour; the concept's ``members`` (``{width: [feature, ...]}`` or ``(width, feature)``
     pairs), where they are among the points, circled in black."""
     xy = np.asarray(layout, dtype=float)
@@ -66,7 +66,7 @@ def plot_concept_vectors(coords: Any, widths: Sequence[int], labels: Sequence[An
                          title: str = "One concept across widths (centred, PCA)",
                          explained: Sequence[float] | None = None):
     """One arrow from the origin per vector (e.g. the coordinates of
-    :func:`~helpers.evolution.neighbourhood.centred_projection`), coloured by its width and labelled
+    :func:`~helpers.evolution.decoder_neighbourhood.centred_projection`), coloured by its width and labelled
     ``w512 #17`` (``labels``: feature indices, or ready strings such as
     ``concept_vectors(...)['label']``); equal aspect. ``explained``: each axis' share of the variance,
     shown in the axis labels."""

@@ -10,7 +10,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from helpers.errors import ConfigError  # noqa: E402
-from helpers.evolution.neighbourhood import (  # noqa: E402
+from helpers.evolution.decoder_neighbourhood import (  # noqa: E402
     centred_projection,
     concept_vectors,
     nearest_neighbours,
@@ -147,7 +147,7 @@ def test_umap_layout_is_deterministic_and_keeps_clusters_apart(clustered_layouts
 def test_umap_layout_falls_back_to_pca_without_umap(monkeypatch, caplog):
     monkeypatch.setitem(sys.modules, "umap", None)  # importing umap now fails
     X, _ = _two_clusters(per=3)
-    with caplog.at_level(logging.INFO, logger="helpers.evolution.neighbourhood"):
+    with caplog.at_level(logging.INFO, logger="helpers.evolution.decoder_neighbourhood"):
         few = umap_layout(X[:4])
     assert few.shape == (4, 2)
     assert "laid out by PCA instead of UMAP" in caplog.text
