@@ -43,6 +43,57 @@ EXPERIMENT_ENV = "EXPERIMENT"
 DEFAULT_EXPERIMENT = "gemma"
 
 DEAD_THRESHOLDS = (0, 5, 10, 50, 100, 500, 1000, 5000, 10000)
+#: a width site ``<site>@w<width>``: the model site ``<site>`` read by the SAE of that width (a
+#: width sweep runs as an experiment whose sites are one model site at several widths, so that two
+#: SAEs at one site are one more adjacent pair of the pass)
+WIDTH_MARK = "@w"
+
+
+def base_site(site: str) -> str:
+    """The model site of ``site``: ``blocks.4.hook_resid_post@w512`` -> ``blocks.4.hook_resid_post``."""
+    return site.split(WIDTH_MARK, 1)[0]
+
+
+def width_of_site(site: str) -> int | None:
+    """The width a width site names (``...@w512`` -> 512), or None for a plain site."""
+    if WIDTH_MARK not in site:
+        return None
+    text = site.split(WIDTH_MARK, 1)[1]
+    if not text.isdigit() or int(text) <= 0:
+        raise ConfigError(f"site {site!r}: after {WIDTH_MARK!r} give the SAE width in features, e.g. "
+                          f"{base_site(site)}{WIDTH_MARK}2048")
+    return int(text)
+
+
+def width_site(site: str, width: int) -> str:
+    """``<site>@w<width>``."""
+    return f"{base_site(site)}{WIDTH_MARK}{int(width)}"
+
+
+def _check_width_sites(sites: "tuple[str, ...]", sae_width: int) -> None:
+    """Width sites: every site of a width site's model site names a width, at least two widths per
+    model site, consecutive and increasing; ``sae_width`` is the widest (the pass's feature axis)."""
+    widths = [width_of_site(s) for s in sites]
+    if all(w is None for w in widths):
+        return
+    runs: dict[str, list[int | None]] = {}
+    for site, w in zip(sites, widths):
+        runs.setdefault(base_site(site), []).append(w)
+    for base, ws in runs.items():
+        if None in ws:
+            raise ConfigError(f"site {base!r} is given both plainly and at a width: name every SAE of it "
+                              f"with its width ({base}{WIDTH_MARK}<width>)")
+        if len(ws) < 2:
+            raise ConfigError(f"site {base!r} has only one width ({ws[0]}): a width pair needs at least two "
+                              f"SAEs of the site, e.g. {base}{WIDTH_MARK}{ws[0]} and {base}{WIDTH_MARK}{4 * ws[0]}")
+        if any(b <= a for a, b in zip(ws, ws[1:])):
+            raise ConfigError(f"the widths {ws} of site {base!r} are not increasing: give them smallest first")
+    order = [base_site(s) for s in sites]
+    if any(order[i] != order[i - 1] and order[i] in order[:i] for i in range(1, len(order))):
+        raise ConfigError(f"the widths of each site must be consecutive in sites {list(sites)}")
+    if sae_width != max(w for w in widths if w is not None):
+        raise ConfigError(f"sae_width={sae_width} must be the widest SAE of the width sites "
+                          f"({max(w for w in widths if w is not None)}): the per-site arrays are that wide")
 COACTIVATION_THRESHOLDS = (0, 5, 10, 50, 100)
 
 
@@ -384,7 +435,9 @@ class Experiment:
         available = spec.site_names()
         if not self.sites:
             raise ConfigError(f"no sites given: choose among {list(available)}")
-        unknown = [s for s in self.sites if s not in available]
+        _check_width_sites(self.sites, self.sae_width)
+        bases = tuple(dict.fromkeys(base_site(s) for s in self.sites))
+        unknown = [s for s in bases if s not in available]
         beyond = [s for s in unknown if s.startswith("blocks.") and s.split(".")[1].isdigit()
                   and int(s.split(".")[1]) >= spec.n_layers]
         if beyond:
@@ -398,7 +451,7 @@ class Experiment:
                 f"unknown site(s) {unknown} for model {self.model!r}: "
                 f"choose among {list(available)}"
             )
-        if list(self.sites) != [s for s in available if s in self.sites]:
+        if len(set(self.sites)) != len(self.sites) or list(bases) != [s for s in available if s in bases]:
             raise ConfigError(
                 f"sites {list(self.sites)} must be distinct and in forward order, "
                 f"as in {list(available)}"
@@ -494,6 +547,20 @@ class Experiment:
         """The folder name of this experiment's statistics: the preset name, with the relative
         threshold appended when there is one (``offline-rel0.2``), so both variants coexist."""
         return self.name if not self.relative_threshold else f"{self.name}-rel{self.relative_threshold:g}"
+
+    @property
+    def site_widths(self) -> tuple[int, ...]:
+        """The width of each site's SAE: the width a width site names, else ``sae_width``."""
+        return tuple(width_of_site(s) or self.sae_width for s in self.sites)
+
+    def pair_widths(self, pair: int) -> tuple[int, int]:
+        """The SAE widths of the two sites of adjacent pair ``pair``."""
+        return self.site_widths[pair], self.site_widths[pair + 1]
+
+    @property
+    def width_pairs(self) -> bool:
+        """Whether the sites are one model site at several widths (a width sweep's pass)."""
+        return any(WIDTH_MARK in s for s in self.sites)
 
     @property
     def site_pairs(self) -> tuple[tuple[str, str], ...]:
@@ -703,8 +770,6 @@ PRESETS: dict[str, Experiment] = {
         ),
     ),
 }
-
-
 def get_experiment(name: str | None = None, /, **overrides: Any) -> Experiment:
     """The preset called ``name`` (default: ``$EXPERIMENT`` or ``offline``), with overrides."""
     if name is None:
@@ -713,9 +778,16 @@ def get_experiment(name: str | None = None, /, **overrides: Any) -> Experiment:
     if name.endswith((".json", ".toml")):
         exp = Experiment.from_file(name)
         return exp.replace(**overrides) if overrides else exp
+    if name not in PRESETS and name.endswith("-widths") and name.removesuffix("-widths") in PRESETS:
+        # a preset's width sweep read by one pass (``<preset>-widths``: its default sweep, make widths)
+        from .subject.widths import WidthSweep
+
+        exp = WidthSweep(base=name.removesuffix("-widths")).pass_experiment()
+        return exp.replace(**overrides) if overrides else exp
     if name not in PRESETS:
         raise ConfigError(
-            f"unknown experiment preset {name!r}: choose one of {sorted(PRESETS)} "
+            f"unknown experiment preset {name!r}: choose one of {sorted(PRESETS)} (or <preset>-widths, its width "
+            "sweep) "
             f"(set {EXPERIMENT_ENV}=<preset> or pass --experiment), or an experiment file (.json, .toml)"
         )
     exp = PRESETS[name]

@@ -163,8 +163,10 @@ def load_pair_inputs(exp, pair: int, saes: dict | None = None, device: torch.dev
     # counts never exceed the tokens seen: int32 holds them exactly below 2^31 tokens (half the memory)
     count_dtype = np.int32 if int(corr["n_tokens"]) < 2**31 else np.int64
     inputs = PairInputs(
-        count=torch.from_numpy(count.astype(count_dtype)), fired_a=torch.from_numpy(fired[pair].astype(np.int64)),
-        fired_b=torch.from_numpy(fired[pair + 1].astype(np.int64)), n_tokens=int(corr["n_tokens"]),
+        count=torch.from_numpy(count.astype(count_dtype)),
+        # (a width pair's count is [w_a, w_b]; the firing rows are padded to the widest site)
+        fired_a=torch.from_numpy(fired[pair][: count.shape[0]].astype(np.int64)),
+        fired_b=torch.from_numpy(fired[pair + 1][: count.shape[1]].astype(np.int64)), n_tokens=int(corr["n_tokens"]),
         r=torch.from_numpy(corr[f"r_{pair}"]), dir_a=dirs[0], dir_b=dirs[1],
     )
     return inputs.to(device)

@@ -109,6 +109,17 @@ def _device(device: str | torch.device | None) -> torch.device:
     return torch.device(device)
 
 
+def _pad_features(key: str, table: np.ndarray, n_features: int) -> np.ndarray:
+    """A table ``[M, f, ...]`` of a site narrower than the widest (a width pair) padded to ``n_features``
+    rows: no partner (index -1, count 0, values NaN), as a feature that never fired."""
+    missing = n_features - table.shape[1]
+    if missing <= 0:
+        return table
+    fill = -1 if key.endswith("_index") else 0 if key.endswith("_count") else np.nan
+    pad = np.full((table.shape[0], missing, *table.shape[2:]), fill, dtype=table.dtype)
+    return np.concatenate([table, pad], axis=1)
+
+
 @writes("partners", stats_out)
 def build_partners(exp, k: int = DEFAULT_K, saes: dict | None = None, device=None, out=None,
                    chunk: int = 512, progress: bool = True) -> Path:
@@ -131,7 +142,7 @@ def build_partners(exp, k: int = DEFAULT_K, saes: dict | None = None, device=Non
     for p in tqdm(range(len(exp.site_pairs)), desc="partner tables", unit="pair", disable=not progress):
         res = compute_pair_partners(load_pair_inputs(exp, p, saes, dev, out), k, chunk)
         for key, value in res.items():
-            tables.setdefault(key, []).append(value)
+            tables.setdefault(key, []).append(_pad_features(key, value, n_features))
     seconds = time.perf_counter() - t0
     file = out / PARTNERS_FILE
     atomic_save_npz(file, sites=np.array(exp.sites), pairs=np.array([f"{a}->{b}" for a, b in exp.site_pairs]),

@@ -300,7 +300,8 @@ def _split_for(sums: "StreamedSums", batch: SparseBatch, n: int):
 
 
 class PairStats(Accumulator):
-    """For one pair of sites (L, L+1) and ALL feature pairs (a at L, b at L+1):
+    """For one pair of sites (L, L+1) and ALL feature pairs (a at L, b at L+1); the sites may be one
+    model site read by SAEs of two widths (``n_features`` x ``n_features_b`` pairs):
 
     ``count[a, b]``: tokens on which both fire (exact; ``count_dtype`` int64, or int32 for
     streams of fewer than 2^31 tokens, see :func:`count_dtype_for`);
@@ -323,14 +324,17 @@ class PairStats(Accumulator):
         count_dtype: torch.dtype = COUNT_DTYPE,
         sum_dtype: torch.dtype = SUM_DTYPE,
         flush_tokens: int = FLUSH_TOKENS,
+        n_features_b: int | None = None,
     ):
         self.site_a, self.site_b = site_a, site_b
         self.n_features = n_features
+        #: the second site's width (two SAEs of one site: another width; default ``n_features``)
+        self.n_features_b = n_features if n_features_b is None else n_features_b
         self.products = products
         self.chunk_pairs = chunk_pairs
-        f = n_features
-        self.count = torch.zeros(f * f, dtype=count_dtype, device=device)
-        self.sum_xy = StreamedSums(f * f if products else 0, sum_dtype, device, flush_tokens)
+        cells = n_features * self.n_features_b
+        self.count = torch.zeros(cells, dtype=count_dtype, device=device)
+        self.sum_xy = StreamedSums(cells if products else 0, sum_dtype, device, flush_tokens)
         self.n_tokens = torch.zeros((), dtype=torch.int64)  # on the host: guards the int32 counts
 
     @torch.no_grad()
@@ -352,7 +356,7 @@ class PairStats(Accumulator):
         self.sum_xy.reserve(a.n_tokens)
         ka, kb = a.indices.shape[1], b.indices.shape[1]
         step = max(1, self.chunk_pairs // max(1, ka * kb))
-        f = self.n_features
+        f = self.n_features_b
         sum_dtype = self.sum_xy.dtype
         for start in range(0, a.n_tokens, step):
             ia, va = a.indices[start : start + step], a.values[start : start + step]
@@ -373,10 +377,10 @@ class PairStats(Accumulator):
         return self
 
     def result(self) -> dict[str, object]:
-        f = self.n_features
-        out = {"count": self.count.view(f, f).cpu().numpy()}
+        shape = (self.n_features, self.n_features_b)
+        out = {"count": self.count.view(shape).cpu().numpy()}
         if self.products:
-            out["sum_xy"] = self.sum_xy.total().view(f, f).cpu().numpy()
+            out["sum_xy"] = self.sum_xy.total().view(shape).cpu().numpy()
         return out
 
 

@@ -113,7 +113,7 @@ def write_artefacts(state: PassState, exp: Experiment, out: Path, seconds: float
     )
     state.spool_pairs()  # those not spooled yet, one pair at a time
     for i in range(len(pairs)):  # every r from exactly the feature sums of its sites' owners
-        spool.check_sums(i, n, pair_sums(feats, i), STREAM_FIX)
+        spool.check_sums(i, n, pair_sums(feats, i, exp.pair_widths(i)), STREAM_FIX)
     counts = {f"count_{i}": spool.load("count", i) for i in range(len(pairs))}
     atomic_save_npz(
         out / "pair_coactivation.npz",
@@ -236,7 +236,8 @@ def _derive(exp: Experiment, name: str, out: Path, keys: tuple[str, ...] | None)
         result["pairs"] = np.array([f"{a}->{b}" for a, b in exp.site_pairs])
     for key in wanted:
         i = int(key.split("_")[1])
-        result[key] = jaccard(counts[f"count_{i}"], fired[i], fired[i + 1]).astype(np.float32)
+        count = counts[f"count_{i}"]  # (a width pair: [w_a, w_b], the firing rows padded to the widest)
+        result[key] = jaccard(count, fired[i][: count.shape[0]], fired[i + 1][: count.shape[1]]).astype(np.float32)
     return result
 
 

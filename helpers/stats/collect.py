@@ -166,8 +166,9 @@ class PassState:
     def _new_pair(self, i: int) -> PairStats:
         a, b = self.exp.site_pairs[i]
         p = self.precision
-        return PairStats(a, b, self.n_features, self.device, chunk_pairs=self._big, count_dtype=p.counts,
-                         sum_dtype=p.sums, flush_tokens=p.flush_tokens)
+        wa, wb = self.exp.pair_widths(i) if self.exp.width_pairs else (self.n_features,) * 2
+        return PairStats(a, b, wa, self.device, chunk_pairs=self._big, count_dtype=p.counts,
+                         sum_dtype=p.sums, flush_tokens=p.flush_tokens, n_features_b=wb)
 
     def begin_pass(self, index: int) -> None:
         """Several passes: start pass ``index`` (> 0), holding group ``index`` (fresh accumulators;
@@ -188,7 +189,8 @@ class PassState:
         feats = self.features.result()
         for i, p in enumerate(self.pairs):
             if p is not None:
-                self.spool.add(i, p.result(), feats["n_tokens"], pair_sums(feats, i - self._first))
+                self.spool.add(i, p.result(), feats["n_tokens"],
+                               pair_sums(feats, i - self._first, self.exp.pair_widths(i)))
                 self.pairs[i] = None
         self.done_pairs = self.spool.records
         self.features = self.histograms = self.top = self.graph = None
@@ -241,9 +243,13 @@ class PassState:
         fired = dist.all_reduce(self.features.fired.clone()) if data_parallel else self.features.fired
         thr_dead = torch.tensor(self.exp.dead_thresholds, device=fired.device)
         own = fired[self._own_rows]
-        self.dead.append((own.unsqueeze(0) <= thr_dead.view(-1, 1, 1)).sum(-1).cpu())
+        below = own.unsqueeze(0) <= thr_dead.view(-1, 1, 1)
+        if self.exp.width_pairs:  # a narrower SAE's padding features are not features: never dead
+            owned = self.layout[self.group][1]
+            widths = torch.tensor([self.exp.site_widths[i] for i in owned], device=fired.device)
+            below &= torch.arange(fired.shape[1], device=fired.device) < widths.view(1, -1, 1)
+        self.dead.append(below.sum(-1).cpu())
         alive = (fired > 0).sum(1).cpu()  # the encoded sites
-        f2 = self.n_features**2
         all_rows, alive_rows = [], []
         n_thr = len(self.exp.coactivation_thresholds)
         for i, p in enumerate(self.pairs):
@@ -254,7 +260,7 @@ class PassState:
                 continue
             count = dist.all_reduce(p.count.clone()) if data_parallel else p.count
             gt = torch.stack([(count > t).sum() for t in self.exp.coactivation_thresholds]).cpu()
-            all_rows.append(f2 - gt)
+            all_rows.append(p.count.numel() - gt)
             a, b = int(alive[i - self._first]), int(alive[i + 1 - self._first])
             alive_rows.append(a * b - gt)
         all_rows, alive_rows = torch.stack(all_rows, 1), torch.stack(alive_rows, 1)
@@ -369,7 +375,7 @@ class PassState:
 
     def spool_pair(self, i: int, result: dict, feats: dict[str, Any]) -> None:
         """Spool pair ``i``'s derived arrays from its full ``result`` (consumed) and the stitched ``feats``."""
-        self.spool.add(i, result, feats["n_tokens"], pair_sums(feats, i))
+        self.spool.add(i, result, feats["n_tokens"], pair_sums(feats, i, self.exp.pair_widths(i)))
 
     def spool_pairs(self) -> None:
         """The writer: spool every pair not spooled yet (one process or data-parallel: all of them,
@@ -403,7 +409,6 @@ class PassState:
             feats = self.features_of_sites()
         else:
             tdist.send_object_list([mine], dst=0, group=group)
-        f = self.n_features
         owner = {i: g for g, pairs in enumerate(self.groups) for i in pairs}
         count_dtype = self.precision.counts
         for i, p in enumerate(self.pairs):
@@ -419,7 +424,8 @@ class PassState:
             elif dist.rank == 0:
                 res = {}
                 for key, dtype in (("count", count_dtype), ("sum_xy", torch.float64)):
-                    buf = torch.empty(f, f, dtype=dtype)
+                    buf = torch.empty(*(self.exp.pair_widths(i) if self.exp.width_pairs
+                                        else (self.n_features,) * 2), dtype=dtype)
                     tdist.recv(buf, src=owner[i], group=group)
                     res[key] = buf.numpy()
                 self.spool_pair(i, res, feats)
@@ -614,10 +620,11 @@ def run_pass(
     if saes is None:
         saes = load_saes(exp, device="cpu" if movable else subject.device,
                          sites=state.encoded if mode == "pairs" else None)
-    widths = sorted({sae.cfg.d_sae for sae in saes.values()})
-    if widths != [exp.sae_width]:
-        raise ConfigError(f"the SAEs have {'/'.join(map(str, widths))} features but the experiment says "
-                          f"sae_width={exp.sae_width}")
+    wrong = [(s, saes[s].cfg.d_sae, w) for s, w in zip(exp.sites, exp.site_widths)
+             if s in saes and saes[s].cfg.d_sae != w]
+    if wrong:
+        raise ConfigError(f"the SAE of site {wrong[0][0]!r} has {wrong[0][1]} features but the experiment says "
+                          f"{wrong[0][2]} (sae_width, or the width the site names)")
     floors = floors.to(subject.device) if floors is not None else None
     ckpt = out / CHECKPOINT.format(rank=f".rank{dist.rank}" if dist.world > 1 else "")
     if resume:

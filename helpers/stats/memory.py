@@ -65,6 +65,27 @@ def _held(exp: Experiment, pairs_held: int | None) -> tuple[int, int, int]:
     return pairs_held, min(s, pairs_held + 1), min(s, pairs_held + 1)
 
 
+def pair_cells(exp: Experiment, n_features: int) -> list[int]:
+    """Feature pairs of each adjacent pair of sites: ``F x F``, or ``w_a x w_b`` for a width pair
+    (two SAEs of one site, :attr:`~helpers.experiment.Experiment.site_widths`)."""
+    if not exp.width_pairs:
+        return [n_features * n_features] * len(exp.site_pairs)
+    w = exp.site_widths
+    return [w[i] * w[i + 1] for i in range(len(exp.site_pairs))]
+
+
+def _held_cells(exp: Experiment, n_features: int, pairs: int) -> int:
+    """Feature pairs of the biggest run of ``pairs`` consecutive adjacent pairs (what a group holds)."""
+    cells = pair_cells(exp, n_features)
+    return max((sum(cells[i:i + pairs]) for i in range(max(1, len(cells) - pairs + 1))), default=0)
+
+
+def _widest(exp: Experiment, n_features: int, sites: int) -> int:
+    """Features of the ``sites`` widest SAEs (``sites x F`` when every site has one width)."""
+    widths = sorted(exp.site_widths if exp.width_pairs else [n_features] * len(exp.sites), reverse=True)
+    return sum(widths[:sites])
+
+
 def _edges(exp: Experiment, n_features: int, sites: int, max_tokens: int | None) -> int:
     """Distinct within-site edges of ``sites`` sites: measured at ~2% of the links made on the
     offline preset; budget 5%."""
@@ -94,22 +115,23 @@ def memory_bill(exp: Experiment, n_features: int, n_model_params: int, world: in
     tri = f * (f - 1) // 2
     edges = _edges(exp, f, own, max_tokens)
     counts, sums = _dtype_name(precision.counts), _dtype_name(precision.sums)
+    cells, widest = _held_cells(exp, f, p), max(pair_cells(exp, f), default=0)
     bill = {
         "model": n_model_params * (2 if exp.dtype in ("bfloat16", "float16") else 4),
-        "saes": enc * (2 * d * f + f + d) * 4,
+        "saes": (2 * d + 1) * _widest(exp, f, enc) * 4 + enc * d * 4,
         # the encoded sites' residuals, one site's dense SAE pre-activations and codes, their sparse codes
         "batch (residuals, SAE codes)": tokens * (enc * d * 4 + 3 * f * 4 + enc * min(f, 256) * 12),
         "feature statistics": enc * f * (8 + 4 + 8 + 8),
         "activation histograms (int64, log bins)": own * f * (HIST_EDGES.numel() + 1) * 8,
-        f"pair statistics ({counts} counts + {sums} sums)": p * f * f * (cb + sb),
+        f"pair statistics ({counts} counts + {sums} sums)": cells * (cb + sb),
         f"co-activation graph ({sums} sums, upper triangle)": own * tri * sb,
         # edges: key + count; the link buffer: a key each, and a count each while it is merged
         "co-activation graph edge list (estimated)": edges * 16 * 2 + COMPACT_EVERY * 16,
         "top examples": own * f * k * 2 * (4 + 8 + 8),
-        "step scratch (threshold comparisons)": f * f,
+        "step scratch (threshold comparisons)": widest,
     }
     if world > 1 and pairs_held is None:
-        bill["step synchronisation buffers"] = f * f * cb + enc * f * 8
+        bill["step synchronisation buffers"] = widest * cb + enc * f * 8
     return bill
 
 
@@ -131,13 +153,14 @@ def host_items(exp: Experiment, n_features: int, precision: Precision, pairs_hel
     p, _, own = _held(exp, pairs_held)
     cb = _nbytes(precision.counts)
     flushed = precision.sums != torch.float64
+    cells, widest = _held_cells(exp, f, p), max(pair_cells(exp, f), default=0)
     items = {}
     if flushed:
-        items["float64 copies of the flushed float32 sums"] = (p * f * f + own * (f * (f - 1) // 2)) * 8
+        items["float64 copies of the flushed float32 sums"] = (cells + own * (f * (f - 1) // 2)) * 8
     if writer:
-        full = 0 if device_type == "cpu" else f * f * (cb + 8)
+        full = 0 if device_type == "cpu" else widest * (cb + 8)
         items["one pair's results while spooled (counts + float64 sums, compact counts + float32 r)"] = (
-            full + f * f * (cb + 4))
+            full + widest * (cb + 4))
         # _pearson32 works in blocks of 2048 rows: about 4 float64 temporaries of a block at once
         items["Pearson r blocks (float64 temporaries)"] = 4 * min(f, 2048) * f * 8
         items["per-site results until written"] = (
@@ -149,7 +172,7 @@ def host_items(exp: Experiment, n_features: int, precision: Precision, pairs_hel
 def spool_bytes(exp: Experiment, n_features: int, precision: Precision) -> int:
     """Disk the writer's spool needs at most (every pair's compact counts, at most as wide as the
     counts, and float32 r, uncompressed), in the output folder beside the artefacts, until written."""
-    return len(exp.site_pairs) * n_features**2 * (_nbytes(precision.counts) + 4)
+    return sum(pair_cells(exp, n_features)) * (_nbytes(precision.counts) + 4)
 
 
 def disk_bill(exp: Experiment, n_features: int, precision: Precision, max_tokens: int | None = None,

@@ -29,11 +29,14 @@ from ..io import atomic_path
 SPOOL_DIR = ".pair_spool"
 
 
-def pair_sums(feats: dict[str, Any], a: int) -> "tuple[np.ndarray, ...]":
+def pair_sums(feats: dict[str, Any], a: int, widths: "tuple[int, int] | None" = None
+              ) -> "tuple[np.ndarray, ...]":
     """``(sum_a, sum_sq_a, sum_b, sum_sq_b)``: the feature sums, in ``feats``
     (``FeatureStats.result()``), of the pair whose first site is row ``a`` and second row ``a + 1``
-    (what Pearson r of the pair is computed from)."""
-    return feats["sum"][a], feats["sum_sq"][a], feats["sum"][a + 1], feats["sum_sq"][a + 1]
+    (what Pearson r of the pair is computed from); ``widths``: the two sites' SAE widths (the rows
+    are padded to the widest site: a width pair's narrower site keeps its first ``w`` features)."""
+    wa, wb = widths if widths is not None else (None, None)
+    return feats["sum"][a][:wa], feats["sum_sq"][a][:wa], feats["sum"][a + 1][:wb], feats["sum_sq"][a + 1][:wb]
 
 
 class PairSpool:

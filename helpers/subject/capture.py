@@ -26,6 +26,7 @@ from typing import Sequence
 import torch
 
 from ..errors import ConfigError
+from ..experiment import base_site
 from .models import Subject
 
 _SITE = re.compile(r"^blocks\.(\d+)\.hook_resid_(pre|post)$")
@@ -102,13 +103,15 @@ def capture_residuals(
 ) -> dict[str, torch.Tensor]:
     """``{site: [batch, seq, d_model]}`` for every site, from one forward pass.
 
-    Runs under ``torch.no_grad()`` on the subject's device; stops after the last site.
+    Runs under ``torch.no_grad()`` on the subject's device; stops after the last site. A width
+    site (``<site>@w<width>``, :func:`~helpers.experiment.base_site`) is its model site, read once
+    for all its widths.
     """
     import nnsight
 
     available = subject.spec.site_names()
     sites = list(available if sites is None else sites)
-    unknown = [s for s in sites if s not in available]
+    unknown = [s for s in sites if base_site(s) not in available]
     if unknown:
         raise ConfigError(
             f"model {subject.spec.name!r} has no site(s) {unknown}: choose among {list(available)}"
@@ -116,14 +119,15 @@ def capture_residuals(
     if not sites:
         raise ConfigError("no sites asked for")
     # nnsight requires modules to be read in forward order
-    ordered = [s for s in available if s in sites]
+    bases = {base_site(s) for s in sites}
+    ordered = [s for s in available if s in bases]
     model = subject.model
     with torch.no_grad():
         with model.trace(**trace_inputs(subject, input_ids, attention_mask)) as tracer:
             saved = nnsight.save([_site_value(subject, s) for s in ordered])
             tracer.stop()
     by_site = {s: _postprocess(subject.centered, v) for s, v in zip(ordered, saved)}
-    return {s: by_site[s] for s in sites}
+    return {s: by_site[base_site(s)] for s in sites}
 
 
 def flatten_tokens(acts: dict[str, torch.Tensor], token_mask: torch.Tensor) -> dict[str, torch.Tensor]:

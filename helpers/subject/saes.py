@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 import torch
@@ -35,7 +36,7 @@ from .capture import capture_residuals, flatten_tokens
 from .decode import check_decode
 from .corpus import hub_offline, iter_token_batches, load_corpus
 from ..errors import ArtefactMismatchError, ConfigError, HubUnavailableError, MissingArtefactError
-from ..experiment import Experiment
+from ..experiment import Experiment, base_site, width_of_site
 from ..io import MORE_SPACE, atomic_dir, atomic_write_json, require_space, sae_dir
 from ..locks import writes
 from .models import Subject, load_subject
@@ -133,7 +134,7 @@ def check_sae_configs(exp: Experiment) -> None:
 
     if exp.sae_source == "trained":
         for site in exp.sites:
-            path = sae_dir(exp.name) / site / "cfg.json"
+            path = trained_sae_path(exp, site) / "cfg.json"
             if path.is_file():  # a missing SAE is named by load_saes, with the command that trains it
                 cfg = json.loads(path.read_text())
                 check_normalization(cfg.get("normalize_activations"), f"the SAE for site {site!r} ({path.parent})")
@@ -182,6 +183,13 @@ def trained_saes_ready(exp: Experiment) -> bool:
     return all((base / s / "cfg.json").is_file() for s in exp.sites)
 
 
+def trained_sae_path(exp: Experiment, site: str) -> Path:
+    """Where the trained SAE of ``site`` lives: ``artefacts/saes/<name>/<site>``, or for a width site
+    ``artefacts/saes/<name>/<model site>/w<width>`` (the layout of a width sweep)."""
+    width = width_of_site(site)
+    return sae_dir(exp.name, site) if width is None else sae_dir(exp.name, base_site(site)) / f"w{width}"
+
+
 def load_saes(exp: Experiment, device: torch.device | str = "cpu",
               sites: Sequence[str] | None = None) -> dict[str, Any]:
     """``{site: sae_lens.SAE}`` for every site of the experiment (or only ``sites``), checked
@@ -191,7 +199,15 @@ def load_saes(exp: Experiment, device: torch.device | str = "cpu",
     chosen = None if sites is None else set(sites)
     wanted = exp.sites if chosen is None else tuple(s for s in exp.sites if s in chosen)
     saes: dict[str, Any] = {}
-    if exp.sae_source == "trained":
+    if exp.sae_source == "trained" and exp.width_pairs:  # a width sweep's SAEs, one folder per width
+        for site in wanted:
+            path = trained_sae_path(exp, site)
+            if not (path / "cfg.json").is_file():
+                raise MissingArtefactError(
+                    f"no SAE of width {width_of_site(site)} for site {base_site(site)!r} in {path}: train the "
+                    f"sweep with `python -m helpers widths --experiment {exp.name.removesuffix('-widths')}`")
+            saes[site] = SAE.load_from_disk(str(path), device=str(device))
+    elif exp.sae_source == "trained":
         base = sae_dir(exp.name)
         if not (base / "cfg.json").is_file():
             raise MissingArtefactError(
@@ -306,6 +322,14 @@ def check_saes(saes: Mapping[str, Any], d_model: int, exp: Experiment | None = N
         check_decode(sae, f"the SAE for site {site!r}")
         if exp is not None:
             check_sae_metadata(sae, site, exp)
+    if exp is not None:
+        wrong = [(site, sae.cfg.d_sae, exp.site_widths[exp.sites.index(site)]) for site, sae in saes.items()
+                 if site in exp.sites and sae.cfg.d_sae != exp.site_widths[exp.sites.index(site)]]
+        if wrong:
+            site, has, want = wrong[0]
+            raise ConfigError(f"the SAE for site {site!r} has {has} features but the experiment says {want} "
+                              f"(sae_width, or the width the site names): load the SAE of that width")
+        return
     widths = {sae.cfg.d_sae for sae in saes.values()}
     if len(widths) > 1:
         raise ConfigError(
@@ -317,7 +341,7 @@ def check_sae_metadata(sae, site: str, exp: Experiment) -> None:
     """The SAE's own metadata (hook, model, context) agree with the experiment, when it has them."""
     meta = getattr(sae.cfg, "metadata", None)
     hook = getattr(meta, "hook_name", None)
-    if hook and hook != site:
+    if hook and hook != base_site(site):
         raise ConfigError(
             f"the SAE for site {site!r} was trained on {hook!r}: give the SAE id of {site!r} "
             "(sae_ids), or that site"
