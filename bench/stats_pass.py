@@ -220,6 +220,31 @@ def release_plans(tokens=17_500_000):
     return rows
 
 
+#: an official width pair (issue 18): Gemma Scope 2 at layer 5 of Gemma 3 270M, 16k and 262k features
+WIDTH_PAIR = ("gemma-scope-2-270m-pt-res", 5, (16384, 262144), 268_098_176)
+
+
+def width_pair_plans(tokens=17_500_000):
+    """The plan and bill of the statistics pass over two official widths of one site (one 16k x 262k pair:
+    its counts and sums are w_a x w_b, its per-site arrays padded to the widest) on each one-GPU machine."""
+    from helpers.stats import Machine, plan_for
+    from helpers.subject.widths import official_width_experiment
+
+    release, layer, widths, params = WIDTH_PAIR
+    exp = official_width_experiment(release, layer, widths, token_budget=tokens, context_length=1024, batch_size=8,
+                                    dtype="bfloat16")
+    rows = []
+    for name, count, dev_gib, host_gib in MACHINES[:2]:
+        r = plan_for(exp, max(widths), params, Machine(name, count, dev_gib * 2**30, host_gib * 2**30), tokens)
+        gib = lambda b: round(b / 2**30, 1)  # noqa: E731
+        rows.append({"release": release, "site": exp.sites[0].split("@")[0], "widths": list(widths),
+                     "machine": name, "plan": r["plan"], "device_gib": gib(r["device_bytes"]),
+                     "host_gib_writer": gib(r["host_bytes"]), "spool_gib": gib(r["spool_bytes"]),
+                     "sums": r["precision"]["product_sums"].split(" ")[0] if r["precision"] else None,
+                     "bill_gib": {k: gib(v) for k, v in r["bill"].items() if v >= 2**26}})
+    return rows
+
+
 def format_release_plans(rows) -> str:
     head = ("release", "width", "machine", "plan", "pairs/device", "device GiB", "of which pairs",
             "of which graph", "host GiB writer / node", "spool disk GiB", "sums")
@@ -240,13 +265,19 @@ def main(argv=None):
     p.add_argument("--gpt2-shaped", action="store_true", help="random GPT-2 small + 24576-feature SAEs")
     p.add_argument("--device", default="auto")
     p.add_argument("--json", default=None, help="also write the figures to this JSON file")
-    p.add_argument("--plan", action="store_true", help="print the GPT-2-scale memory plans and stop")
+    p.add_argument("--plan", action="store_true",
+                   help="print the GPT-2-scale, release and official width-pair memory plans and stop")
     args = p.parse_args(argv)
     if args.plan:
         figures = plans()
         print(json.dumps(figures, indent=2))
         figures["releases"] = release_plans()
         print(format_release_plans(figures["releases"]))
+        figures["width_pair"] = width_pair_plans()
+        for r in figures["width_pair"]:
+            print(f"width pair {r['release']} {r['site']} {r['widths'][0]} x {r['widths'][1]} on {r['machine']}: "
+                  f"{r['plan']}, {r['device_gib']} GiB on the device ({r['sums']} sums), host {r['host_gib_writer']} "
+                  f"GiB, spool {r['spool_gib']} GiB; {r['bill_gib']}")
         if args.json:
             Path(args.json).write_text(json.dumps(figures, indent=2))
         return figures

@@ -88,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     wid.add_argument("--tokens", type=int, default=None,
                      help="with --release: held-out tokens measured (default: the experiment's sae_heldout_tokens)")
     wid.add_argument("--force", action="store_true", help="retrain every width even if it is on disk")
+    wid.add_argument("--no-pass", action="store_true",
+                     help="train only: no statistics pass over the widths (the width pairs and their splitting)")
     wid.add_argument("--quiet", action="store_true", help="no progress bars")
 
     prep = sub.add_parser(
@@ -140,7 +142,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     exp_p = sub.add_parser("explorer", help="write the static feature explorer (every feature's page) for the book")
     _experiment_arg(exp_p)
-    exp_p.add_argument("--out", default=None, help="output folder (default: book/_explorer, copied into the book)")
+    exp_p.add_argument("--out", default=None, help="output folder (default: book/_explorer, copied into the book; "
+                                                    "a width sweep's: book/_widths/widths)")
+    exp_p.add_argument("--widths", action="store_true",
+                       help="also the explorer of the preset's width sweep (<preset>-widths), when prepared")
     exp_p.add_argument("--force", action="store_true", help="rebuild even if the statistics are unchanged")
     exp_p.add_argument("--quiet", action="store_true", help="no progress bar")
     bro = sub.add_parser("browser", help="write the static cross-layer browser (with curated prompt graphs and searches)")
@@ -231,7 +236,28 @@ def _widths(args: argparse.Namespace) -> str:
     title = (f"width sweep at {sweep.site} of {sweep.base.name} ({sweep.tokens_per_feature:g} samples per feature"
              f", {sweep.folder}; {len(result.reused)} of {len(sweep.widths)} widths reused, "
              f"{result.seconds:.0f} s)")
-    return w.format_width_rows(result.rows, title)
+    table = w.format_width_rows(result.rows, title)
+    if args.no_pass:
+        return table
+    from .pipeline import prepare
+
+    # the width pairs' statistics, partner tables and splitting: one pass over the base's stream
+    return "\n".join([table, *prepare(sweep.pass_experiment(), progress=not args.quiet)])
+
+
+def _widths_explorer(exp, args: argparse.Namespace) -> str:
+    """``explorer --widths``: the width sweep's explorer beside the preset's, when its pass and splitting exist."""
+    from .evolution.splitting_artefact import splitting_ready
+    from .experiment import get_experiment
+    from .explore import build_explorer
+
+    if exp.sae_source != "trained" or exp.width_pairs:
+        return f"no width sweep explorer for preset {exp.name!r}: it trains no SAEs of its own"
+    wexp = get_experiment(f"{exp.name}-widths")
+    if not splitting_ready(wexp):
+        return (f"no width sweep explorer for preset {exp.name!r}: its width sweep is not prepared (make widths, "
+                f"or python -m helpers prepare --experiment {wexp.name})")
+    return build_explorer(wexp, force=args.force, progress=not args.quiet).describe()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -323,6 +349,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .explore import build_explorer
 
             print(build_explorer(exp, out=args.out, force=args.force, progress=not args.quiet).describe())
+            if args.widths:
+                print(_widths_explorer(exp, args))
         elif args.command == "browser":
             from .explore.browser_site import build_browser
 

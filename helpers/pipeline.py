@@ -29,8 +29,13 @@ class Step:
     name: str
     ready: Callable
     build: Callable
+    #: which experiments the step serves (default: every one but a width sweep's pass, whose adjacent
+    #: pairs are widths of one site, not layers)
+    applies: Callable = lambda exp: not exp.width_pairs
 
     def run(self, exp: Experiment, progress: bool = True) -> str:
+        if not self.applies(exp):
+            return f"{self.name} for preset {exp.name!r} skipped: not a measure of this experiment's pairs"
         if self.ready(exp):
             return f"{self.name} for preset {exp.name!r} reused"
         made = self.build(exp, progress=progress)
@@ -53,15 +58,48 @@ def _build_explanations(exp: Experiment, progress: bool = True):
         return f"explanations for preset {exp.name!r} skipped: {exc}"
 
 
+def _width_experiment(exp: Experiment):
+    """The pass experiment of ``exp``'s default width sweep, or None when its SAEs are not on disk
+    (``make widths`` trains them; the Gemma preset ships them)."""
+    from .subject.saes import trained_sae_path
+    from .subject.widths import WidthSweep
+
+    wexp = WidthSweep(base=exp).pass_experiment()
+    return wexp if all((trained_sae_path(wexp, s) / "cfg.json").is_file() for s in wexp.sites) else None
+
+
+def _width_sweep_ready(exp: Experiment) -> bool:
+    from .evolution.partners import partners_ready
+    from .evolution.splitting_artefact import splitting_ready
+    from .stats import statistics_ready
+
+    wexp = _width_experiment(exp)
+    return wexp is not None and statistics_ready(wexp) and partners_ready(wexp) and splitting_ready(wexp)
+
+
+def _build_width_sweep(exp: Experiment, progress: bool = True) -> str:
+    wexp = _width_experiment(exp)
+    if wexp is None:
+        return f"width sweep of preset {exp.name!r} skipped: no trained sweep (make widths)"
+    return "; ".join(prepare(wexp, progress=progress))
+
+
 #: the derived steps, in order (each may read what the ones before it wrote)
 STEPS: list[Step] = [
-    Step("partner tables", _lazy(".evolution.partners:partners_ready"), _lazy(".evolution.partners:build_partners")),
+    Step("partner tables", _lazy(".evolution.partners:partners_ready"), _lazy(".evolution.partners:build_partners"),
+         applies=lambda exp: True),
+    Step("feature splitting", _lazy(".evolution.splitting_artefact:splitting_ready"),
+         _lazy(".evolution.splitting_artefact:build_splitting"), applies=lambda exp: exp.width_pairs),
     Step("gate verification", _lazy(".evolution.gate_artefact:gates_ready"),
          _lazy(".evolution.gate_artefact:build_gates")),
     Step("matching methods", _lazy(".evolution.matching_artefact:matching_ready"),
          _lazy(".evolution.matching_artefact:build_matching")),
     Step("features against neurons", _lazy(".evolution.neuron_artefact:neurons_ready"), _build_neurons),
-    Step("explanations", _lazy(".explain.artefact:explanations_ready"), _build_explanations),
+    Step("explanations", _lazy(".explain.artefact:explanations_ready"), _build_explanations,
+         applies=lambda exp: True),
+    # the preset's width sweep, when its SAEs are on disk: its pass, partner tables and splitting
+    Step("width sweep", _width_sweep_ready, _build_width_sweep,
+         applies=lambda exp: exp.sae_source == "trained" and not exp.width_pairs),
 ]
 
 
@@ -81,7 +119,13 @@ def prepare(exp: Experiment, progress: bool = True) -> list[str]:
     from .stats import run_pass, statistics_ready
 
     done = []
-    if exp.sae_source == "trained":
+    if exp.sae_source == "trained" and exp.width_pairs:  # a width sweep's SAEs: `make widths` trains them
+        from .subject.saes import load_saes
+
+        load_saes(exp)  # (or one line naming the command that trains them)
+        done.append(f"the width sweep's SAEs for preset {exp.name!r} reused ({', '.join(map(str, exp.site_widths))} "
+                    "features)")
+    elif exp.sae_source == "trained":
         done.append(format_training(train_saes(exp, progress=progress)))
     else:
         done.append(f"preset {exp.name!r} uses the pretrained {exp.sae_release} SAEs: nothing to train")

@@ -37,7 +37,8 @@ import scipy.sparse as sp
 from ..errors import ConfigError
 
 __all__ = [
-    "COSINE", "MIN_CHILDREN", "NECESSITY", "RECALL", "Children", "SplitResult", "persist_one_to_one",
+    "COSINE", "MIN_CHILDREN", "NECESSITY", "RECALL", "Children", "SplitResult", "exclusive_children",
+    "persist_one_to_one",
     "pick_roots", "split_children", "split_pair", "splitting_tree", "union_recall",
 ]
 
@@ -308,12 +309,28 @@ def split_pair(count: Any, fired_a: Any, fired_b: Any, n_tokens: int, firings_a:
                        share(n_persist, n_alive_a), share(n_new, n_alive_b))
 
 
-def splitting_tree(pairs: Sequence[SplitResult], root: int, max_children: int = 4) -> dict[str, Any]:
+def exclusive_children(result: SplitResult) -> Children:
+    """The candidate children of ``result`` kept under their best parent only (the one they fire inside
+    most, :attr:`SplitResult.parent`), so that no wide feature hangs under two parents; each parent's ordered
+    by share (how much of it the child covers), then child index."""
+    ch = result.children
+    par = ch.parents()
+    keep = result.parent[ch.child] == par
+    r, c, nec, share = par[keep], ch.child[keep], ch.necessity[keep], ch.share[keep]
+    order = np.lexsort((c, -share, r))
+    ptr = np.zeros(ch.n_parents + 1, dtype=np.int64)
+    np.cumsum(np.bincount(r, minlength=ch.n_parents), out=ptr[1:])
+    return Children(ptr, c[order], nec[order], share[order], ch.n_wide)
+
+
+def splitting_tree(pairs: Sequence[SplitResult], root: int, max_children: int = 4,
+                   exclusive: bool = False) -> dict[str, Any]:
     """The tree of a narrowest-width feature's candidate children through consecutive width pairs.
 
     ``pairs[i]`` is the split of width ``i`` into width ``i + 1``. Nodes are
     ``{"width_index", "feature", "necessity", "share", "children"}`` (the root's necessity and share are
     None), children ordered by necessity then share (decreasing), at most ``max_children`` per node.
+    ``exclusive``: each child under its best parent only, ordered by share (:func:`exclusive_children`).
     """
     pairs = [pairs] if isinstance(pairs, SplitResult) else list(pairs)
     if not pairs:
@@ -327,20 +344,30 @@ def splitting_tree(pairs: Sequence[SplitResult], root: int, max_children: int = 
     if not 0 <= int(root) < pairs[0].widths[0]:
         raise ConfigError(f"root {root} is outside [0, {pairs[0].widths[0]}): pass a feature of the narrowest width")
 
+    lists = [exclusive_children(p) if exclusive else p.children for p in pairs]
+
     def node(i: int, f: int, nec: float | None, share: float | None) -> dict[str, Any]:
         kids = []
         if i < len(pairs):
-            c, n, s = pairs[i].children.of(f)
+            c, n, s = lists[i].of(f)
             kids = [node(i + 1, int(c[k]), float(n[k]), float(s[k])) for k in range(min(max_children, c.size))]
         return {"width_index": i, "feature": f, "necessity": nec, "share": share, "children": kids}
 
     return node(0, int(root), None, None)
 
 
-def pick_roots(pair_results: SplitResult | Sequence[SplitResult], n: int = 3) -> list[int]:
+def pick_roots(pair_results: SplitResult | Sequence[SplitResult], n: int = 3, score: Any = None) -> list[int]:
     """The ``n`` parents of the first pair whose splits are clearest: those that split, by union recall,
-    then number of candidate children (both decreasing), then feature index."""
+    then number of candidate children (both decreasing), then feature index. ``score`` (``[wa]``, e.g. the
+    union recall of each parent's :func:`exclusive_children`): rank by it instead, among the parents that
+    split and keep at least ``MIN_CHILDREN`` exclusive children."""
     first = pair_results if isinstance(pair_results, SplitResult) else pair_results[0]
     split = np.nonzero(first.splits)[0]
+    if score is not None:
+        score = _vector("score", score, first.splits.size).astype(np.float64)
+        kids = np.diff(exclusive_children(first).ptr)
+        split = split[kids[split] >= MIN_CHILDREN]
+        order = np.lexsort((split, -kids[split], -np.nan_to_num(score[split], nan=-1.0)))
+        return [int(f) for f in split[order][:max(int(n), 0)]]
     order = np.lexsort((split, -first.n_children[split], -first.recall[split]))
     return [int(f) for f in split[order][:max(int(n), 0)]]

@@ -55,13 +55,13 @@ def _stream(exp, tokenizer=None):
     return docs, tokenizer, token_stream(docs, tokenizer, exp.token_budget)
 
 
-def _mentions(families, stream, docs, tokenizer) -> dict[str, Mentions]:
+def _mentions(families, stream, docs, tokenizer, require: bool = True) -> dict[str, Mentions]:
     families = DEFAULT_FAMILIES if families is None else ([families] if isinstance(families, str) else families)
     if not families:
         raise ConfigError(f"no concept family given: name some of {concept_families()}")
     out = {}
     for f in families:
-        men = find_mentions(f, stream, docs, tokenizer)
+        men = find_mentions(f, stream, docs, tokenizer, require=require)
         out[men.family.name] = men
     return out
 
@@ -79,10 +79,12 @@ def sae_firings(exp, site: str, saes: Mapping[Any, Any], subject, documents, max
 
 def site_completeness(exp, families: Sequence[str] | str | None = None, sites: Sequence[str] | None = None,
                       out=None, subject=None, min_precision: float = MIN_PRECISION,
-                      min_recall: float = MIN_RECALL, progress: bool = False) -> CompletenessResult:
+                      min_recall: float = MIN_RECALL, progress: bool = False,
+                      require: bool = True) -> CompletenessResult:
     """Completeness of every family (default: :data:`DEFAULT_FAMILIES`) at every site of ``exp``
     (or ``sites``), from the recorded codes beside the statistics in ``out`` (default: the
-    experiment's folder) or, without them, a model re-run. Reads only."""
+    experiment's folder) or, without them, a model re-run. Reads only. ``require=False``: a family
+    none of whose members the stream mentions gives a row with 0 found, not an error."""
     from ..io import stats_dir
     from ..stats.artefacts import load_metadata
     from ..stats.codes import open_codes
@@ -98,7 +100,7 @@ def site_completeness(exp, families: Sequence[str] | str | None = None, sites: S
     if stream.n != int(stats["tokens"]):
         raise ConfigError(f"the corpus gives {stream.n} tokens, the statistics {stats['tokens']}: rebuild "
                           f"the statistics with `python -m helpers collect --experiment {exp.name}`")
-    mentions = _mentions(families, stream, docs, tokenizer)
+    mentions = _mentions(families, stream, docs, tokenizer, require)
     codes = open_codes(exp, folder, sites)
     if codes is not None:
         firings = {s: codes.firings(s) for s in sites}

@@ -40,7 +40,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import ConfigError
-from ..experiment import DEFAULT_EXPERIMENT, Experiment, get_experiment
+from ..experiment import DEFAULT_EXPERIMENT, Experiment, get_experiment, width_site
 from ..io import MORE_SPACE, atomic_dir, atomic_write_json, require_space, sae_dir
 from ..locks import writes
 from .saes import SAE_FIELDS, _first_tokens, collect_activations, sae_quality, store_weights_as, train_sae
@@ -54,6 +54,8 @@ MIN_WIDTHS = 3
 SWEEP_FILE = "sweep.json"
 WIDTH_FILE = "width.json"
 REPORT_FILE = "widths_report.json"
+#: tokens of the sweep's statistics pass: the first of the base preset's stream (fewer if it has fewer)
+WIDTH_PASS_TOKENS = 100_000
 
 
 def _example(start: int, n: int = MIN_WIDTHS) -> str:
@@ -164,6 +166,18 @@ class WidthSweep:
         """The experiment that trains the SAE of ``width``: the base at the one site, that width and its k."""
         return self.base.replace(name=self.name, sites=(self.site,), sae_width=width,
                                  sae_k=self.ks[self.widths.index(width)])
+
+    def pass_experiment(self, token_budget: int | None = WIDTH_PASS_TOKENS) -> Experiment:
+        """The experiment of the sweep's statistics pass: one site per width (``<site>@w<width>``,
+        :func:`~helpers.experiment.width_site`), so that consecutive widths are adjacent pairs of the
+        pass, over the first ``token_budget`` tokens of the base's stream (at most the base's budget; None: the
+        base's budget)."""
+        base = self.base.token_budget
+        budget = base if token_budget is None else token_budget if base is None else min(base, token_budget)
+        return self.base.replace(name=self.name, sites=tuple(width_site(self.site, w) for w in self.widths),
+                                 sae_width=max(self.widths), token_budget=budget,
+                                 description=f"the width sweep of {self.base.name} at {self.site}: "
+                                             f"{', '.join(map(str, self.widths))} features")
 
     def samples(self, width: int) -> int:
         """Training samples of ``width``: ``tokens_per_feature x width`` (rounded)."""
@@ -315,19 +329,9 @@ def load_width_rows(sweep: WidthSweep) -> list[dict[str, Any]]:
 
 
 # --------------------------------------------------------------------------- official releases
-def official_width_rows(release: str, layer: int, widths: Sequence[int] | None = None, l0: str | float | None = None,
-                        subject=None, n_tokens: int | None = None, progress: bool = True,
-                        **fields: Any) -> list[dict[str, Any]]:
-    """The rows of :func:`width_rows` for several widths of one pretrained ``release`` at one ``layer``,
-    on the same held-out activations (``n_tokens``, default the experiment's ``sae_heldout_tokens``).
-
-    ``widths``: the release's widths there (default: all, at least 2, increasing); ``l0``: the L0
-    variant, the same at every width (default: the variant :func:`.releases.pick_sae` picks at the
-    smallest width, e.g. Gemma Scope 2's ``medium``); ``fields`` override the experiment (corpus, ...).
-    Each SAE is loaded, measured and dropped in turn (a 1m-wide SAE on d_model 640 is 5 GiB).
-    """
-    from .releases import get_release, pick_sae, experiment_from_release, _l0_error
-    from .saes import check_saes, load_pretrained_sae
+def _official_picks(release: str, layer: int, widths: Sequence[int] | None, l0: str | float | None):
+    """``(site, widths, {width: registry entry}, l0)`` of several widths of ``release`` at ``layer``."""
+    from .releases import get_release, pick_sae, _l0_error
 
     rel = get_release(release)
     here = [s for s in rel.saes if s.layer == layer]
@@ -360,6 +364,38 @@ def official_width_rows(release: str, layer: int, widths: Sequence[int] | None =
         if pick is None:
             raise _l0_error(release, site, candidates, l0)
         picks[w] = pick
+    return site, chosen, picks, l0
+
+
+def official_width_experiment(release: str, layer: int, widths: Sequence[int] | None = None,
+                              l0: str | float | None = None, **fields: Any) -> Experiment:
+    """The statistics pass over several widths of one pretrained ``release`` at one ``layer`` (online):
+    one width site per width (``<site>@w<width>``) with its SAE id, so that consecutive widths are the
+    pass's pairs and :mod:`helpers.evolution.splitting_artefact` splits them, as for a trained sweep.
+    E.g. ``gemma-scope-2-270m-pt-res`` at layer 5 with widths 16k and 262k: its pair is 16,384 x 262,144."""
+    from .releases import experiment_from_release
+
+    site, chosen, picks, l0 = _official_picks(release, layer, widths, l0)
+    exp = experiment_from_release(release, layers=(layer, layer), width=chosen[0], l0=l0, **fields)
+    return exp.replace(name=f"{exp.name}-widths", sites=tuple(width_site(site, w) for w in chosen),
+                       sae_ids=tuple(picks[w].sae_id for w in chosen), sae_width=max(chosen))
+
+
+def official_width_rows(release: str, layer: int, widths: Sequence[int] | None = None, l0: str | float | None = None,
+                        subject=None, n_tokens: int | None = None, progress: bool = True,
+                        **fields: Any) -> list[dict[str, Any]]:
+    """The rows of :func:`width_rows` for several widths of one pretrained ``release`` at one ``layer``,
+    on the same held-out activations (``n_tokens``, default the experiment's ``sae_heldout_tokens``).
+
+    ``widths``: the release's widths there (default: all, at least 2, increasing); ``l0``: the L0
+    variant, the same at every width (default: the variant :func:`.releases.pick_sae` picks at the
+    smallest width, e.g. Gemma Scope 2's ``medium``); ``fields`` override the experiment (corpus, ...).
+    Each SAE is loaded, measured and dropped in turn (a 1m-wide SAE on d_model 640 is 5 GiB).
+    """
+    from .saes import check_saes, load_pretrained_sae
+    from .releases import experiment_from_release
+
+    site, chosen, picks, l0 = _official_picks(release, layer, widths, l0)
     exp = experiment_from_release(release, layers=(layer, layer), width=chosen[0], l0=l0, **fields)
     exp = exp.replace(sites=(site,), sae_ids=(picks[chosen[0]].sae_id,))
     if subject is None:

@@ -8,8 +8,8 @@ import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from helpers.errors import ConfigError  # noqa: E402
-from helpers.evolution.splitting import (Children, persist_one_to_one, pick_roots, split_children,  # noqa: E402
-                                         split_pair, splitting_tree, union_recall)
+from helpers.evolution.splitting import (Children, exclusive_children, persist_one_to_one, pick_roots,  # noqa: E402
+                                         split_children, split_pair, splitting_tree, union_recall)
 from helpers.notebook.width_plots import plot_split_shares, plot_splitting_tree  # noqa: E402
 
 
@@ -259,3 +259,33 @@ def test_plot_split_shares_bars():
     heights = sorted(round(p.get_height(), 6) for p in ax.patches)
     want = sorted(round(100 * r[k], 6) for r in rows for k in ("split", "persist", "new"))
     assert heights == want and "%" in ax.get_ylabel() and ax.get_title()
+
+
+def test_exclusive_children_keep_each_child_under_its_best_parent():
+    """Two parents that overlap: a child firing inside both hangs under the one it fires inside most."""
+    T = 200
+    a, b = np.zeros((T, 2), bool), np.zeros((T, 3), bool)
+    a[:100, 0], a[50:150, 1] = True, True
+    b[:40, 0] = True  # inside parent 0 only
+    b[60:100, 1] = True  # inside both (tokens 60-99): necessity 1 for each, best parent the lower index
+    b[110:150, 2] = True  # inside parent 1 only
+    res = run(a, b)
+    assert res.children.of(0)[0].tolist() == [0, 1] and sorted(res.children.of(1)[0].tolist()) == [1, 2]
+    ex = exclusive_children(res)
+    assert sorted(ex.of(0)[0].tolist()) == [0, 1] and ex.of(1)[0].tolist() == [2]
+    assert (np.bincount(ex.child, minlength=3) == 1).all()  # every child once
+    tree = splitting_tree([res], 1, exclusive=True)
+    assert [c["feature"] for c in tree["children"]] == [2]
+
+
+def test_pick_roots_by_score_needs_two_exclusive_children():
+    T = 300
+    a, b = np.zeros((T, 3), bool), np.zeros((T, 6), bool)
+    for p, (lo, hi) in enumerate(((0, 100), (100, 200), (200, 300))):
+        a[lo:hi, p] = True
+    b[0:50, 0], b[50:100, 1] = True, True  # parent 0: two exclusive children, recall 1
+    b[100:140, 2], b[140:200, 3] = True, True  # parent 1: two exclusive children, recall 1
+    b[200:300, 4] = True  # parent 2: one child only
+    res = run(a, b, min_children=1)
+    assert res.splits.tolist() == [True, True, True]
+    assert pick_roots([res], 3, score=np.array([0.5, 0.9, 1.0])) == [1, 0]  # parent 2 has one child
