@@ -34,7 +34,7 @@ help:
 	@echo "make book   build the Jupyter Book for EXPERIMENT=$(EXPERIMENT) into book/_build/html"
 	@echo "make test   run the test suite"
 	@echo "make publish  push book/_build/html to the gh-pages branch of REMOTE=$(REMOTE)"
-	@echo "make widths  train (or reuse) SAEs of several widths at one site of EXPERIMENT=$(EXPERIMENT), print the table"
+	@echo "make widths  train (or reuse) SAEs of several widths at one site of EXPERIMENT=$(EXPERIMENT), then their pass and splitting"
 
 $(STAMP): pyproject.toml constraints-cpu.txt
 	test -x $(PY) || $(PYTHON_SYS) -m venv $(VENV)
@@ -53,7 +53,8 @@ artefacts: $(STAMP)
 	$(PY) -m helpers prepare --experiment $(EXPERIMENT)
 
 book: artefacts
-	$(PY) -m helpers explorer --experiment $(EXPERIMENT) --quiet
+	mkdir -p book/_widths
+	$(PY) -m helpers explorer --experiment $(EXPERIMENT) --quiet --widths
 	$(PY) -m helpers browser --experiment $(EXPERIMENT)
 	rm -rf book/_build/.jupyter_cache
 	$(VENV)/bin/jupyter-book build --all book $(BOOK_FLAGS)
@@ -66,7 +67,7 @@ publish: $(STAMP)
 	$(PY) -m helpers publish --html book/_build/html --remote $(REMOTE)
 
 clean-book:
-	rm -rf book/_build book/_explorer book/_browser
+	rm -rf book/_build book/_explorer book/_browser book/_widths
 
 clean: clean-book
 	rm -rf $(VENV)

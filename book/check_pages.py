@@ -302,6 +302,75 @@ def check_explorer(html_root: Path, site: str | None = None, feature: int | None
     return problems
 
 
+# ----------------------------------------------------------------------------- the width sweep's explorer
+WIDTHS_NOTEBOOK = "notebooks/14_widths_and_splitting.html"
+
+
+def _click(driver, selector: str, what: str) -> str | None:
+    """Click the first link of ``selector``; a problem unless the page it names opens (None: fine)."""
+    from urllib.parse import unquote
+
+    links = driver.find_elements("css selector", selector)
+    if not links:
+        return f"{unquote(driver.execute_script('return location.hash'))}: no {what} to click"
+    want = links[0].get_attribute("href").split("#", 1)[1]
+    before = driver.execute_script("return EXPLORER.renders")
+    links[0].click()
+    after = _wait_render(driver, before)
+    got = driver.execute_script("return location.hash.slice(1)")
+    title = unquote(want).replace("site=", "").replace("&feature=", " feature ")
+    if got != want or not after["title"].startswith(title):
+        return f"widths/explorer.html: clicking the {what} {unquote(want)} opened {unquote(got)!r} ({after['title']!r})"
+    print(f"clicked the {what}: {after['title']!r} rendered in {after['ms']:.0f} ms")
+    return None
+
+
+def check_width_explorer(html_root: Path) -> list[str]:
+    """When notebook 14 links to the width sweep's explorer: a link from the notebook opens a feature's
+    page; on a middle width's page, clicking its parent and one of its children opens their pages."""
+    import json as _json
+    from urllib.parse import quote
+
+    notebook = html_root / WIDTHS_NOTEBOOK
+    if not notebook.is_file() or "widths/explorer.html#site=" not in notebook.read_text():
+        print("no width sweep in this book (notebook 14 links to no width explorer page)")
+        return []
+    page = html_root / "widths" / "explorer.html"
+    if not page.is_file():
+        return [f"{WIDTHS_NOTEBOOK} links to {page}, which is missing"]
+    meta_js = (html_root / "widths" / "explorer" / "data" / "meta.js").read_text()
+    sites = _json.loads(meta_js[meta_js.index("{"):meta_js.rindex("}") + 1])["sites"]
+    problems: list[str] = []
+    driver = chrome()
+    try:
+        driver.get(notebook.resolve().as_uri())  # the notebook's first feature link opens that page
+        link = driver.find_elements("css selector", "a[href*='widths/explorer.html#site=']")[0]
+        href = link.get_attribute("href")
+        driver.get(href)
+        state = _wait_render(driver, 0)
+        if state["examples"] == 0:
+            problems.append(f"{href}: the page the notebook links to shows no examples ({state['title']!r})")
+        url, site = page.resolve().as_uri(), sites[1]
+        driver.get(f"{url}#site={quote(site)}")
+        _wait_render(driver, 0)
+        feature = driver.execute_script(
+            "const d = EXPLORER.data.site[arguments[0]], w = d.widths;"
+            "for (let f = 0; f < d.n_features; f++) if (w.parent[f] >= 0 && w.children.ptr[f + 1] > w.children.ptr[f])"
+            " return f; return -1;", site)
+        if feature < 0:
+            return problems + [f"widths/explorer.html#site={site}: no feature with a parent and children"]
+        for what, selector in (("parent", "#parent-width a"), ("child", "#children-width a")):
+            before = driver.execute_script("return EXPLORER.renders")
+            driver.get(f"{url}#site={quote(site)}&feature={feature}")
+            _wait_render(driver, before)
+            problem = _click(driver, selector, what)
+            if problem:
+                problems.append(problem)
+    finally:
+        driver.quit()
+    return problems
+
+
 if __name__ == "__main__":
     root = Path(sys.argv[1] if len(sys.argv) > 1 else "book/_build/html")
     if len(sys.argv) > 2 and sys.argv[2] == "--explorer-only":
@@ -309,7 +378,7 @@ if __name__ == "__main__":
         for line in found:
             print("PROBLEM", line)
         sys.exit(1 if found else 0)
-    found = check(root) + check_explorer(root)
+    found = check(root) + check_explorer(root) + check_width_explorer(root)
     for line in found:
         print("PROBLEM", line)
     sys.exit(1 if found else 0)

@@ -43,6 +43,13 @@ log = logging.getLogger(__name__)
 
 ASSETS = Path(__file__).parent / "assets"
 DEFAULT_OUT = REPO_ROOT / "book" / "_explorer"
+#: a width sweep's explorer: ``widths/explorer.html`` of the built book (``book/_widths`` is copied in)
+WIDTHS_OUT = REPO_ROOT / "book" / "_widths" / "widths"
+
+
+def default_out(exp: Experiment) -> Path:
+    """Where :func:`build_explorer` writes by default: the book's explorer, or the width sweep's."""
+    return WIDTHS_OUT if exp.width_pairs else DEFAULT_OUT
 ID_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 FORMAT = 2  # 2: the examples' integer columns packed (pack_ints)
 
@@ -203,6 +210,11 @@ def build_data(exp: Experiment, subject=None, saes=None, out_stats: str | Path |
     present = np.unique(np.concatenate([np.zeros(0, np.int64), *layout[0].values()]))  # the corpus's tokens
     effect = pages.effect_tokens(subject, saes, exp.sites, present=present)
     explanations, explanations_note = explanations_or_note(exp, out_stats)
+    splitting = None
+    if exp.width_pairs:  # a width sweep's pass: each feature's parent and children at the other widths
+        from ..evolution.splitting_artefact import load_splitting
+
+        splitting = load_splitting(exp, out_stats)["pairs"]
     t_build = t_prep + time.perf_counter() - t2
     cpu_build = c_prep + time.process_time() - c2
     return {"summary": summ, "partners": partners, "examples": ex, "labels": labels, "precision": precision,
@@ -210,6 +222,7 @@ def build_data(exp: Experiment, subject=None, saes=None, out_stats: str | Path |
             "docs": docs, "doc_tokens": layout[0], "subject": subject, "recolour": recolour,
             "recolour_partners": sel, "recolour_examples": recolour_examples, "measured": measured,
             "measured_note": measured_note, "explanations": explanations, "explanations_note": explanations_note,
+            "splitting": splitting,
             "seconds_rerun": t_rerun, "seconds_build": t_build, "cpu_build": cpu_build,
             "context": context, "heldout_every": heldout_every}
 
@@ -244,7 +257,8 @@ def site_payload(exp: Experiment, data: dict, s: int) -> dict:
     pcol = pages.level_string(pl[hi][np.broadcast_to(ok[hi][:, None, :], pl[hi].shape)])
     recolour_partners = data["recolour_partners"][s]
     out = {
-        "site": exp.sites[s], "index": s, "n_features": F,
+        # (a width sweep's narrower site: its own width; the columns are padded to the widest)
+        "site": exp.sites[s], "index": s, "n_features": exp.site_widths[s],
         "fired": summ["fired"][s].tolist(), "max": _round(summ["max"][s]), "mean": _round(summ["mean"][s]),
         "hist": hist_rows,
         "label": data["labels"][s].tolist(),
@@ -267,11 +281,46 @@ def site_payload(exp: Experiment, data: dict, s: int) -> dict:
                               "count": part[f"{direction}_count"][pair].transpose(1, 0, 2).tolist()}
     if data.get("explanations") is not None:
         out["explanation"] = explanation_columns(data["explanations"], s)
+    if data.get("splitting") is not None:
+        out["widths"] = width_columns(data["splitting"], s)
     if data.get("measured") is not None:
         cols = pages.measured_columns(data["measured"], s)
         out["measured"] = {d: {"feature": c["feature"].tolist(), "partner": c["partner"].tolist(),
                                "drop": _round(c["drop"], 3), "chosen_by": c["chosen_by"].tolist(),
                                "silent": c["silent"].astype(int).tolist()} for d, c in cols.items()}
+    return _cut_columns(out, F, exp.site_widths[s]) if exp.site_widths[s] < F else out
+
+
+#: payload entries that are not columns over the features (lists of other things, or already cut)
+_NOT_COLUMNS = ("examples", "measured", "widths")
+
+
+def _cut_columns(payload: dict, n: int, width: int) -> dict:
+    """A width sweep's narrower site: every column over the ``n`` (padded) features cut to its ``width``."""
+    def cut(value):
+        if isinstance(value, dict):
+            return {k: cut(v) for k, v in value.items()}
+        return value[:width] if isinstance(value, list) and len(value) == n else value
+
+    out = {k: (v if k in _NOT_COLUMNS else cut(v)) for k, v in payload.items()}
+    out["examples"] = dict(payload["examples"], start=payload["examples"]["start"][: width + 1])
+    return out
+
+
+def width_columns(pairs: list, s: int) -> dict:
+    """A width sweep's site ``s``: each feature's parent at the narrower width (best necessity) and its
+    candidate children at the wider one, whether it splits, its union recall and one-to-one persistence
+    (:mod:`helpers.evolution.splitting`)."""
+    out: dict = {}
+    if s >= 1:
+        r = pairs[s - 1]
+        out.update(parent=r.parent.tolist(), parent_necessity=_round(r.parent_necessity, 3),
+                   new=r.is_new.astype(int).tolist())
+    if s < len(pairs):
+        r = pairs[s]
+        out["children"] = {"ptr": r.children.ptr.tolist(), "child": r.children.child.tolist(),
+                           "necessity": _round(r.children.necessity, 3)}
+        out.update(splits=r.splits.astype(int).tolist(), recall=_round(r.recall, 3), persists=r.persists.tolist())
     return out
 
 
@@ -293,6 +342,7 @@ def meta_payload(exp: Experiment, data: dict) -> dict:
         "heldout_every": data["heldout_every"],
         "ablation": _ablation_meta(data),
         "explanations": _explanations_meta(data),
+        "width_sweep": bool(exp.width_pairs), "site_widths": list(exp.site_widths),
     }
 
 
@@ -418,29 +468,29 @@ def write_site(exp: Experiment, data: dict, out: Path, workers: int | None = Non
     return sizes
 
 
-@writes("explorer", lambda a: a["out"] or DEFAULT_OUT, lambda a: a["out_stats"] or stats_dir(a["exp"].stats_name))
+@writes("explorer", lambda a: a["out"] or default_out(a["exp"]), lambda a: a["out_stats"] or stats_dir(a["exp"].stats_name))
 def build_explorer(exp: Experiment, out: str | Path | None = None, subject=None, saes=None,
                    out_stats: str | Path | None = None, force: bool = False, progress: bool = False,
                    **options) -> ExplorerResult:
     """Build the explorer for ``exp`` into ``out`` (default ``book/_explorer``); reuse it when the
     statistics and this code are unchanged."""
-    out = Path(out) if out is not None else DEFAULT_OUT
+    out = Path(out) if out is not None else default_out(exp)
     stats = Path(out_stats) if out_stats is not None else stats_dir(exp.stats_name)
     pages.summary(exp, stats)  # clear errors first: no statistics, another experiment, no histograms
     stamp = _stamp(exp, stats)
     build = out / "explorer" / "build.json"
     if not force and build.is_file() and json.loads(build.read_text()).get("stamp") == stamp:
-        return ExplorerResult(out, len(exp.sites) * exp.sae_width, reused=True)
+        return ExplorerResult(out, sum(exp.site_widths), reused=True)
     # measured: about 1.2 kB per feature and 70 B per example (RESULTS.md); the corpus's tokens
     per_feature = 1200 + 2 * exp.top_k_examples * 70
-    require_space(out, len(exp.sites) * exp.sae_width * per_feature + 4 * (exp.token_budget or 10**7),
+    require_space(out, sum(exp.site_widths) * per_feature + 4 * (exp.token_budget or 10**7),
                   "explorer", "free some space, or write it elsewhere (--out)")
     data = build_data(exp, subject, saes, stats, progress=progress, **options)
     t0 = time.perf_counter()
     sizes = write_site(exp, data, out)
     seconds_build = data["seconds_build"] + time.perf_counter() - t0
     ex = data["examples"]
-    res = ExplorerResult(out, len(exp.sites) * exp.sae_width, data["seconds_rerun"], seconds_build,
+    res = ExplorerResult(out, sum(exp.site_widths), data["seconds_rerun"], seconds_build,
                          ex.tokens_run, ex.batches_run, sizes, from_codes=ex.from_codes)
     atomic_write_text(build, json.dumps({"stamp": stamp, "preset": exp.name, "features": res.features,
                                          "seconds_rerun": res.seconds_rerun, "seconds_build": seconds_build,

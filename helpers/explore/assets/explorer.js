@@ -100,8 +100,9 @@ var EXPLORER = (function () {
 
   function renderHome() {
     var m = data.meta;
-    show("<h1>Every feature of preset " + esc(m.preset) + "</h1><p>" + esc(m.description) + "</p><p>" + m.sites.length +
-      " sites &times; " + m.n_features + " features, statistics over " + m.n_tokens.toLocaleString() +
+    show("<h1>Every feature of preset " + esc(m.preset) + "</h1><p>" + esc(m.description) + "</p><p>" +
+      (m.width_sweep ? "one site read by SAEs of " + m.site_widths.join(", ") + " features (" + m.site_widths.reduce(function (a, b) { return a + b; }, 0) + " in all)"
+        : m.sites.length + " sites &times; " + m.n_features + " features") + ", statistics over " + m.n_tokens.toLocaleString() +
       " tokens. Choose a site for its sortable table, or search.</p><p>" + siteLinks() + "</p>");
   }
 
@@ -264,6 +265,25 @@ var EXPLORER = (function () {
     return '<td class="drop measured" data-drop="' + v + '" title="' + esc(tip) + '"><b>' + fmtDrop(v) + "</b></td>";
   }
 
+  // a width sweep: the feature's parent at the narrower width and its children at the wider one
+  function widthSection(d, f) {
+    var m = data.meta, w = d.widths, html = "<h2>Across widths</h2>";
+    if (w.parent) {
+      var up = m.sites[d.index - 1], p = w.parent[f];
+      html += '<p id="parent-width">Parent at ' + esc(up) + ": " + (p >= 0 ? link(up, p, up + " #" + p) + " (necessity " + fmt(w.parent_necessity[f], 2) + ")" : "none") +
+        (w.new[f] ? " &middot; <b>new</b> at this width: it fires mostly inside no narrower feature and persists from none" : "") + "</p>";
+    }
+    if (w.children) {
+      var down = m.sites[d.index + 1], kids = [];
+      for (var i = w.children.ptr[f]; i < w.children.ptr[f + 1]; i++)
+        kids.push(link(down, w.children.child[i], down + " #" + w.children.child[i]) + " (" + fmt(w.children.necessity[i], 2) + ")");
+      html += '<p id="children-width">Children at ' + esc(down) + ": " + (kids.length ? kids.join(", ") : "none") +
+        (w.splits[f] ? " &middot; <b>splits</b>" : "") + " (their union covers " + fmt(w.recall[f], 2) + " of its firings)" +
+        (w.persists[f] >= 0 ? " &middot; persists one-to-one as " + link(down, w.persists[f], down + " #" + w.persists[f]) : "") + "</p>";
+    }
+    return html + '<p class="note">A child fires mostly inside its parent (necessity = P(parent fires | child fires) &ge; 0.8); a feature splits when at least two children together cover at least 0.8 of its firings; it persists one-to-one when the two are mutual nearest decoder directions at cosine &ge; 0.9.</p>';
+  }
+
   function partnerTable(d, dir, f) {
     var p = d[dir], m = data.meta, causal = ablation().offered;
     if (!p) return "<p class=note>No " + (dir === "up" ? "upstream (previous) site." : "downstream (next) site.") + "</p>";
@@ -365,13 +385,14 @@ var EXPLORER = (function () {
       " relative to its maximum (hover a token for its value); the framed token is the example. Recolour by: " + buttons + "</p>" +
       '<div class="cols"><div><h3>Highest ' + e.kind.slice(e.start[f], e.start[f + 1]).filter(function (k) { return k === 0; }).length + '</h3><div id="examples-hi">' + ex.hi +
       '</div></div><div><h3>Lowest non-zero</h3><div id="examples-lo">' + ex.lo + "</div></div></div>" +
-      "<h2>Across layers</h2><div class=stack><div><h3>Upstream partners" + (d.up ? " (" + esc(m.sites[d.index - 1]) + ")" : "") + "</h3>" + partnerTable(d, "up", f) +
-      "</div><div><h3>Downstream partners" + (d.down ? " (" + esc(m.sites[d.index + 1]) + ")" : "") + "</h3>" + partnerTable(d, "down", f) + "</div></div>" +
+      (d.widths ? widthSection(d, f) : "") +
+      "<h2>" + (m.width_sweep ? "Partners at the other widths" : "Across layers") + "</h2><div class=stack><div><h3>" + (m.width_sweep ? "Narrower SAE" : "Upstream partners") + (d.up ? " (" + esc(m.sites[d.index - 1]) + ")" : "") + "</h3>" + partnerTable(d, "up", f) +
+      "</div><div><h3>" + (m.width_sweep ? "Wider SAE" : "Downstream partners") + (d.down ? " (" + esc(m.sites[d.index + 1]) + ")" : "") + "</h3>" + partnerTable(d, "down", f) + "</div></div>" +
       '<p class="note">Partners are the top features of the adjacent site by each measure, over all tokens of the statistics pass.</p>' +
       measuredLine(d, f) +
       "<h2>Same-site neighbours</h2><p id=\"neighbours-decoder\">The nearest by decoder cosine: " + neighbourList(d, f, "decoder") + "</p><p id=\"neighbours-graph\">In the co-activation graph: " + neighbourList(d, f, "graph") + "</p>" +
       "<h2>Effect of the decoder direction</h2>" +
-      (m.causal ? "<p>Boosted tokens (direct logit effect): " + effectList(d.effect.boosted[f], d.effect.boosted_value[f]) +
+      (m.causal ? "<p>Boosted tokens (direct logit effect, among the tokens of the corpus): " + effectList(d.effect.boosted[f], d.effect.boosted_value[f]) +
         "</p><p>Suppressed tokens: " + effectList(d.effect.suppressed[f], d.effect.suppressed_value[f]) + "</p>"
         : "<p>Nearest input-token embeddings (cosine): " + effectList(d.effect.boosted[f], d.effect.boosted_value[f]) + "</p>");
     show(html);
