@@ -164,6 +164,19 @@ NOTEBOOK_API: dict[str, str] = {
     "coverage_by_frequency": "explain.completeness", "format_completeness": "explain.completeness",
     "site_completeness": "explain.completeness_run", "width_completeness": "explain.completeness_run",
     "plot_coverage_by_frequency": "notebook.completeness_plots",
+    # feature splitting between widths and neighbourhoods (issue 18, notebook 14)
+    "load_splitting": "evolution.splitting_artefact", "split_pair": "evolution.splitting",
+    "splitting_tree": "evolution.splitting", "exclusive_children": "evolution.splitting",
+    "width_sweep_or_none": "evolution.width_report", "split_share_rows": "evolution.width_report",
+    "best_cosines": "evolution.width_report", "tree_nodes": "evolution.width_report",
+    "tree_members": "evolution.width_report", "feature_labels": "evolution.width_report",
+    "tree_rows": "evolution.width_report", "width_findings": "evolution.width_report",
+    "varied_trees": "evolution.width_report",
+    "plot_splitting_tree": "notebook.width_plots", "plot_split_shares": "notebook.width_plots",
+    "plot_best_cosines": "notebook.width_plots",
+    "neighbourhood_points": "evolution.decoder_neighbourhood", "umap_layout": "evolution.decoder_neighbourhood",
+    "concept_vectors": "evolution.decoder_neighbourhood", "centred_projection": "evolution.decoder_neighbourhood",
+    "plot_neighbourhood_umap": "notebook.neighbourhood_plots", "plot_concept_vectors": "notebook.neighbourhood_plots",
 }
 
 

@@ -138,3 +138,26 @@ def plot_split_shares(shares_rows: Rows, title: str = "Feature splitting between
     ax.legend(fontsize=8)
     ax.set_title(title)
     return fig
+
+
+def plot_best_cosines(cosines: Mapping[str, Any], threshold: float = 0.9,
+                      title: str = "Each narrow feature's nearest decoder direction at the wider width"):
+    """Histogram per width pair of each alive narrow feature's highest decoder cosine with the wider SAE
+    (``{"512 → 2048": values}``, :func:`~helpers.evolution.width_report.best_cosines`), with the
+    one-to-one persistence threshold drawn."""
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(6.4, 3.6), constrained_layout=True)
+    bins = np.linspace(0.0, 1.0, 41)
+    for name, values in cosines.items():
+        values = np.asarray(values, dtype=float)
+        ax.hist(values, bins=bins, histtype="step", linewidth=1.5,
+                label=f"{name} (median {np.median(values):.2f})" if values.size else f"{name} (none alive)")
+    ax.axvline(threshold, color="black", linestyle="--", linewidth=1)
+    ax.annotate(f"persists 1:1 at ≥ {threshold:g}", (threshold, 0.95), xycoords=("data", "axes fraction"),
+                ha="right", va="top", fontsize=8)
+    ax.set_xlabel("best decoder cosine at the wider width")
+    ax.set_ylabel("narrow features")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    return fig
