@@ -171,7 +171,7 @@ NOTEBOOK_API: dict[str, str] = {
     "best_cosines": "evolution.width_report", "tree_nodes": "evolution.width_report",
     "tree_members": "evolution.width_report", "feature_labels": "evolution.width_report",
     "tree_rows": "evolution.width_report", "width_findings": "evolution.width_report",
-    "varied_trees": "evolution.width_report",
+    "varied_trees": "evolution.width_report", "no_sweep_note": "evolution.width_report",
     "plot_splitting_tree": "notebook.width_plots", "plot_split_shares": "notebook.width_plots",
     "plot_best_cosines": "notebook.width_plots",
     "neighbourhood_points": "evolution.decoder_neighbourhood", "umap_layout": "evolution.decoder_neighbourhood",

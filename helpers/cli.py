@@ -248,12 +248,12 @@ def _widths(args: argparse.Namespace) -> str:
 def _widths_explorer(exp, args: argparse.Namespace) -> str:
     """``explorer --widths``: the width sweep's explorer beside the preset's, when its pass and splitting exist."""
     from .evolution.splitting_artefact import splitting_ready
-    from .experiment import get_experiment
     from .explore import build_explorer
+    from .subject.widths import default_sweep_experiment
 
-    if exp.sae_source != "trained" or exp.width_pairs:
-        return f"no width sweep explorer for preset {exp.name!r}: it trains no SAEs of its own"
-    wexp = get_experiment(f"{exp.name}-widths")
+    wexp = default_sweep_experiment(exp)
+    if wexp is None:
+        return f"no width sweep explorer for preset {exp.name!r}: it has no width sweep of its own SAEs"
     if not splitting_ready(wexp):
         return (f"no width sweep explorer for preset {exp.name!r}: its width sweep is not prepared (make widths, "
                 f"or python -m helpers prepare --experiment {wexp.name})")

@@ -35,7 +35,7 @@ class Step:
 
     def run(self, exp: Experiment, progress: bool = True) -> str:
         if not self.applies(exp):
-            return f"{self.name} for preset {exp.name!r} skipped: not a measure of this experiment's pairs"
+            return ""  # (not a step of this kind of experiment: prepare says nothing of it)
         if self.ready(exp):
             return f"{self.name} for preset {exp.name!r} reused"
         made = self.build(exp, progress=progress)
@@ -62,9 +62,11 @@ def _width_experiment(exp: Experiment):
     """The pass experiment of ``exp``'s default width sweep, or None when its SAEs are not on disk
     (``make widths`` trains them; the Gemma preset ships them)."""
     from .subject.saes import trained_sae_path
-    from .subject.widths import WidthSweep
+    from .subject.widths import default_sweep_experiment
 
-    wexp = WidthSweep(base=exp).pass_experiment()
+    wexp = default_sweep_experiment(exp)
+    if wexp is None:
+        return None
     return wexp if all((trained_sae_path(wexp, s) / "cfg.json").is_file() for s in wexp.sites) else None
 
 
@@ -138,6 +140,7 @@ def prepare(exp: Experiment, progress: bool = True) -> list[str]:
         done.append(format_pass(run_pass(exp, progress=progress)))
     for step in STEPS:
         done.append(step.run(exp, progress))
+    done = [line for line in done if line]
     for line in done:
         log.info(line)
     return done

@@ -131,6 +131,7 @@ def build_partners(exp, k: int = DEFAULT_K, saes: dict | None = None, device=Non
     out = Path(out) if out is not None else stats_dir(exp.stats_name)
     meta = load_metadata(exp, out)  # refuses another experiment's statistics
     n_features = int(meta["n_features"])
+    k = partners_k(exp, k)
     if not 1 <= k <= n_features:
         raise ConfigError(f"k={k} partners must be between 1 and the number of features ({n_features})")
     m = len(MEASURES)  # index, values of every measure and count of each listed pair, both directions
@@ -161,9 +162,14 @@ def partners_command(exp) -> str:
     return f"python -m helpers partners --experiment {exp.name}"
 
 
+def partners_k(exp, k: int = DEFAULT_K) -> int:
+    """``k``, at most the narrowest SAE's width (a width sweep's narrowest site may hold fewer features)."""
+    return min(k, min(exp.site_widths)) if exp.width_pairs else k
+
+
 def partners_ready(exp, k: int = DEFAULT_K, out=None) -> bool:
     try:
-        load_partners(exp, out=out, k=k)
+        load_partners(exp, out=out, k=partners_k(exp, k))
     except (MissingArtefactError, ArtefactMismatchError, ConfigError, ValueError):
         return False
     return True

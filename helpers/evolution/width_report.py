@@ -11,20 +11,31 @@ import numpy as np
 
 __all__ = [
     "best_cosines", "feature_labels", "split_share_rows", "tree_members", "tree_nodes", "tree_rows",
-    "varied_trees", "width_findings", "width_sweep_or_none",
+    "no_sweep_note", "varied_trees", "width_findings", "width_sweep_or_none",
 ]
 
 
 def width_sweep_or_none(exp):
     """The pass experiment of ``exp``'s width sweep (``<preset>-widths``) when its splitting is prepared
     (``make widths``; the Gemma preset ships its SAEs and ``make book`` runs its pass), else None."""
-    from ..experiment import get_experiment
+    from ..subject.widths import default_sweep_experiment
     from .splitting_artefact import splitting_ready
 
-    if exp.sae_source != "trained" or exp.width_pairs:
-        return exp if exp.width_pairs and splitting_ready(exp) else None
-    wexp = get_experiment(f"{exp.name}-widths")
-    return wexp if splitting_ready(wexp) else None
+    wexp = exp if exp.width_pairs else default_sweep_experiment(exp)
+    return wexp if wexp is not None and splitting_ready(wexp) else None
+
+
+def no_sweep_note(exp) -> str:
+    """Why notebook 14 has nothing to show for ``exp``, naming the site a sweep would read and the command."""
+    from ..subject.widths import default_sweep_experiment
+
+    wexp = default_sweep_experiment(exp)
+    site = exp.sites[len(exp.sites) // 2] if wexp is None else wexp.sites[0].split("@")[0]
+    if wexp is None:
+        return (f"{exp.name}: no width sweep of its own SAEs at {site} (pretrained SAEs, or a width too small "
+                "to divide by 4); official widths: python -m helpers widths --release NAME --layers L")
+    return (f"{exp.name}: no width sweep at {site} prepared yet: `make widths` (python -m helpers widths "
+            f"--experiment {exp.name}) trains it and runs its pass; the sections below stay empty")
 
 
 def _pct(x: float) -> str:

@@ -200,6 +200,18 @@ class WidthSweep:
         return atomic_write_json(Path(folder) / SWEEP_FILE, self.to_dict())
 
 
+def default_sweep_experiment(exp: Experiment) -> Experiment | None:
+    """The pass experiment of ``exp``'s default width sweep (``<preset>-widths``), or None when ``exp``
+    has none: its SAEs are pretrained, it is a width sweep's pass itself, or its width does not make a
+    sweep (e.g. the base width /4 is below its k)."""
+    if exp.sae_source != "trained" or exp.width_pairs:
+        return None
+    try:
+        return WidthSweep(base=exp).pass_experiment()
+    except ConfigError:
+        return None
+
+
 # --------------------------------------------------------------------------- rows
 def quality_chunk(d_sae: int) -> int:
     """Tokens per chunk of :func:`sae_quality`: at most 2^24 feature activations at once (a 1m-wide

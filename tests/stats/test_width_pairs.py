@@ -189,4 +189,13 @@ def test_prepare_skips_a_preset_without_a_trained_sweep(artefacts_tmp):
     step = next(s for s in STEPS if s.name == "width sweep")
     line = step.run(PRESETS["smoke"], progress=False)
     assert "skipped" in line and "make widths" in line
-    assert "skipped" in step.run(width_experiment(), progress=False)  # not for a width sweep's own pass
+    assert step.run(width_experiment(), progress=False) == ""  # not a step of a width sweep's own pass
+
+
+def test_default_sweep_experiment_is_none_where_a_preset_has_no_sweep():
+    from helpers.subject.widths import default_sweep_experiment
+
+    assert default_sweep_experiment(PRESETS["smoke"]).sites[0] == "hidden.3@w64"
+    assert default_sweep_experiment(PRESETS["gpt2-res-jb"]) is None  # pretrained SAEs
+    assert default_sweep_experiment(PRESETS["smoke"].replace(sae_width=24, sae_k=8)) is None  # 6 < k
+    assert default_sweep_experiment(width_experiment()) is None  # a sweep's own pass
