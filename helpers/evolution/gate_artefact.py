@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ArtefactMismatchError, ConfigError, CorruptArtefactError, MissingArtefactError
+from ..errors import ConfigError
 from ..io import MORE_SPACE, atomic_save_npz, atomic_write_json, load_npz, require_space, sha256_file, stats_dir
 from ..locks import stats_out, writes
 from ..stats.artefacts import smallest_uint
@@ -185,11 +185,9 @@ def load_gates(exp, out=None, masks: bool = False) -> dict[str, Any]:
 
 def gates_ready(exp, out=None) -> bool:
     """Whether ``gates.npz`` exists, belongs to ``exp`` and its statistics, and is intact."""
-    try:
-        load_gates(exp, out)
-    except (MissingArtefactError, ArtefactMismatchError, CorruptArtefactError, ConfigError):
-        return False
-    return True
+    from ..stats.artefacts import artefact_ready
+
+    return artefact_ready(load_gates, exp, out)
 
 
 def gate_rows(gates: dict[str, Any], min_iou: float) -> list[dict[str, Any]]:

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..errors import ArtefactMismatchError, ConfigError, MissingArtefactError
+from ..errors import ArtefactMismatchError, ConfigError
 from ..io import MORE_SPACE, atomic_save_npz, atomic_write_json, load_npz, require_space, sha256_file, stats_dir
 from ..locks import stats_out, writes
 from .matching import CONTROL, DEFAULT_THRESHOLD, METHODS, check_methods, check_threshold, matched_partners
@@ -298,8 +298,6 @@ def load_matching(exp, out=None) -> dict[str, Any]:
 
 
 def matching_ready(exp, out=None) -> bool:
-    try:
-        load_matching(exp, out)
-    except (MissingArtefactError, ArtefactMismatchError, ConfigError, ValueError):
-        return False
-    return True
+    from ..stats.artefacts import artefact_ready
+
+    return artefact_ready(load_matching, exp, out)

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..errors import ArtefactMismatchError, ConfigError, CorruptArtefactError, MissingArtefactError
+from ..errors import ArtefactMismatchError, ConfigError
 from ..io import MORE_SPACE, atomic_save_npz, atomic_write_json, load_npz, require_space, sha256_file, stats_dir
 from ..locks import stats_out, writes
 
@@ -288,11 +288,9 @@ def load_neurons(exp, out=None) -> dict[str, Any]:
 
 def neurons_ready(exp, out=None) -> bool:
     """Whether ``neurons.npz`` exists, belongs to ``exp`` and its statistics, and is intact."""
-    try:
-        load_neurons(exp, out)
-    except (MissingArtefactError, ArtefactMismatchError, CorruptArtefactError, ConfigError):
-        return False
-    return True
+    from ..stats.artefacts import artefact_ready
+
+    return artefact_ready(load_neurons, exp, out)
 
 
 def format_neurons(exp, file: Path, out=None) -> str:

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..errors import ArtefactMismatchError, ConfigError, MissingArtefactError
+from ..errors import ConfigError
 from ..io import MORE_SPACE, atomic_save_npz, atomic_write_json, load_npz, require_space, sha256_file, stats_dir
 from ..locks import stats_out, writes
 from .measures import MEASURES, PairInputs, block_measures, check_measure, load_pair_inputs
@@ -168,11 +168,9 @@ def partners_k(exp, k: int = DEFAULT_K) -> int:
 
 
 def partners_ready(exp, k: int = DEFAULT_K, out=None) -> bool:
-    try:
-        load_partners(exp, out=out, k=partners_k(exp, k))
-    except (MissingArtefactError, ArtefactMismatchError, ConfigError, ValueError):
-        return False
-    return True
+    from ..stats.artefacts import artefact_ready
+
+    return artefact_ready(load_partners, exp, out=out, k=partners_k(exp, k))
 
 
 def load_partners(exp, out=None, k: int | None = None) -> dict[str, Any]:

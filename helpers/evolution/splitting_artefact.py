@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ArtefactMismatchError, ConfigError, CorruptArtefactError, MissingArtefactError
+from ..errors import ConfigError
 from ..io import atomic_save_npz, atomic_write_json, load_npz, sha256_file, stats_dir
 from ..locks import stats_out, writes
 from .splitting import (COSINE, MIN_CHILDREN, NECESSITY, RECALL, Children, SplitResult, exclusive_children,
@@ -126,8 +126,6 @@ def load_splitting(exp, out=None) -> dict[str, Any]:
 
 def splitting_ready(exp, out=None) -> bool:
     """Whether ``splitting.npz`` exists, belongs to ``exp`` and its statistics, and is intact."""
-    try:
-        load_splitting(exp, out)
-    except (MissingArtefactError, ArtefactMismatchError, CorruptArtefactError, ConfigError):
-        return False
-    return True
+    from ..stats.artefacts import artefact_ready
+
+    return artefact_ready(load_splitting, exp, out)

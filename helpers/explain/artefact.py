@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ArtefactMismatchError, ConfigError, CorruptArtefactError, MissingArtefactError
+from ..errors import ConfigError, MissingArtefactError
 from ..io import atomic_save_npz, atomic_write_json, load_npz, sha256_file, stats_dir
 from ..locks import stats_out, writes
 from .rules import MAX_KEYS, choose_rules, firing_matrix
@@ -229,11 +229,9 @@ def load_explanations(exp, out=None) -> dict[str, Any]:
 
 def explanations_ready(exp, out=None) -> bool:
     """Whether ``explanations.npz`` exists, belongs to ``exp`` and its statistics, and is intact."""
-    try:
-        load_explanations(exp, out)
-    except (MissingArtefactError, ArtefactMismatchError, CorruptArtefactError, ConfigError):
-        return False
-    return True
+    from ..stats.artefacts import artefact_ready
+
+    return artefact_ready(load_explanations, exp, out)
 
 
 def explanations_or_none(exp, out=None) -> dict[str, Any] | None:

@@ -263,10 +263,18 @@ def check_statistics(exp: Experiment, out: str | Path | None = None) -> dict[str
     return meta
 
 
-def statistics_ready(exp: Experiment, out: str | Path | None = None) -> bool:
-    """Whether the statistics of ``exp`` exist, belong to it and are intact (checksums)."""
+def artefact_ready(load, *args: Any, **kwargs: Any) -> bool:
+    """Whether ``load(*args, **kwargs)`` succeeds: the artefact it reads exists, belongs to the experiment
+    (and to the statistics it was derived from) and is intact; False on any of the loaders' refusals
+    (missing, another experiment's, corrupted, a bad argument), which all derive from ValueError or
+    FileNotFoundError. Every ``*_ready`` of the pipeline's steps is this with its loader."""
     try:
-        check_statistics(exp, out)
-    except (MissingArtefactError, ArtefactMismatchError, CorruptArtefactError, FileNotFoundError):
+        load(*args, **kwargs)
+    except (ValueError, FileNotFoundError):
         return False
     return True
+
+
+def statistics_ready(exp: Experiment, out: str | Path | None = None) -> bool:
+    """Whether the statistics of ``exp`` exist, belong to it and are intact (checksums)."""
+    return artefact_ready(check_statistics, exp, out)
