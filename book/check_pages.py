@@ -325,6 +325,19 @@ def _click(driver, selector: str, what: str) -> str | None:
     return None
 
 
+def _wait_site(driver, site: str, timeout: float = 20.0) -> bool:
+    """Wait until the explorer holds ``site``'s data (a hash change within the same page loads it
+    after the render count has already moved)."""
+    import time
+
+    end = time.time() + timeout
+    while time.time() < end:
+        if driver.execute_script("return !!(EXPLORER.data.site && EXPLORER.data.site[arguments[0]])", site):
+            return True
+        time.sleep(0.05)
+    return False
+
+
 def check_width_explorer(html_root: Path) -> list[str]:
     """When notebook 14 links to the width sweep's explorer: a link from the notebook opens a feature's
     page; on a middle width's page, clicking its parent and one of its children opens their pages."""
@@ -352,7 +365,8 @@ def check_width_explorer(html_root: Path) -> list[str]:
             problems.append(f"{href}: the page the notebook links to shows no examples ({state['title']!r})")
         url, site = page.resolve().as_uri(), sites[1]
         driver.get(f"{url}#site={quote(site)}")
-        _wait_render(driver, 0)
+        if not _wait_site(driver, site):
+            return problems + [f"widths/explorer.html#site={site}: the site's data never loaded"]
         feature = driver.execute_script(
             "const d = EXPLORER.data.site[arguments[0]], w = d.widths;"
             "for (let f = 0; f < d.n_features; f++) if (w.parent[f] >= 0 && w.children.ptr[f + 1] > w.children.ptr[f])"
