@@ -403,3 +403,18 @@ def test_pages_show_explanations_and_the_table_sorts_by_score(built, tmp_path):
     assert expl["text"][1, f] in shown and two in shown  # as the page writes it (toPrecision(2))
     best = np.nanmax(expl["detection_auroc"][1])
     assert first.lstrip("#").isdigit() and expl["detection_auroc"][1, int(first.lstrip("#"))] == best
+
+
+def test_a_narrower_width_sites_columns_are_cut_to_its_width():
+    """A width sweep's per-site arrays are padded to the widest SAE; its pages list only its own features."""
+    from helpers.explore.site import _cut_columns
+
+    n, w = 8, 3
+    payload = {"fired": list(range(n)), "hist": [[0]] * n, "examples": {"start": list(range(n + 1)), "kind": "x"},
+               "down": {"index": [[1]] * n}, "measured": {"up": {"feature": list(range(n))}},
+               "widths": {"children": {"child": list(range(n))}}, "site": "s@w3"}
+    out = _cut_columns(payload, n, w)
+    assert out["fired"] == [0, 1, 2] and len(out["hist"]) == w and len(out["down"]["index"]) == w
+    assert out["examples"] == {"start": [0, 1, 2, 3], "kind": "x"}
+    # edge lists and the width columns (already of this site's width) are left as they are
+    assert out["measured"] == payload["measured"] and out["widths"] == payload["widths"] and out["site"] == "s@w3"
