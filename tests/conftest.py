@@ -250,3 +250,13 @@ def gemma_preset(monkeypatch):
     from helpers.experiment import PRESETS
 
     return PRESETS["gemma"]
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    """Every test's matplotlib figures are closed after it (the plot tests open many)."""
+    yield
+    import sys
+
+    if "matplotlib.pyplot" in sys.modules:
+        sys.modules["matplotlib.pyplot"].close("all")
