@@ -20,7 +20,9 @@ def describe(exp: Experiment, count_tokens: bool = True) -> dict[str, Any]:
                   "n_layers": spec.n_layers, "d_model": spec.d_model, "causal": spec.causal},
         "sites": list(exp.sites),
         "saes": {"source": exp.sae_source, "release": exp.sae_release,
-                 "width": exp.sae_width, "k": exp.sae_k if exp.sae_source == "trained" else None},
+                 # a width sweep's pass: each site's own width
+                 "width": "/".join(map(str, exp.site_widths)) if exp.width_pairs else exp.sae_width,
+                 "k": exp.sae_k if exp.sae_source == "trained" else None},
         "corpus": {"name": exp.corpus, "max_documents": exp.max_documents},
         "token_budget": exp.token_budget,
         "context_length": exp.context_length,
@@ -31,7 +33,7 @@ def describe(exp: Experiment, count_tokens: bool = True) -> dict[str, Any]:
     if exp.sae_source == "trained":
         ready = trained_saes_ready(exp)
         info["saes"]["trained"] = ready
-        if ready and (sae_dir(exp.name) / REPORT_FILE).is_file():
+        if ready and not exp.width_pairs and (sae_dir(exp.name) / REPORT_FILE).is_file():
             from .subject.saes import training_report
 
             info["saes"]["quality"] = training_report(exp)["sites"]

@@ -170,7 +170,10 @@ def _hub_normalization(release: str, sae_id: str) -> str | None:
 
 # --------------------------------------------------------------------------- loading
 def trained_saes_ready(exp: Experiment) -> bool:
-    """True when SAEs trained for exactly this experiment are on disk."""
+    """True when SAEs trained for exactly this experiment are on disk (a width sweep's pass: one SAE per
+    width site, in the sweep's folders)."""
+    if exp.width_pairs:
+        return all((trained_sae_path(exp, s) / "cfg.json").is_file() for s in exp.sites)
     base = sae_dir(exp.name)
     if not (base / "cfg.json").is_file():
         return False

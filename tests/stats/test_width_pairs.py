@@ -199,3 +199,13 @@ def test_default_sweep_experiment_is_none_where_a_preset_has_no_sweep():
     assert default_sweep_experiment(PRESETS["gpt2-res-jb"]) is None  # pretrained SAEs
     assert default_sweep_experiment(PRESETS["smoke"].replace(sae_width=24, sae_k=8)) is None  # 6 < k
     assert default_sweep_experiment(width_experiment()) is None  # a sweep's own pass
+
+
+def test_info_gives_each_width():
+    from helpers.report import describe, info_rows
+
+    rows = dict(info_rows(describe(width_experiment(), count_tokens=False)))
+    assert rows["SAEs"] == "pretrained gpt2-small-res-jb, 8/32/128 features"
+    smoke = dict(info_rows(describe(PRESETS["smoke"].replace(sites=("hidden.3@w64", "hidden.3@w256"), sae_width=256),
+                                    count_tokens=False)))
+    assert smoke["SAEs"].startswith("trained here, 64/256 features, TopK k=16")

@@ -167,6 +167,8 @@ def test_cli_prints_the_table(tiny_base, llama_subject, artefacts_tmp, tmp_path,
     assert lines[1].split() == ["width", "k", "FVU", "L0", "dead", "%", "dense", "%", "loss", "rec.", "%",
                                 "samples/feature"]
     assert [line.split()[0] for line in lines[2:5]] == ["8", "32", "128"]
+    # then the pass over the widths and their splitting (make widths)
+    assert "feature splitting for preset 'tiny-llama-widths' written" in out
     assert main(["widths", "--experiment", str(path), "--widths", "8,16,64", "--quiet"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: widths [8, 16, 64]: 16 is not 4x 8") and err.count("\n") == 1
