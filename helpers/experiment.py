@@ -389,6 +389,9 @@ class Experiment:
     coactivation_thresholds: tuple[int, ...] = COACTIVATION_THRESHOLDS
     top_k_examples: int = 20
     graph_top_k: int = 4
+    #: the co-activation graph's edge weights (cosine over all tokens) need F (F - 1) / 2 sums per site;
+    #: False keeps its edges and their counts, weights NaN (official 262k-wide SAEs: 128 GiB per site)
+    graph_weights: bool = True
     #: sums of products (pairs, graph weights): "float64", or "float32" on the device
     #: flushed into float64 on the host every ``flush_tokens`` tokens, or "auto":
     #: float64 when it fits the device, else float32 (what GPT-2 scale needs on 80 GB)

@@ -535,6 +535,8 @@ class CoactivationGraph(Accumulator):
     tokens seen, from ``sum_xy`` (sums of products of co-active features at the same site,
     every unordered pair once: the upper triangle, ``F (F - 1) / 2`` per site, as
     :class:`StreamedSums`) and the per-feature sums of squares of :class:`FeatureStats`.
+    ``weights=False`` keeps the edges and their counts without those sums (the weights are NaN): at
+    262k features the triangle alone is 128 GiB per site in float32.
     """
 
     _state = ("edge_keys", "edge_counts")
@@ -542,8 +544,9 @@ class CoactivationGraph(Accumulator):
 
     def __init__(self, sites: Sequence[str], n_features: int, top_k: int = 4, device="cpu",
                  chunk_pairs: int = 1 << 17, sum_dtype: torch.dtype = SUM_DTYPE,
-                 flush_tokens: int = FLUSH_TOKENS, compact_every: int = COMPACT_EVERY):
+                 flush_tokens: int = FLUSH_TOKENS, compact_every: int = COMPACT_EVERY, weights: bool = True):
         self.sites, self.n_features, self.top_k = tuple(sites), n_features, top_k
+        self.weights = weights
         self.chunk_pairs, self.compact_every = chunk_pairs, compact_every
         s, f = len(self.sites), n_features
         self.tri = f * (f - 1) // 2
@@ -555,7 +558,7 @@ class CoactivationGraph(Accumulator):
         first = torch.arange(f, device=device)
         self.row_start = (torch.arange(s, device=device) * self.tri).unsqueeze(1) + (
             triangle_index(first, first + 1, f) - (first + 1))
-        self.sum_xy = StreamedSums(s * self.tri, sum_dtype, device, flush_tokens)
+        self.sum_xy = StreamedSums(s * self.tri if weights else 0, sum_dtype, device, flush_tokens)
 
     def _compact(self, extra_keys: torch.Tensor | None = None, extra_counts: torch.Tensor | None = None) -> None:
         """Merge the buffered links (and ``extra`` keys with counts) into the sorted edge list."""
@@ -607,6 +610,8 @@ class CoactivationGraph(Accumulator):
             # products of all co-active pairs for the cosine weights: each unordered pair of
             # slots once; with the indices of each token sorted, slot p < q means index a < b and
             # the pair's place in the triangle is row_start[a] + b. Padding slots add 0.
+            if not self.weights:
+                continue
             kk = s.indices.shape[1]
             sa, sb = torch.triu_indices(kk, kk, offset=1, device=s.indices.device)
             row_start = self.row_start[i]
@@ -636,7 +641,10 @@ class CoactivationGraph(Accumulator):
         site, rest = keys // (f * f), keys % (f * f)
         a, b = rest // f, rest % f
         norms = torch.as_tensor(np.sqrt(np.asarray(sum_sq, dtype=np.float64)), device=sums.device)
-        w = (sums[self.row_start.to(sums.device)[site, a] + b] / (norms[site, a] * norms[site, b])).cpu()
+        if self.weights:
+            w = (sums[self.row_start.to(sums.device)[site, a] + b] / (norms[site, a] * norms[site, b])).cpu()
+        else:
+            w = torch.full(keys.shape, float("nan"), dtype=torch.float64)
         site, a, b = site.cpu(), a.cpu(), b.cpu()
         return {
             "edge_site": site.numpy().astype("int16"),

@@ -24,7 +24,7 @@ STAT_FIELDS = (
     "model", "sae_source", "sae_release", "sites", "corpus", "max_documents", "token_budget",
     "context_length", "sae_width", "sae_k", "sae_train_tokens", "sae_heldout_tokens",
     "sae_train_batch", "sae_epochs", "sae_lr", "seed", "step_tokens", "dead_thresholds",
-    "coactivation_thresholds", "top_k_examples", "graph_top_k", "relative_threshold",
+    "coactivation_thresholds", "top_k_examples", "graph_top_k", "graph_weights", "relative_threshold",
     # activations and SAE choice; defaults reproduce what older artefacts were computed with
     "sae_ids", "center_residual", "prepend_bos",
 )

@@ -157,7 +157,7 @@ class PassState:
         self.histograms = ActivationHistogram(self.owned, f, dev)
         self.top = TopExamples(self.owned, f, exp.top_k_examples, dev)
         self.graph = CoactivationGraph(self.owned, f, exp.graph_top_k, dev, chunk_pairs=self._big,
-                                       sum_dtype=p.sums, flush_tokens=p.flush_tokens)
+                                       sum_dtype=p.sums, flush_tokens=p.flush_tokens, weights=exp.graph_weights)
         self.pairs = [self._new_pair(i) if i in self.own_pairs else None for i in range(len(exp.site_pairs))]
         self.dead: list[torch.Tensor] = []  # [n_thr, owned sites] per step
         self._finite: list[tuple[int, str, torch.Tensor]] = []  # deferred NaN checks (GPU)

@@ -124,7 +124,7 @@ def memory_bill(exp: Experiment, n_features: int, n_model_params: int, world: in
         "feature statistics": enc * f * (8 + 4 + 8 + 8),
         "activation histograms (int64, log bins)": own * f * (HIST_EDGES.numel() + 1) * 8,
         f"pair statistics ({counts} counts + {sums} sums)": cells * (cb + sb),
-        f"co-activation graph ({sums} sums, upper triangle)": own * tri * sb,
+        f"co-activation graph ({sums} sums, upper triangle)": own * tri * sb if exp.graph_weights else 0,
         # edges: key + count; the link buffer: a key each, and a count each while it is merged
         "co-activation graph edge list (estimated)": edges * 16 * 2 + COMPACT_EVERY * 16,
         "top examples": own * f * k * 2 * (4 + 8 + 8),
@@ -156,7 +156,8 @@ def host_items(exp: Experiment, n_features: int, precision: Precision, pairs_hel
     cells, widest = _held_cells(exp, f, p), max(pair_cells(exp, f), default=0)
     items = {}
     if flushed:
-        items["float64 copies of the flushed float32 sums"] = (cells + own * (f * (f - 1) // 2)) * 8
+        graph = own * (f * (f - 1) // 2) if exp.graph_weights else 0
+        items["float64 copies of the flushed float32 sums"] = (cells + graph) * 8
     if writer:
         full = 0 if device_type == "cpu" else widest * (cb + 8)
         items["one pair's results while spooled (counts + float64 sums, compact counts + float32 r)"] = (

@@ -380,17 +380,21 @@ def _official_picks(release: str, layer: int, widths: Sequence[int] | None, l0: 
 
 
 def official_width_experiment(release: str, layer: int, widths: Sequence[int] | None = None,
-                              l0: str | float | None = None, **fields: Any) -> Experiment:
+                              l0: str | float | None = None, graph_weights: bool = False,
+                              **fields: Any) -> Experiment:
     """The statistics pass over several widths of one pretrained ``release`` at one ``layer`` (online):
     one width site per width (``<site>@w<width>``) with its SAE id, so that consecutive widths are the
     pass's pairs and :mod:`helpers.evolution.splitting_artefact` splits them, as for a trained sweep.
-    E.g. ``gemma-scope-2-270m-pt-res`` at layer 5 with widths 16k and 262k: its pair is 16,384 x 262,144."""
+    E.g. ``gemma-scope-2-270m-pt-res`` at layer 5 with widths 16k and 262k: its pair is 16,384 x 262,144.
+    ``graph_weights``: keep the within-site co-activation graph's weight sums (``F^2 / 2`` per site: 128
+    GiB for a 262k-wide SAE in float32; off by default, its edges and counts are kept)."""
     from .releases import experiment_from_release
 
     site, chosen, picks, l0 = _official_picks(release, layer, widths, l0)
     exp = experiment_from_release(release, layers=(layer, layer), width=chosen[0], l0=l0, **fields)
     return exp.replace(name=f"{exp.name}-widths", sites=tuple(width_site(site, w) for w in chosen),
-                       sae_ids=tuple(picks[w].sae_id for w in chosen), sae_width=max(chosen))
+                       sae_ids=tuple(picks[w].sae_id for w in chosen), sae_width=max(chosen),
+                       graph_weights=graph_weights)
 
 
 def official_width_rows(release: str, layer: int, widths: Sequence[int] | None = None, l0: str | float | None = None,

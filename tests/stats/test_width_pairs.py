@@ -209,3 +209,31 @@ def test_info_gives_each_width():
     smoke = dict(info_rows(describe(PRESETS["smoke"].replace(sites=("hidden.3@w64", "hidden.3@w256"), sae_width=256),
                                     count_tokens=False)))
     assert smoke["SAEs"].startswith("trained here, 64/256 features, TopK k=16")
+
+
+def test_graph_without_weights_keeps_its_edges_and_counts(tiny_gpt2, tmp_path):
+    """graph_weights=False: the same edges and counts, NaN weights, and no F^2/2 sums in the bill."""
+    exp = width_experiment()
+    saes = {s: make_random_sae(64, w, seed=i) for i, (s, w) in enumerate(zip(exp.sites, WIDTHS))}
+    run_pass(exp, out=tmp_path / "w", progress=False, subject=tiny_gpt2, saes=saes)
+    light = exp.replace(graph_weights=False)
+    run_pass(light, out=tmp_path / "n", progress=False, subject=tiny_gpt2, saes=saes)
+    full, none = (load_artefact(e, "coactivation_graph", tmp_path / d) for e, d in ((exp, "w"), (light, "n")))
+    for key in ("edge_site", "edge_src", "edge_dst", "edge_count"):
+        np.testing.assert_array_equal(full[key], none[key])
+    assert np.isfinite(full["edge_weight"]).all() and np.isnan(none["edge_weight"]).all()
+    np.testing.assert_array_equal(load_artefact(exp, "pair_coactivation", tmp_path / "w")["count_1"],
+                                  load_artefact(light, "pair_coactivation", tmp_path / "n")["count_1"])
+    graph = lambda e: next(v for k, v in memory_bill(e, 128, 0).items() if k.startswith("co-activation graph ("))  # noqa: E731
+    assert graph(exp) == 3 * (128 * 127 // 2) * 8 and graph(light) == 0
+
+
+def test_official_width_experiment_reads_each_width_with_its_sae_id():
+    from helpers.subject.widths import official_width_experiment
+
+    exp = official_width_experiment("gemma-scope-2-270m-pt-res", 5, (16384, 262144))
+    assert exp.sites == ("blocks.5.hook_resid_post@w16384", "blocks.5.hook_resid_post@w262144")
+    assert [s.split("_width_")[1].split("_")[0] for s in exp.sae_ids] == ["16k", "262k"]
+    assert exp.sae_width == 262144 and not exp.graph_weights
+    with pytest.raises(ConfigError, match="no SAE of width"):
+        official_width_experiment("gemma-scope-2-270m-pt-res", 5, (16384, 100))
