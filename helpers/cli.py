@@ -247,16 +247,12 @@ def _widths(args: argparse.Namespace) -> str:
 
 def _widths_explorer(exp, args: argparse.Namespace) -> str:
     """``explorer --widths``: the width sweep's explorer beside the preset's, when its pass and splitting exist."""
-    from .evolution.splitting_artefact import splitting_ready
+    from .evolution.width_report import no_sweep_note, width_sweep_or_none
     from .explore import build_explorer
-    from .subject.widths import default_sweep_experiment
 
-    wexp = default_sweep_experiment(exp)
+    wexp = width_sweep_or_none(exp)
     if wexp is None:
-        return f"no width sweep explorer for preset {exp.name!r}: it has no width sweep of its own SAEs"
-    if not splitting_ready(wexp):
-        return (f"no width sweep explorer for preset {exp.name!r}: its width sweep is not prepared (make widths, "
-                f"or python -m helpers prepare --experiment {wexp.name})")
+        return f"no width sweep explorer: {no_sweep_note(exp)}"
     return build_explorer(wexp, force=args.force, progress=not args.quiet).describe()
 
 

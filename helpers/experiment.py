@@ -773,6 +773,8 @@ PRESETS: dict[str, Experiment] = {
         ),
     ),
 }
+
+
 def get_experiment(name: str | None = None, /, **overrides: Any) -> Experiment:
     """The preset called ``name`` (default: ``$EXPERIMENT`` or ``offline``), with overrides."""
     if name is None:

@@ -61,13 +61,11 @@ def _build_explanations(exp: Experiment, progress: bool = True):
 def _width_experiment(exp: Experiment):
     """The pass experiment of ``exp``'s default width sweep, or None when its SAEs are not on disk
     (``make widths`` trains them; the Gemma preset ships them)."""
-    from .subject.saes import trained_sae_path
+    from .subject.saes import trained_saes_ready
     from .subject.widths import default_sweep_experiment
 
     wexp = default_sweep_experiment(exp)
-    if wexp is None:
-        return None
-    return wexp if all((trained_sae_path(wexp, s) / "cfg.json").is_file() for s in wexp.sites) else None
+    return wexp if wexp is not None and trained_saes_ready(wexp) else None
 
 
 def _width_sweep_ready(exp: Experiment) -> bool:

@@ -26,7 +26,8 @@ def width_sweep_or_none(exp):
 
 
 def no_sweep_note(exp) -> str:
-    """Why notebook 14 has nothing to show for ``exp``, naming the site a sweep would read and the command."""
+    """Why ``exp`` has no prepared width sweep (nothing for notebook 14 and the width explorer), naming the
+    site a sweep would read and the command."""
     from ..subject.widths import default_sweep_experiment
 
     wexp = default_sweep_experiment(exp)
@@ -35,7 +36,7 @@ def no_sweep_note(exp) -> str:
         return (f"{exp.name}: no width sweep of its own SAEs at {site} (pretrained SAEs, or a width too small "
                 "to divide by 4); official widths: python -m helpers widths --release NAME --layers L")
     return (f"{exp.name}: no width sweep at {site} prepared yet: `make widths` (python -m helpers widths "
-            f"--experiment {exp.name}) trains it and runs its pass; the sections below stay empty")
+            f"--experiment {exp.name}) trains it and runs its pass")
 
 
 def _pct(x: float) -> str:

@@ -166,9 +166,13 @@ class PassState:
     def _new_pair(self, i: int) -> PairStats:
         a, b = self.exp.site_pairs[i]
         p = self.precision
-        wa, wb = self.exp.pair_widths(i) if self.exp.width_pairs else (self.n_features,) * 2
+        wa, wb = self._pair_widths(i)
         return PairStats(a, b, wa, self.device, chunk_pairs=self._big, count_dtype=p.counts,
                          sum_dtype=p.sums, flush_tokens=p.flush_tokens, n_features_b=wb)
+
+    def _pair_widths(self, i: int) -> tuple[int, int]:
+        """Pair ``i``'s counts are ``w_a x w_b``: its sites' widths (a width pair), else ``F x F``."""
+        return self.exp.pair_widths(i) if self.exp.width_pairs else (self.n_features,) * 2
 
     def begin_pass(self, index: int) -> None:
         """Several passes: start pass ``index`` (> 0), holding group ``index`` (fresh accumulators;
@@ -424,8 +428,7 @@ class PassState:
             elif dist.rank == 0:
                 res = {}
                 for key, dtype in (("count", count_dtype), ("sum_xy", torch.float64)):
-                    buf = torch.empty(*(self.exp.pair_widths(i) if self.exp.width_pairs
-                                        else (self.n_features,) * 2), dtype=dtype)
+                    buf = torch.empty(*self._pair_widths(i), dtype=dtype)
                     tdist.recv(buf, src=owner[i], group=group)
                     res[key] = buf.numpy()
                 self.spool_pair(i, res, feats)
@@ -575,7 +578,7 @@ def run_pass(
     one process, when they fit :data:`~.codes.DEFAULT_MAX_BYTES`.
     """
     from ..subject.models import load_subject, resolve_device
-    from ..subject.saes import check_hub_for_saes, check_sae_configs, load_saes
+    from ..subject.saes import check_hub_for_saes, check_sae_configs, check_sae_widths, load_saes
 
     out = Path(out) if out is not None else stats_dir(exp.stats_name)
     _check_out_dir(out, exp)
@@ -620,11 +623,7 @@ def run_pass(
     if saes is None:
         saes = load_saes(exp, device="cpu" if movable else subject.device,
                          sites=state.encoded if mode == "pairs" else None)
-    wrong = [(s, saes[s].cfg.d_sae, w) for s, w in zip(exp.sites, exp.site_widths)
-             if s in saes and saes[s].cfg.d_sae != w]
-    if wrong:
-        raise ConfigError(f"the SAE of site {wrong[0][0]!r} has {wrong[0][1]} features but the experiment says "
-                          f"{wrong[0][2]} (sae_width, or the width the site names)")
+    check_sae_widths(saes, exp)  # (SAEs handed in did not pass load_saes' checks)
     floors = floors.to(subject.device) if floors is not None else None
     ckpt = out / CHECKPOINT.format(rank=f".rank{dist.rank}" if dist.world > 1 else "")
     if resume:

@@ -326,18 +326,23 @@ def check_saes(saes: Mapping[str, Any], d_model: int, exp: Experiment | None = N
         if exp is not None:
             check_sae_metadata(sae, site, exp)
     if exp is not None:
-        wrong = [(site, sae.cfg.d_sae, exp.site_widths[exp.sites.index(site)]) for site, sae in saes.items()
-                 if site in exp.sites and sae.cfg.d_sae != exp.site_widths[exp.sites.index(site)]]
-        if wrong:
-            site, has, want = wrong[0]
-            raise ConfigError(f"the SAE for site {site!r} has {has} features but the experiment says {want} "
-                              f"(sae_width, or the width the site names): load the SAE of that width")
+        check_sae_widths(saes, exp)
         return
     widths = {sae.cfg.d_sae for sae in saes.values()}
     if len(widths) > 1:
         raise ConfigError(
             f"SAEs of different widths {sorted(widths)}: the statistics need one width for all sites"
         )
+
+
+def check_sae_widths(saes: Mapping[str, Any], exp: Experiment) -> None:
+    """Every SAE has the width its site asks for (``sae_width``, or the width a width site names)."""
+    wrong = [(site, sae.cfg.d_sae, w) for site, w in zip(exp.sites, exp.site_widths)
+             if (sae := saes.get(site)) is not None and sae.cfg.d_sae != w]
+    if wrong:
+        site, has, want = wrong[0]
+        raise ConfigError(f"the SAE for site {site!r} has {has} features but the experiment says {want} "
+                          f"(sae_width, or the width the site names): load the SAE of that width")
 
 
 def check_sae_metadata(sae, site: str, exp: Experiment) -> None:
