@@ -45,24 +45,10 @@ def _check_width_experiment(exp) -> None:
                           "(e.g. --experiment gemma-widths, after `make widths`)")
 
 
-def _firings(exp, out: Path, saes: dict, progress: bool) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """``{site: (token, feature)}``: the pass's recorded codes, else the model re-run as the pass batches."""
-    from ..explain.artefact import firings_from_model
-    from ..stats.codes import open_codes
-    from ..subject.corpus import load_corpus
-    from ..subject.models import load_subject, resolve_device
-
-    codes = open_codes(exp, out)
-    if codes is not None:
-        return {s: codes.firings(s) for s in exp.sites}
-    subject = load_subject(exp.replace(device=str(resolve_device(exp.device))))
-    return firings_from_model(exp, subject, saes, load_corpus(exp.corpus, exp.max_documents), progress,
-                              exp.token_budget)
-
-
 @writes("splitting", stats_out)
 def build_splitting(exp, out=None, saes: dict | None = None, progress: bool = True, roots: int = ROOTS) -> Path:
     """Split every width pair of ``exp``'s pass and write ``splitting.npz`` and ``splitting.json``."""
+    from ..explain.artefact import recorded_firings
     from ..stats.artefacts import load_artefact, load_metadata
     from ..subject.saes import load_saes
     from .decoder import decoder_directions
@@ -73,7 +59,7 @@ def build_splitting(exp, out=None, saes: dict | None = None, progress: bool = Tr
     t0 = time.perf_counter()
     saes = saes if saes is not None else load_saes(exp)
     fired = load_artefact(exp, "dead_features", out, keys=("fired",))["fired"]
-    firings = _firings(exp, out, saes, progress)
+    firings, _ = recorded_firings(exp, out, saes=saes, progress=progress)
     results: list[SplitResult] = []
     for i, (a, b) in enumerate(exp.site_pairs):
         wa, wb = exp.pair_widths(i)

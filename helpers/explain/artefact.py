@@ -102,6 +102,28 @@ def firings_from_model(exp, subject, saes, documents, progress: bool = False, ma
             else (np.zeros(0, np.int64),) * 2 for s, v in out.items()}
 
 
+def recorded_firings(exp, out, sites=None, subject=None, saes: dict | None = None, progress: bool = False
+                     ) -> tuple[dict[str, tuple], str]:
+    """``({site: (token, feature)}, where they came from)`` of every firing at ``sites`` (default: all):
+    the codes the statistics pass recorded beside its artefacts in ``out``, else the model (``subject``,
+    loaded if None) and ``saes`` (loaded if None) re-run over the pass's stream, batched as the pass batches."""
+    from ..stats.codes import open_codes
+    from ..subject.corpus import load_corpus
+
+    sites = tuple(exp.sites if sites is None else sites)
+    codes = open_codes(exp, out, sites)
+    if codes is not None:
+        return {s: codes.firings(s) for s in sites}, "the statistics pass's recorded codes"
+    from ..subject.models import load_subject, resolve_device
+    from ..subject.saes import load_saes
+
+    subject = subject or load_subject(exp.replace(device=str(resolve_device(exp.device))))
+    saes = saes if saes is not None else load_saes(exp, device=subject.device, sites=sites)
+    some = exp if sites == exp.sites else exp.replace(sites=sites)
+    return (firings_from_model(some, subject, saes, load_corpus(exp.corpus, exp.max_documents), progress),
+            "a model re-run")
+
+
 def explain_site(token: np.ndarray, feature: np.ndarray, n_features: int, spaces: dict, held: np.ndarray,
                  window: np.ndarray, max_keys: int = MAX_KEYS) -> tuple[Any, dict, dict]:
     """``(rules, why, scores)`` of one site from its firings ``(token, feature)`` over the stream."""

@@ -87,7 +87,7 @@ def site_completeness(exp, families: Sequence[str] | str | None = None, sites: S
     none of whose members the stream mentions gives a row with 0 found, not an error."""
     from ..io import stats_dir
     from ..stats.artefacts import load_metadata
-    from ..stats.codes import open_codes
+    from .artefact import recorded_firings
 
     t0 = time.monotonic()
     sites = tuple(exp.sites if sites is None else sites)
@@ -101,21 +101,7 @@ def site_completeness(exp, families: Sequence[str] | str | None = None, sites: S
         raise ConfigError(f"the corpus gives {stream.n} tokens, the statistics {stats['tokens']}: rebuild "
                           f"the statistics with `python -m helpers collect --experiment {exp.name}`")
     mentions = _mentions(families, stream, docs, tokenizer, require)
-    codes = open_codes(exp, folder, sites)
-    if codes is not None:
-        firings = {s: codes.firings(s) for s in sites}
-        source = "the statistics pass's recorded codes"
-    else:
-        from ..subject.models import load_subject, resolve_device
-        from ..subject.saes import load_saes
-
-        subject = subject or load_subject(exp.replace(device=str(resolve_device(exp.device))))
-        saes = load_saes(exp, device=subject.device, sites=sites)
-        from .artefact import firings_from_model
-
-        ran = firings_from_model(exp.replace(sites=sites), subject, saes, docs, progress)
-        firings = {s: ran[s] for s in sites}
-        source = "a model re-run"
+    firings, source = recorded_firings(exp, folder, sites, subject, progress=progress)
     rows, members = completeness(list(mentions.values()), firings, int(stats["n_features"]), min_precision,
                                  min_recall)
     seconds = time.monotonic() - t0

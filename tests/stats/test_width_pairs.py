@@ -135,9 +135,11 @@ def test_memory_bill_of_an_official_16k_by_262k_pair():
     assert spool_bytes(exp, 262144, prec) == 16384 * 262144 * 8
 
 
-def test_splitting_artefact_equals_the_split_rule_on_dense_activations(tiny_gpt2, tmp_path):
-    """build_splitting reads the pass's counts and recorded codes; the same rule applied to counts and
-    firings from dense activations (batched as the pass) gives the same arrays."""
+@pytest.mark.parametrize("codes", [True, False], ids=["recorded codes", "model re-run"])
+def test_splitting_artefact_equals_the_split_rule_on_dense_activations(tiny_gpt2, tmp_path, codes, monkeypatch):
+    """build_splitting reads the pass's counts and its recorded codes (or, without them, re-runs the model);
+    the same rule applied to counts and firings from dense activations (batched as the pass) gives the
+    same arrays."""
     from helpers.evolution.decoder import decoder_directions
     from helpers.evolution.splitting import split_pair
     from helpers.evolution.splitting_artefact import build_splitting, load_splitting, splitting_ready
@@ -145,7 +147,8 @@ def test_splitting_artefact_equals_the_split_rule_on_dense_activations(tiny_gpt2
     exp = width_experiment()
     saes = {s: make_random_sae(64, w, seed=i) for i, (s, w) in enumerate(zip(exp.sites, WIDTHS))}
     out = tmp_path / "stats"
-    run_pass(exp, out=out, progress=False, subject=tiny_gpt2, saes=saes, record_codes=True)
+    run_pass(exp, out=out, progress=False, subject=tiny_gpt2, saes=saes, record_codes=codes)
+    monkeypatch.setattr("helpers.subject.models.load_subject", lambda exp, *a, **k: tiny_gpt2)
     assert not splitting_ready(exp, out)
     build_splitting(exp, out=out, saes=saes, progress=False)
     assert splitting_ready(exp, out)
