@@ -7,8 +7,9 @@ feature fires over that stream:
 - :func:`site_completeness`: from the codes the statistics pass recorded (:mod:`helpers.stats.codes`),
   or, without them, by running the model and the experiment's SAEs (:func:`~.artefact.firings_from_model`);
 - :func:`width_completeness`: every width of a trained :class:`~helpers.subject.widths.WidthSweep`
-  encodes the stream's activations at the sweep's site, batched as the pass batches
-  (:func:`sae_firings`, which takes any ``{label: SAE}`` at one site).
+  encodes the stream's activations at the sweep's site, read once per batch through the sweep's width
+  sites and batched as the pass batches (:func:`sae_firings` re-encodes the stream for any
+  ``{label: SAE}`` at one site, one model run per SAE).
 
 Definitions in :mod:`.completeness`.
 """
@@ -113,11 +114,13 @@ def width_completeness(sweep, families: Sequence[str] | str | None = None, subje
                        min_precision: float = MIN_PRECISION, min_recall: float = MIN_RECALL,
                        progress: bool = False) -> CompletenessResult:
     """Completeness of every family at each width of a trained ``sweep`` (its site, the base
-    experiment's stream); the SAEs are read from ``sweep.width_folder(width)``."""
-    from sae_lens import SAE
-
+    experiment's stream), the rows labelled by width. The stream is read through the sweep's pass
+    experiment (:meth:`~helpers.subject.widths.WidthSweep.pass_experiment` over the base's whole budget):
+    one forward pass per batch reads the site once and every width encodes it, batched as the pass batches."""
     from ..errors import MissingArtefactError
     from ..subject.models import load_subject, resolve_device
+    from ..subject.saes import load_saes
+    from .artefact import firings_from_model
 
     t0 = time.monotonic()
     missing = [w for w in sweep.widths if not (sweep.width_folder(w) / "cfg.json").is_file()]
@@ -125,13 +128,14 @@ def width_completeness(sweep, families: Sequence[str] | str | None = None, subje
         raise MissingArtefactError(
             f"no SAE of width(s) {missing} in {sweep.folder}: run `python -m helpers widths --experiment "
             f"{sweep.base.name} --site {sweep.site} --widths {','.join(map(str, sweep.widths))}`")
-    exp = sweep.base
+    exp = sweep.pass_experiment(token_budget=None)
     subject = subject or load_subject(exp.replace(device=str(resolve_device(exp.device))))
     docs, tokenizer, stream = _stream(exp, subject.tokenizer)
     mentions = _mentions(families, stream, docs, tokenizer)
-    saes = {w: SAE.load_from_disk(str(sweep.width_folder(w)), device=str(subject.device)) for w in sweep.widths}
-    firings = sae_firings(exp, sweep.site, saes, subject, docs, progress=progress)
-    rows, members = completeness(list(mentions.values()), firings, {w: int(s.cfg.d_sae) for w, s in saes.items()},
+    saes = load_saes(exp, device=subject.device)
+    ran = firings_from_model(exp, subject, saes, docs, progress)
+    firings = {w: ran[site] for w, site in zip(sweep.widths, exp.sites)}
+    rows, members = completeness(list(mentions.values()), firings, dict(zip(sweep.widths, sweep.widths)),
                                  min_precision, min_recall)
     return CompletenessResult(rows, members, mentions, stream.n, f"{len(saes)} SAEs encoding the stream",
                               time.monotonic() - t0)

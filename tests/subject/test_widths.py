@@ -290,3 +290,27 @@ def test_a_busy_sweep_stops_in_one_line_before_the_model_loads(tiny_base, artefa
         set_waiting(True)
     err = capsys.readouterr().err
     assert err.startswith(f"error: {folder} is being written by pid {proc.pid}") and err.count("\n") == 1
+
+
+def test_width_completeness_reads_the_site_once_and_equals_each_sae_alone(tiny_base, llama_subject, artefacts_tmp):
+    """Completeness per width through the sweep's width sites (one capture, every width encodes it) equals
+    re-encoding the stream with each width's SAE alone, batched the same way."""
+    from sae_lens import SAE
+
+    from helpers.explain.completeness import completeness
+    from helpers.explain.completeness_run import _mentions, _stream, sae_firings, width_completeness
+    from helpers.explain.concepts import ConceptFamily
+
+    words = ConceptFamily("words", {"the": ["the"], "of": ["of"], "and": ["and", "And"], "in": ["in", "In"]})
+    sweep = WidthSweep(tiny_base, widths=(8, 32, 128))
+    train_width_sweep(sweep, progress=False, subject=llama_subject)
+    got = width_completeness(sweep, [words], subject=llama_subject)
+    assert [r["saes"] for r in got.rows] == [8, 32, 128] and got.tokens > 0
+    docs, tok, stream = _stream(tiny_base, llama_subject.tokenizer)
+    saes = {w: SAE.load_from_disk(str(sweep.width_folder(w))) for w in sweep.widths}
+    alone = sae_firings(tiny_base, sweep.site, saes, llama_subject, docs)
+    rows, members = completeness(list(_mentions([words], stream, docs, tok).values()), alone,
+                                 {w: w for w in sweep.widths})
+    assert got.rows == rows
+    assert [(m["saes"], m["best_feature"], m["covered"]) for m in got.members] == \
+        [(m["saes"], m["best_feature"], m["covered"]) for m in members]
