@@ -58,7 +58,8 @@ from .interventions import (
     steering_sweep,
 )
 from .subject.models import Subject, load_subject, wrap
-from .subject.saes import encode, load_saes, sae_quality, train_saes, training_report
+from .subject.saes import encode, load_saes, sae_quality, training_report
+from .subject.training import train_saes
 
 #: the notebook-facing names, each with the module (under ``helpers``) that defines it
 NOTEBOOK_API: dict[str, str] = {

@@ -299,7 +299,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(format_info(info))
         elif args.command == "train-saes":
             from .report import format_training
-            from .subject.saes import train_saes
+            from .subject.training import train_saes
 
             result = train_saes(exp, force=args.force, progress=not args.quiet)
             print(format_training(result))

@@ -115,7 +115,7 @@ def prepare(exp: Experiment, progress: bool = True) -> list[str]:
     Returns one line per step saying what was done or reused.
     """
     from .report import format_pass, format_training
-    from .subject.saes import train_saes
+    from .subject.training import train_saes
     from .stats import run_pass, statistics_ready
 
     done = []

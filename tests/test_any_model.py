@@ -13,7 +13,8 @@ from helpers.cli import main
 from helpers.experiment import Experiment, get_experiment
 from helpers.stats import load_metadata, run_pass
 from helpers.subject.models import load_subject
-from helpers.subject.saes import load_saes, train_saes
+from helpers.subject.saes import load_saes
+from helpers.subject.training import train_saes
 
 from .stats.test_collect import brute_force_check, dense_stream
 

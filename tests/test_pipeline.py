@@ -10,7 +10,7 @@ import helpers.evolution.matching_artefact as matching_mod
 import helpers.evolution.neuron_artefact as neurons_mod
 import helpers.evolution.partners as partners_mod
 import helpers.stats as stats_mod
-import helpers.subject.saes as saes_mod
+import helpers.subject.training as training_mod
 from helpers.pipeline import prepare
 
 from .evolution.test_partners import smoke_run  # noqa: F401  (the fixture: a pass on the smoke subject)
@@ -25,7 +25,7 @@ def test_prepare_reruns_what_is_broken(smoke_run, tmp_path, monkeypatch):  # noq
     shutil.copytree(out, root / exp.stats_name)
     monkeypatch.setenv("SAE_EVOLUTION_ARTEFACTS", str(root))
     calls = []
-    monkeypatch.setattr(saes_mod, "train_saes", lambda exp, progress=True: saes_mod.TrainingResult(exp.name, {}, True))
+    monkeypatch.setattr(training_mod, "train_saes", lambda exp, progress=True: training_mod.TrainingResult(exp.name, {}, True))
 
     def fake_pass(exp, progress=True, **kw):  # a rerun of the pass restores the good files
         calls.append("collect")
@@ -68,7 +68,7 @@ def test_prepare_reruns_what_is_broken(smoke_run, tmp_path, monkeypatch):  # noq
 
 def test_prepare_runs_the_plain_pass_first_for_relative_activity(monkeypatch, tmp_path):
     monkeypatch.setenv("SAE_EVOLUTION_ARTEFACTS", str(tmp_path))
-    monkeypatch.setattr(saes_mod, "train_saes", lambda exp, progress=True: saes_mod.TrainingResult(exp.name, {}, True))
+    monkeypatch.setattr(training_mod, "train_saes", lambda exp, progress=True: training_mod.TrainingResult(exp.name, {}, True))
     order = []
 
     def fake_pass(exp, progress=True, **kw):
@@ -100,7 +100,7 @@ def test_derived_steps_are_named_and_each_is_ready_or_built_once(monkeypatch):
     steps = [pipeline.Step("first", lambda exp: True, lambda exp, progress: built.append("first")),
              pipeline.Step("second", lambda exp: False, lambda exp, progress: built.append("second") or Path("f2"))]
     monkeypatch.setattr(pipeline, "STEPS", steps)
-    monkeypatch.setattr("helpers.subject.saes.train_saes", lambda exp, progress: None)
+    monkeypatch.setattr("helpers.subject.training.train_saes", lambda exp, progress: None)
     monkeypatch.setattr("helpers.report.format_training", lambda result: "trained")
     monkeypatch.setattr("helpers.stats.statistics_ready", lambda exp: True)
     done = pipeline.prepare.__wrapped__(PRESETS["smoke"], progress=False)

@@ -22,7 +22,8 @@ from .neurons import capture_with_neurons, neuron_layers, neuron_width, site_lay
 from .models import Subject, load_subject, load_tokenizer, resolve_device, wrap
 from .releases import (Release, experiment_from_release, get_release, neuronpedia_id, residual_releases,
                        twin_preset)
-from .saes import encode, load_saes, sae_quality, train_saes, training_report
+from .saes import encode, load_saes, sae_quality, training_report
+from .training import train_saes
 
 __all__ = [
     "Document", "SpecialTokens", "Subject", "TokenBatch", "capture_residuals", "encode", "flatten_tokens",

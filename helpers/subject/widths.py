@@ -43,7 +43,8 @@ from ..errors import ConfigError
 from ..experiment import DEFAULT_EXPERIMENT, Experiment, get_experiment, width_site
 from ..io import MORE_SPACE, atomic_dir, atomic_write_json, require_space, sae_dir
 from ..locks import writes
-from .saes import SAE_FIELDS, _first_tokens, collect_activations, sae_quality, store_weights_as, train_sae
+from .saes import SAE_FIELDS, sae_quality
+from .training import _first_tokens, collect_activations, store_weights_as, train_sae
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,8 @@ import torch
 
 from helpers.errors import ArtefactMismatchError, ConfigError, HubUnavailableError, MissingArtefactError
 from helpers.experiment import PRESETS
-from helpers.subject.saes import check_saes, encode, load_saes, sae_quality, train_saes, trained_saes_ready
+from helpers.subject.saes import check_saes, encode, load_saes, sae_quality, trained_saes_ready
+from helpers.subject.training import train_saes
 
 from ..conftest import make_random_sae
 
@@ -78,7 +79,7 @@ def test_train_saes_on_real_minilm(artefacts_tmp):
     assert set(saes) == {"hidden.0", "hidden.3"}
     # the saved SAE reads raw activations (norm scaling folded in): same quality as reported
     from helpers.subject.models import load_subject
-    from helpers.subject.saes import collect_activations
+    from helpers.subject.training import collect_activations
 
     acts = collect_activations(load_subject(exp), exp, 2400, progress=False)
     heldout = acts["hidden.3"][2000:]
@@ -274,7 +275,7 @@ def test_each_site_starts_from_its_own_seed():
     """Two sites' untrained SAEs differ, and their decoders' top-1 cosine partners share the
     feature index no more than chance would (1/F), as they did when every site used one seed."""
     from helpers.experiment import PRESETS
-    from helpers.subject.saes import initial_sae, site_seed
+    from helpers.subject.training import initial_sae, site_seed
 
     exp = PRESETS["gemma"].replace(sae_width=512)
     a, seed_a = initial_sae(exp, exp.sites[3], 640)
@@ -294,7 +295,7 @@ def test_each_site_starts_from_its_own_seed():
 def test_weights_stored_in_half_precision_load_as_float32(tmp_path):
     from sae_lens import SAE
 
-    from helpers.subject.saes import store_weights_as
+    from helpers.subject.training import store_weights_as
 
     sae = make_random_sae(d_in=64, d_sae=128, seed=5)
     sae.save_model(str(tmp_path))
@@ -323,7 +324,7 @@ def test_centred_training_folds_the_mean_into_b_dec():
     """An SAE trained on centred inputs reads raw activations once the mean is folded: its b_dec
     sits at the data's mean, it reconstructs the raw inputs, and fewer features die than when
     the mean is left in the inputs."""
-    from helpers.subject.saes import train_sae
+    from helpers.subject.training import train_sae
 
     x, mean = _offset_sparse_data()
     exp = PRESETS["smoke"].replace(sae_width=128, sae_k=4, sae_train_batch=256, sae_epochs=3,
@@ -339,7 +340,7 @@ def test_centred_training_folds_the_mean_into_b_dec():
 
 
 def test_training_leaves_its_input_unchanged():
-    from helpers.subject.saes import train_sae
+    from helpers.subject.training import train_sae
 
     x, _ = _offset_sparse_data(n=1024)
     before = x.clone()

@@ -200,11 +200,11 @@ def gemma_subject(tiny_tokenizer):
 def test_official_widths_of_one_layer(gemma_scope_hub, gemma_subject):
     """Gemma Scope 2 at layer 9: 16k, 64k, 256k and 1m, served as random JumpReLU SAEs of the official
     layout with 1/1024 of the features each; one collection, one row per width, the same L0 variant."""
-    import helpers.subject.saes as saes_module
+    import helpers.subject.training as training_module
 
     features = {"16k": 16, "65k": 64, "262k": 256, "1m": 1024}
     served = gemma_scope_hub(d_in=640, d_sae=lambda folder: features[folder.split("_width_")[1].split("_")[0]])
-    real = saes_module.collect_activations
+    real = training_module.collect_activations
     rows = official_width_rows(RELEASE, 9, subject=gemma_subject, n_tokens=300, progress=False,
                                corpus="wiki-summaries", max_documents=20, context_length=32, batch_size=8,
                                sae_ce_tokens=128, device="cpu")
