@@ -354,6 +354,12 @@ class Experiment:
     corpus: str = "wiki-summaries"
     #: use only the first N documents of the corpus (None: all of them)
     max_documents: int | None = None
+    #: split the corpus by document into the statistics' documents, the SAEs' held-out documents
+    #: and their training documents (the rest): ``(stats share, SAE held-out share)`` of the
+    #: documents, assigned by a seeded hash of each title (``helpers.subject.corpus.document_part``),
+    #: so that the statistics read text the SAEs never saw. Empty: one stream, the SAEs train on its
+    #: first ``sae_train_tokens`` tokens, which the statistics read too
+    corpus_split: tuple[float, ...] = ()
     #: tokens counted by the statistics pass (None: the whole corpus)
     token_budget: int | None = None
     #: tokens per model input row, special tokens included
@@ -466,6 +472,13 @@ class Experiment:
             )
         if self.corpus not in CORPORA:
             raise ConfigError(f"unknown corpus {self.corpus!r}: choose one of {CORPORA}")
+        if self.corpus_split and (len(self.corpus_split) != 2 or min(self.corpus_split) <= 0
+                                  or sum(self.corpus_split) >= 1):
+            raise ConfigError(
+                f"corpus_split={list(self.corpus_split)} must be two shares > 0 of the documents, the "
+                "statistics' and the SAEs' held-out, summing below 1 (the rest trains the SAEs), e.g. "
+                "[0.32, 0.06]; or [] for one stream"
+            )
         if self.neuron_tokens is not None and self.neuron_tokens <= 0:
             raise ConfigError(f"neuron_tokens={self.neuron_tokens} must be a positive number of tokens, "
                               "or None for the statistics pass's token_budget")
@@ -710,6 +723,38 @@ PRESETS: dict[str, Experiment] = {
             "Gemma 3 270M (base, from the PyPI GGUF) on English Wikipedia summaries, the residual "
             "stream after decoder layers 0-8 (Gemma Scope 2's resid_post), TopK SAEs "
             "(2048 features, k=32) trained here"
+        ),
+    ),
+    # every layer of Gemma 3 270M, on SAEs trained on documents the statistics never read (issue 26):
+    # trained site by site (resumable, `python -m helpers train-saes --experiment gemma-all`); it
+    # becomes the default once its 18 SAEs are shipped
+    "gemma-all": Experiment(
+        name="gemma-all",
+        model="gemma-3-270m",
+        sae_source="trained",
+        sites=_gemma_sites(18),
+        corpus="wiki-summaries",
+        # 30% of the documents (311k tokens) feed the statistics, 8% (81k) measure the SAEs, 62%
+        # (629k) train them
+        corpus_split=(0.30, 0.08),
+        token_budget=300_000,
+        context_length=128,
+        batch_size=32,
+        sae_width=2048,
+        sae_k=32,
+        sae_train_tokens=1_000_000,
+        sae_heldout_tokens=100_000,
+        sae_train_batch=1024,
+        sae_epochs=3,
+        sae_lr=1e-3,
+        sae_save_dtype="float16",
+        sae_ce_tokens=2048,
+        neuron_tokens=32_768,
+        step_tokens=16_384,
+        description=(
+            "Gemma 3 270M (base, from the PyPI GGUF) on English Wikipedia summaries, the residual "
+            "stream after every decoder layer (0-17), TopK SAEs (2048 features, k=32) trained here on "
+            "documents the statistics never read"
         ),
     ),
     "offline": Experiment(

@@ -7,7 +7,7 @@ from helpers.experiment import MODELS, PRESETS, Experiment, get_experiment
 
 
 def test_presets_are_valid_and_named():
-    assert set(PRESETS) == {"gemma", "offline", "smoke", "gpt2-res-jb"}
+    assert set(PRESETS) == {"gemma", "gemma-all", "offline", "smoke", "gpt2-res-jb"}
     gemma = PRESETS["gemma"]
     assert gemma.model_spec.family == "gemma3" and gemma.model_spec.n_layers == 18
     assert gemma.model_spec.d_model == 640 and gemma.model_spec.causal

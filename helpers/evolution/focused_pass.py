@@ -224,7 +224,7 @@ def run_focused_pass(exp, plan: FocusPlan, subject, saes: dict, progress: bool =
     statistics pass recorded, batch by batch, instead of running the model (``subject`` and
     ``saes`` are then unused and may be ``None``).
     """
-    from ..subject.corpus import iter_token_batches, load_corpus
+    from ..subject.corpus import iter_token_batches, stream_documents
 
     sites = plan.needed_sites()
     device = torch.device(device) if device is not None else (subject.device if subject is not None else "cpu")
@@ -239,7 +239,7 @@ def run_focused_pass(exp, plan: FocusPlan, subject, saes: dict, progress: bool =
             bar.update(int(codes.batch_tokens[b]))
         bar.close()
     elif sites:
-        docs = load_corpus(exp.corpus, exp.max_documents)
+        docs = stream_documents(exp)
         stream = iter_token_batches(docs, subject.tokenizer, subject.special_tokens, exp.context_length,
                                     exp.batch_size, exp.token_budget)
         bar = tqdm(total=exp.token_budget, unit="tok", desc=f"gate verification ({exp.name})",

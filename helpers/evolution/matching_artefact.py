@@ -184,7 +184,7 @@ def compute_matching(exp, n_downstream: int | None = None, methods: Sequence[str
     an explicit number larger than the alive features is refused.
     """
     from ..stats.artefacts import load_artefact, load_metadata
-    from ..subject.corpus import load_corpus
+    from ..subject.corpus import stream_documents
     from .partners import load_partners
 
     methods = check_methods(methods)
@@ -205,7 +205,7 @@ def compute_matching(exp, n_downstream: int | None = None, methods: Sequence[str
         from ..subject.saes import load_saes
 
         saes = load_saes(exp, subject.device)
-    windows = _Windows(load_corpus(exp.corpus, exp.max_documents), subject.tokenizer, subject.special_tokens,
+    windows = _Windows(stream_documents(exp), subject.tokenizer, subject.special_tokens,
                        exp.context_length, radius)
     t0 = time.perf_counter()
     results = []

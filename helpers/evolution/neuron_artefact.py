@@ -127,7 +127,7 @@ def run_neuron_pass(exp, subject, saes: dict, progress: bool = True, recorder=No
     from ..stats.accumulators import SparseActs
     from ..stats.collect import _topk_bound
     from ..stats.neuron_correlation import NeuronCorrelation
-    from ..subject.corpus import iter_token_batches, load_corpus
+    from ..subject.corpus import iter_token_batches, stream_documents
     from ..subject.neurons import capture_with_neurons, neuron_width
 
     plan = {s: tuple(layer for layer in p if layer is not None) for s, p in neuron_plan(exp).items()}
@@ -144,7 +144,7 @@ def run_neuron_pass(exp, subject, saes: dict, progress: bool = True, recorder=No
     budget = neuron_budget(exp)
     t0 = time.perf_counter()
     if sites:
-        docs = load_corpus(exp.corpus, exp.max_documents)
+        docs = stream_documents(exp)
         stream = iter_token_batches(docs, subject.tokenizer, subject.special_tokens, exp.context_length,
                                     exp.batch_size, budget)
         bar = tqdm(total=budget, unit="tok", desc=f"features against neurons ({exp.name})", disable=not progress)
@@ -175,9 +175,9 @@ def unit_arrays(exp, tokenizer, recorder, n_features: int) -> dict[str, np.ndarr
     partner), ``sample_fired`` and ``sample_<unit>_<score>``."""
     from ..explain.stream import token_stream
     from ..explain.units import SAMPLE, UNIT_SCORES, compare_units
-    from ..subject.corpus import load_corpus
+    from ..subject.corpus import stream_documents
 
-    stream = token_stream(load_corpus(exp.corpus, exp.max_documents), tokenizer, neuron_budget(exp))
+    stream = token_stream(stream_documents(exp), tokenizer, neuron_budget(exp))
     scored = compare_units(recorder, stream, n_features, len(tokenizer), seed=exp.seed)
     s = len(exp.sites)
     out = {"sample_feature": np.full((s, SAMPLE), -1, np.int32), "sample_neuron": np.full((s, SAMPLE), -1, np.int32),

@@ -61,11 +61,10 @@ def _subset(spaces: dict, mask: np.ndarray) -> dict:
 
 def _token_strings(tokenizer, family: str, ids) -> dict[int, str]:
     """How the tokens ``ids`` read in running text (as :func:`helpers.explore.pages.token_strings`)."""
+    from ..subject.token_text import running_text
+
     ids = sorted({int(i) for i in ids if i >= 0})
-    toks = tokenizer.convert_ids_to_tokens(ids)
-    if family == "bert":
-        return {i: (t[2:] if t.startswith("##") else " " + t) for i, t in zip(ids, toks)}
-    return {i: tokenizer.convert_tokens_to_string([t]) for i, t in zip(ids, toks)}
+    return dict(zip(ids, running_text(tokenizer, family, ids)))
 
 
 def active_pairs(indices, values, offset: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -108,7 +107,7 @@ def recorded_firings(exp, out, sites=None, subject=None, saes: dict | None = Non
     the codes the statistics pass recorded beside its artefacts in ``out``, else the model (``subject``,
     loaded if None) and ``saes`` (loaded if None) re-run over the pass's stream, batched as the pass batches."""
     from ..stats.codes import open_codes
-    from ..subject.corpus import load_corpus
+    from ..subject.corpus import stream_documents
 
     sites = tuple(exp.sites if sites is None else sites)
     codes = open_codes(exp, out, sites)
@@ -120,7 +119,7 @@ def recorded_firings(exp, out, sites=None, subject=None, saes: dict | None = Non
     subject = subject or load_subject(exp.replace(device=str(resolve_device(exp.device))))
     saes = saes if saes is not None else load_saes(exp, device=subject.device, sites=sites)
     some = exp if sites == exp.sites else exp.replace(sites=sites)
-    return (firings_from_model(some, subject, saes, load_corpus(exp.corpus, exp.max_documents), progress),
+    return (firings_from_model(some, subject, saes, stream_documents(exp), progress),
             "a model re-run")
 
 
@@ -149,7 +148,7 @@ def build_explanations(exp, out=None, subject=None, saes: dict | None = None, pr
 
     from ..stats.artefacts import load_metadata
     from ..stats.codes import open_codes
-    from ..subject.corpus import load_corpus
+    from ..subject.corpus import stream_documents
     from ..subject.models import load_subject, load_tokenizer, resolve_device
     from ..subject.saes import load_saes
 
@@ -160,7 +159,7 @@ def build_explanations(exp, out=None, subject=None, saes: dict | None = None, pr
     t0 = time.monotonic()
     stats = load_metadata(exp, out)  # refuses another experiment's statistics
     F = int(stats["n_features"])
-    docs = load_corpus(exp.corpus, exp.max_documents)
+    docs = stream_documents(exp)
     tokenizer = subject.tokenizer if subject is not None else load_tokenizer(exp)
     stream = token_stream(docs, tokenizer, exp.token_budget)
     if stream.n != int(stats["tokens"]):

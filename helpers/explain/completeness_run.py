@@ -47,11 +47,11 @@ class CompletenessResult:
 
 
 def _stream(exp, tokenizer=None):
-    from ..subject.corpus import load_corpus
+    from ..subject.corpus import stream_documents
     from ..subject.models import load_tokenizer
     from .stream import token_stream
 
-    docs = load_corpus(exp.corpus, exp.max_documents)
+    docs = stream_documents(exp)
     tokenizer = tokenizer or load_tokenizer(exp)
     return docs, tokenizer, token_stream(docs, tokenizer, exp.token_budget)
 

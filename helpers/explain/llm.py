@@ -167,7 +167,7 @@ def experiment_windows(exp, site: str, features: Sequence[int], out=None, window
     windows), firings from the codes the statistics pass recorded."""
     from ..io import stats_dir
     from ..stats.codes import open_codes
-    from ..subject.corpus import load_corpus
+    from ..subject.corpus import stream_documents
     from ..subject.models import load_tokenizer
     from .artefact import MAX_TOKENS, _token_strings
     from .stream import HELDOUT_EVERY, WINDOW, heldout_mask, token_stream, windows
@@ -179,7 +179,7 @@ def experiment_windows(exp, site: str, features: Sequence[int], out=None, window
         raise ConfigError(f"the LLM scorer reads the per-token codes of the statistics pass, and {out} has none: "
                           f"rerun `python -m helpers collect --experiment {exp.name}` on a CPU")
     tokenizer = load_tokenizer(exp)
-    stream = token_stream(load_corpus(exp.corpus, exp.max_documents), tokenizer, exp.token_budget)
+    stream = token_stream(stream_documents(exp), tokenizer, exp.token_budget)
     stream = stream.subset(np.arange(stream.n) < MAX_TOKENS)
     token, feat = codes.firings(site)
     features = [int(f) for f in features]

@@ -161,9 +161,11 @@ def key_spaces(stream: TokenStream, vocab: int | None = None) -> dict[str, KeySp
 
 
 def quote(text: str) -> str:
-    """``text`` between double quotes without its surrounding spaces (``repr`` if only spaces)."""
-    t = text.strip()
-    return f'"{t}"' if t else repr(text)
+    """``text`` between double quotes without its surrounding spaces (whitespace alone shown visibly,
+    ``"\\n"`` or ``"␣"``: :func:`helpers.subject.token_text.visible`)."""
+    from ..subject.token_text import visible
+
+    return f'"{visible(text)}"'
 
 
 def key_text(space: KeySpace, key: int, strings) -> str:

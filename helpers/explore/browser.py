@@ -260,13 +260,14 @@ def feature_labels(top: dict, documents, tokenizer, n: int = 2) -> list[list[str
     from collections import Counter
 
     from ..subject.corpus import tokenize_documents
+    from ..subject.token_text import decoded, visible
 
     doc_ids = {d.doc_id: ids for d, ids in tokenize_documents(list(documents), tokenizer)}
     cache: dict[int, str] = {}
 
     def word(t: int) -> str:
         if t not in cache:
-            cache[t] = tokenizer.decode([t]).strip()
+            cache[t] = visible(decoded(tokenizer, t))
         return cache[t]
 
     docs, pos = top["hi_doc"], top["hi_pos"]

@@ -108,7 +108,7 @@ def build_browser(exp, out: str | Path | None = None, subject=None, saes=None, k
     from ..stats.artefacts import load_artefact
     from ..subject.models import load_subject
     from ..subject.saes import load_saes
-    from ..subject.corpus import load_corpus
+    from ..subject.corpus import stream_documents
     from .browser import DEFAULT_K_EDGES, add_labels, browser_graph, feature_labels
 
     t0 = time.perf_counter()
@@ -124,7 +124,7 @@ def build_browser(exp, out: str | Path | None = None, subject=None, saes=None, k
                           seed=exp.seed, preset=exp.name, measured=measured, measured_note=note)
     subject = subject if subject is not None else load_subject(exp)
     top = load_artefact(exp, "top_examples", keys=("hi_doc", "hi_pos"))
-    add_labels(graph, feature_labels(top, load_corpus(exp.corpus, exp.max_documents), subject.tokenizer))
+    add_labels(graph, feature_labels(top, stream_documents(exp), subject.tokenizer))
     saes = saes if saes is not None else load_saes(exp, device=subject.device)
     _, _, prompts, searches = precompute(exp, subject, saes, partners, graph)
     sizes = write_browser(out, graph, prompts, searches)

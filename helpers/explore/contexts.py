@@ -129,9 +129,9 @@ def example_contexts(exp: Experiment, subject, saes: dict, examples: Examples,
     from tqdm.auto import tqdm
 
     from ..stats.collect import encode_batch
-    from ..subject.corpus import iter_token_batches, load_corpus
+    from ..subject.corpus import iter_token_batches, stream_documents
 
-    docs = docs if docs is not None else load_corpus(exp.corpus, exp.max_documents)
+    docs = docs if docs is not None else stream_documents(exp)
     special = subject.special_tokens
     ex = examples
     if ex.batch.size != ex.n:

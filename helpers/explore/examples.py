@@ -49,7 +49,9 @@ def top_tokens(top: dict[str, np.ndarray], site_index: int, feature: int, docume
 
     rows = examples(top, site_index, feature, documents, tokenizer, "hi", n=len(top["hi_doc"][0, 0]),
                     context_tokens=0)
-    counts = Counter(r["token"].strip() for r in rows)
+    from ..subject.token_text import visible
+
+    counts = Counter(visible(r["token"]) for r in rows)
     return ", ".join(t for t, _ in counts.most_common(n)) or "(never fired)"
 
 
@@ -109,10 +111,10 @@ def feature_text(exp, tokenizer=None) -> FeatureText:
     """:class:`FeatureText` of the experiment: its ``top_examples``, corpus and tokenizer
     (``tokenizer``: one already loaded, e.g. ``subject.tokenizer``; else the experiment's)."""
     from ..stats.artefacts import load_artefact
-    from ..subject.corpus import load_corpus
+    from ..subject.corpus import stream_documents
     from ..subject.models import load_tokenizer
 
     top = load_artefact(exp, "top_examples")
-    documents = load_corpus(exp.corpus, exp.max_documents)
+    documents = stream_documents(exp)
     tokenizer = load_tokenizer(exp) if tokenizer is None else tokenizer
     return FeatureText(top, documents, tokenizer, tuple(exp.sites))

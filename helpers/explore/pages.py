@@ -232,12 +232,11 @@ def effect_tokens(subject, saes: dict, sites, k: int = 8, chunk: int = 2048,
 
 
 def token_strings(tokenizer, family: str) -> list[str]:
-    """How each token id reads in running text (with its leading space, if any)."""
-    vocab = len(tokenizer)
-    toks = tokenizer.convert_ids_to_tokens(list(range(vocab)))
-    if family == "bert":
-        return [t[2:] if t.startswith("##") else " " + t for t in toks]
-    return [tokenizer.convert_tokens_to_string([t]) for t in toks]
+    """How each token id reads in running text (with its leading space, if any; a byte-fallback
+    token as ``<0xE2>``: :func:`helpers.subject.token_text.running_text`)."""
+    from ..subject.token_text import running_text
+
+    return running_text(tokenizer, family, range(len(tokenizer)))
 
 
 def levels(acts: np.ndarray, scale: np.ndarray) -> np.ndarray:

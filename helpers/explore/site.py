@@ -166,7 +166,7 @@ def build_data(exp: Experiment, subject=None, saes=None, out_stats: str | Path |
     """
     from ..evolution.measured_edges import measured_edges_or_note
     from ..stats import load_artefact
-    from ..subject.corpus import load_corpus
+    from ..subject.corpus import stream_documents
     from ..subject.models import load_subject
     from ..subject.saes import load_saes
 
@@ -175,7 +175,7 @@ def build_data(exp: Experiment, subject=None, saes=None, out_stats: str | Path |
     subject = subject or load_subject(exp)
     saes = saes or load_saes(exp, device=subject.device)
     S, F = len(exp.sites), exp.sae_width
-    docs = load_corpus(exp.corpus, exp.max_documents)
+    docs = stream_documents(exp)
     t0, c0 = time.perf_counter(), time.process_time()
     partners = pages.partner_tables(exp, k_partners, out_stats)
     measured, measured_note = measured_edges_or_note(exp, out_stats)

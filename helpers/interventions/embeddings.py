@@ -142,10 +142,10 @@ def corpus_embeddings(exp, subject: Subject, progress: bool = True) -> np.ndarra
     """Embeddings of every document of the experiment's corpus, cached in
     ``artefacts/<preset>/document_embeddings.npz`` (written by the statistics pass on the encoder
     subject, see :class:`FirstRowPooling`; else computed here; recomputed when the corpus differs)."""
-    from ..subject.corpus import load_corpus
+    from ..subject.corpus import stream_documents
     from ..io import atomic_save_npz, stats_dir
 
-    docs = load_corpus(exp.corpus, exp.max_documents)
+    docs = stream_documents(exp)
     path = stats_dir(exp.stats_name) / EMBEDDINGS_FILE
     key = embeddings_key(exp, len(docs))
     if path.is_file():

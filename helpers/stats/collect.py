@@ -84,7 +84,7 @@ from ..experiment import Experiment
 from ..io import atomic_path, keep, require_space, stats_dir, temporary
 from ..locks import note_kept, stats_out, writes
 from ..subject.capture import capture_residuals
-from ..subject.corpus import TokenBatch, iter_token_batches, load_corpus
+from ..subject.corpus import TokenBatch, iter_token_batches, stream_documents
 from .activity import describe_activity, relative_floors
 from .accumulators import (ActivationHistogram, CoactivationGraph, FeatureStats, NonFiniteError, PairStats,
                            SparseActs, TopExamples)
@@ -595,7 +595,7 @@ def run_pass(
     subject = subject or load_subject(exp.replace(device=str(device)))
     n_features = exp.sae_width  # checked against the SAEs once they are loaded
     n_params = sum(p.numel() for p in subject.hf_model.parameters())
-    docs = load_corpus(exp.corpus, exp.max_documents)
+    docs = stream_documents(exp)
     max_tokens = exp.token_budget
     if max_tokens is None:  # the whole corpus: count it (for the int32 counts and the progress bar)
         from ..subject.corpus import count_tokens

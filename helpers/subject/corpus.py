@@ -29,6 +29,7 @@ from typing import Iterable, Iterator, Sequence
 import torch
 
 from ..errors import ConfigError, HubUnavailableError
+from .token_text import decoded
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +136,46 @@ def load_corpus(corpus: str, max_documents: int | None = None) -> list[Document]
     if not docs:
         raise ConfigError(f"corpus {corpus!r} holds no documents with text")
     return docs
+
+
+# --------------------------------------------------------------------------- parts of a corpus
+#: the parts a split corpus falls into, by document (:func:`document_part`)
+CORPUS_PARTS = ("stats", "sae_heldout", "sae_train")
+
+
+def document_part(title: str, seed: int, split: Sequence[float]) -> str:
+    """Which part of a split corpus a document belongs to, from its title alone.
+
+    ``split = (stats share, SAE held-out share)``: a document whose seeded hash, read as a number
+    in [0, 1), lies below the first share feeds the statistics; below both shares together, the
+    SAEs' held-out measurements; the rest trains the SAEs. A document lies wholly in one part, and
+    its part does not depend on the other documents (nor on ``max_documents``)."""
+    import hashlib
+
+    digest = hashlib.sha256(f"{seed}:{title}".encode("utf-8")).digest()
+    u = int.from_bytes(digest[:8], "little") / 2.0**64
+    if u < split[0]:
+        return "stats"
+    return "sae_heldout" if u < split[0] + split[1] else "sae_train"
+
+
+def corpus_part(exp, documents: Sequence[Document], part: str) -> list[Document]:
+    """The documents of ``part`` (one of :data:`CORPUS_PARTS`) in corpus order, each keeping its
+    ``doc_id``. An experiment without ``corpus_split`` has one stream: every part is the whole
+    corpus (its SAEs train on the stream's first tokens and are measured on the next ones)."""
+    if part not in CORPUS_PARTS:
+        raise ConfigError(f"unknown corpus part {part!r}: choose one of {CORPUS_PARTS}")
+    if not exp.corpus_split:
+        return list(documents)
+    return [d for d in documents if document_part(d.title, exp.seed, exp.corpus_split) == part]
+
+
+def stream_documents(exp, documents: Sequence[Document] | None = None) -> list[Document]:
+    """The documents the statistics pass reads, in order (and every step that re-reads its stream):
+    the corpus's ``stats`` part (the whole corpus when the experiment does not split it).
+    ``documents``: the corpus, when already loaded."""
+    docs = load_corpus(exp.corpus, exp.max_documents) if documents is None else documents
+    return corpus_part(exp, docs, "stats")
 
 
 # --------------------------------------------------------------------------- tokens
@@ -278,7 +319,7 @@ def token_context(
         start, end = offsets[position]
         return text[offsets[lo][0]:start], text[start:end], text[end:offsets[hi - 1][1]]
     left = tokenizer.decode(ids[lo:position])
-    token = tokenizer.decode(ids[position : position + 1])
+    token = decoded(tokenizer, ids[position])  # one byte of a multi-byte character: its bytes, <0xE2>
     right = tokenizer.decode(ids[position + 1 : hi])
     return left, token, right
 

@@ -20,7 +20,7 @@ from .capture import capture_residuals, flatten_tokens
 from .corpus import iter_token_batches, load_corpus
 from ..errors import ConfigError
 from ..experiment import Experiment
-from ..io import MORE_SPACE, atomic_dir, atomic_write_json, require_space, sae_dir
+from ..io import MORE_SPACE, atomic_dir, atomic_write_json, require_space, sae_dir, swap_in
 from ..locks import writes
 from .models import Subject, load_subject
 from .saes import REPORT_FILE, sae_quality, trained_saes_ready
@@ -162,67 +162,239 @@ class TrainingResult:
     reused: bool
 
 
+#: each trained site's quality on held-out tokens, beside its SAE (written last: the site is done)
+SITE_QUALITY_FILE = "quality.json"
+#: where an unfinished set of SAEs grows, site by site, beside the finished set it will replace
+STAGING_SUFFIX = ".training"
+
+
+def staging_dir(exp: Experiment):
+    """``artefacts/saes/<preset>.training``: the SAEs trained so far for ``exp`` (resumable)."""
+    base = sae_dir(exp.name)
+    return base.with_name(base.name + STAGING_SUFFIX)
+
+
+def _open_staging(exp: Experiment, force: bool):
+    """The staging folder of ``exp``, resumed when it was started for the same SAE settings (and not
+    ``force``), else begun anew with the experiment's ``cfg.json``."""
+    import shutil
+
+    from .saes import SAE_FIELDS
+
+    staging = staging_dir(exp)
+    if (staging / "cfg.json").is_file() and not force:
+        try:
+            if not Experiment.load(staging).differences(exp, SAE_FIELDS):
+                return staging
+        except (ConfigError, ValueError) as exc:
+            log.info("cannot read %s (%s)", staging / "cfg.json", exc)
+        log.info("the SAEs in %s were begun for other settings: starting over", staging)
+    if staging.exists():
+        shutil.rmtree(staging)
+    with atomic_dir(staging, journal=False) as tmp:  # kept when this call fails: its sites are resumed
+        (tmp / "cfg.json").write_text(exp.to_json() + "\n")
+    return staging
+
+
+def site_done(folder, site: str) -> bool:
+    """Whether ``folder`` holds a finished SAE of ``site`` (its quality written)."""
+    return (folder / site / SITE_QUALITY_FILE).is_file()
+
+
 @writes("train-saes", lambda a: sae_dir(a["exp"].name))
 def train_saes(
     exp: Experiment,
     force: bool = False,
     progress: bool = True,
     subject: Subject | None = None,
+    sites: "tuple[str, ...] | list[str] | None" = None,
 ) -> TrainingResult:
-    """Train (or reuse) one SAE per site; write them atomically with a quality report.
+    """Train (or reuse) one SAE per site, resumably: each site is written (atomically) as soon as it
+    is trained, with its quality on held-out tokens, into ``artefacts/saes/<preset>.training``; a
+    later call resumes with the sites not yet done. When every site is done, the set (with its
+    ``cfg.json`` and ``training_report.json``) replaces ``artefacts/saes/<preset>``, so a finished
+    set is never mixed with an unfinished one. ``sites``: train only these now (a session's share);
+    ``force``: start over.
 
-    Returns the per-site report: FVU, L0 and dead fraction on held-out tokens.
+    Returns the per-site report: FVU, L0, dead fraction (and on a causal LM the loss recovered) on
+    held-out tokens.
     """
+    import json
+
     if exp.sae_source != "trained":
         raise ConfigError(
             f"preset {exp.name!r} uses pretrained SAEs ({exp.sae_release}): nothing to train"
         )
     base = sae_dir(exp.name)
     if not force and trained_saes_ready(exp) and (base / REPORT_FILE).is_file():
-        import json
-
         log.info("reusing the SAEs in %s", base)
         return TrainingResult(exp.name, json.loads((base / REPORT_FILE).read_text())["sites"], True)
-
+    unknown = [s for s in (sites or ()) if s not in exp.sites]
+    if unknown:
+        raise ConfigError(f"site(s) {unknown} are not sites of experiment {exp.name!r}: choose among "
+                          f"{list(exp.sites)}")
     d, f = exp.model_spec.d_model, exp.sae_width  # float32 encoder and decoder, biases
-    require_space(base, len(exp.sites) * (2 * d * f + f + d) * 4, "train-saes", MORE_SPACE)
-    subject = subject or load_subject(exp)
-    total = exp.sae_train_tokens + exp.sae_heldout_tokens
-    t0 = time.perf_counter()
-    acts, tail = collect_activations(subject, exp, total, progress=progress,
-                                     keep_batches_from=exp.sae_train_tokens)
-    n = next(iter(acts.values())).shape[0]
-    if n < total:
-        log.warning("the corpus holds %d tokens, fewer than the %d asked for", n, total)
-    n_heldout = min(exp.sae_heldout_tokens, n // 5)
-    report: dict[str, dict[str, float]] = {}
-    saes = {}
+    require_space(base.parent, len(exp.sites) * (2 * d * f + f + d) * 4, "train-saes", MORE_SPACE)
+    staging = _open_staging(exp, force)
+    wanted = [s for s in exp.sites if sites is None or s in sites]
+    todo = [s for s in wanted if not site_done(staging, s)]
+    if todo:
+        subject = subject or load_subject(exp)
+        t0 = time.perf_counter()
+        data = training_data(subject, exp, todo, progress=progress)
+        collect_seconds = time.perf_counter() - t0
+        for site in tqdm(todo, desc="SAEs", unit="site", disable=not progress):
+            quality = _train_site(subject, exp, site, data, staging / site, progress)
+            quality["collect_seconds"] = collect_seconds / len(todo)
+            log.info("%s: %s", site, quality)
+        del data
+    done = [s for s in exp.sites if site_done(staging, s)]
+    report = {s: json.loads((staging / s / SITE_QUALITY_FILE).read_text()) for s in done}
+    if len(done) < len(exp.sites):
+        log.info("%d of %d sites trained in %s; run train-saes again for the rest", len(done), len(exp.sites),
+                 staging)
+        return TrainingResult(exp.name, report, False)
+    seconds = sum(q.get("seconds", 0.0) + q.get("collect_seconds", 0.0) for q in report.values())
+    atomic_write_json(staging / REPORT_FILE, {"preset": exp.name, "seconds": seconds, "sites": report})
+    swap_in(staging, base)
+    return TrainingResult(exp.name, report, False)
+
+
+def _train_site(subject: Subject, exp: Experiment, site: str, data: "TrainingData", folder, progress: bool
+                ) -> dict[str, float]:
+    """Train, save and measure the SAE of one site into ``folder`` (atomically)."""
     from sae_lens import SAE
 
-    with atomic_dir(base) as tmp:
-        for site in tqdm(exp.sites, desc="SAEs", unit="site", disable=not progress):
-            train, heldout = acts[site][: n - n_heldout], acts[site][n - n_heldout :]
-            sae = train_sae(train, exp, site, device=subject.device, progress=progress)
-            sae.save_inference_model(str(tmp / site))
-            if exp.sae_save_dtype != "float32":
-                store_weights_as(tmp / site, exp.sae_save_dtype)
-            saes[site] = SAE.load_from_disk(str(tmp / site), device=str(subject.device))
-            report[site] = sae_quality(saes[site], heldout)
-            report[site]["train_tokens"] = int(train.shape[0])
-            log.info("%s: %s", site, report[site])
-        del acts
+    t0 = time.perf_counter()
+    train = data.train(site)
+    with atomic_dir(folder, journal=False) as tmp:
+        sae = train_sae(train, exp, site, device=subject.device, progress=progress)
+        sae.save_inference_model(str(tmp))
+        if exp.sae_save_dtype != "float32":
+            store_weights_as(tmp, exp.sae_save_dtype)
+        saved = SAE.load_from_disk(str(tmp), device=str(subject.device))
+        quality = sae_quality(saved, data.heldout(site))
+        quality["train_tokens"] = int(train.shape[0])
+        del train
         if subject.spec.causal:
             from .splice import loss_recovered
 
-            tail = _first_tokens(tail, exp.sae_ce_tokens)
-            for site, q in loss_recovered(subject, saes, tail, progress=progress).items():
-                report[site].update(q)
-        exp.save(tmp)
-        atomic_write_json(
-            tmp / REPORT_FILE,
-            {"preset": exp.name, "seconds": time.perf_counter() - t0, "sites": report},
-        )
-    return TrainingResult(exp.name, report, False)
+            quality.update(loss_recovered(subject, {site: saved}, data.ce_batches, progress=progress)[site])
+        quality["seconds"] = time.perf_counter() - t0
+        atomic_write_json(tmp / SITE_QUALITY_FILE, quality)
+    return quality
+
+
+@dataclass
+class TrainingData:
+    """The activations the SAEs of some sites train on and are measured on, and the held-out
+    batches of the loss recovered. ``train(site)`` and ``heldout(site)`` give float32 tensors
+    ``[n, d_model]`` (read from disk, site by site, when the experiment splits its corpus)."""
+
+    train_acts: dict
+    heldout_acts: dict
+    ce_batches: list
+
+    def train(self, site: str) -> torch.Tensor:
+        return _tensor(self.train_acts[site])
+
+    def heldout(self, site: str) -> torch.Tensor:
+        return _tensor(self.heldout_acts[site])
+
+
+def _tensor(a) -> torch.Tensor:
+    """A float32 tensor of ``a`` (a tensor, or an array mapped read-only from disk: copied)."""
+    import numpy as np
+
+    return a if isinstance(a, torch.Tensor) else torch.from_numpy(np.array(a, dtype=np.float32))
+
+
+def training_data(subject: Subject, exp: Experiment, sites, progress: bool = True) -> TrainingData:
+    """Activations of ``sites`` for training and measuring their SAEs.
+
+    An experiment that splits its corpus (``corpus_split``) trains on its ``sae_train`` documents (at
+    most ``sae_train_tokens`` tokens) and measures on its ``sae_heldout`` documents (at most
+    ``sae_heldout_tokens``): one forward pass over each, written to a cache on disk
+    (:func:`activation_cache`), reused by a later call for the same settings. Otherwise the first
+    ``sae_train_tokens + sae_heldout_tokens`` tokens of the stream, in memory: the SAEs train on
+    all but the last ``sae_heldout_tokens`` (at most a fifth) and are measured on those."""
+    if not exp.corpus_split:
+        some = exp.replace(sites=tuple(sites)) if tuple(sites) != exp.sites else exp
+        total = exp.sae_train_tokens + exp.sae_heldout_tokens
+        acts, tail = collect_activations(subject, some, total, progress=progress, keep_batches_from=exp.sae_train_tokens)
+        n = next(iter(acts.values())).shape[0]
+        if n < total:
+            log.warning("the corpus holds %d tokens, fewer than the %d asked for", n, total)
+        n_heldout = min(exp.sae_heldout_tokens, n // 5)
+        return TrainingData({s: a[: n - n_heldout] for s, a in acts.items()},
+                            {s: a[n - n_heldout :] for s, a in acts.items()},
+                            _first_tokens(tail, exp.sae_ce_tokens))
+    folder = activation_cache(subject, exp, sites, progress)
+    import numpy as np
+
+    from .corpus import corpus_part
+
+    docs = corpus_part(exp, load_corpus(exp.corpus, exp.max_documents), "sae_heldout")
+    held = iter_token_batches(docs, subject.tokenizer, subject.special_tokens, exp.context_length, exp.batch_size,
+                              exp.sae_heldout_tokens)
+    return TrainingData({s: np.load(folder / f"{s}.train.npy", mmap_mode="r") for s in sites},
+                        {s: np.load(folder / f"{s}.heldout.npy", mmap_mode="r") for s in sites},
+                        _first_tokens(held, exp.sae_ce_tokens))
+
+
+#: the fields an activation cache depends on (beside the sites it holds)
+ACTIVATION_FIELDS = ("model", "corpus", "max_documents", "corpus_split", "seed", "context_length", "batch_size",
+                     "sae_train_tokens", "sae_heldout_tokens", "center_residual", "prepend_bos", "dtype")
+
+
+def activation_cache(subject: Subject, exp: Experiment, sites, progress: bool = True):
+    """The folder of ``<site>.train.npy`` and ``<site>.heldout.npy`` (float32 ``[n, d_model]``) for
+    ``sites`` of a split corpus, under ``$SAE_EVOLUTION_CACHE/activations/`` (outside git): collected
+    in one forward pass per part when missing, else reused. ``done.json`` is written last."""
+    import hashlib
+    import json
+
+    import numpy as np
+
+    from .corpus import corpus_part, count_tokens
+    from .gguf import cache_root
+
+    key = json.dumps({f: getattr(exp, f) for f in ACTIVATION_FIELDS}, sort_keys=True, default=list)
+    folder = cache_root() / "activations" / f"{exp.name}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+    marker = folder / "done.json"
+    if marker.is_file() and set(sites) <= set(json.loads(marker.read_text())["sites"]):
+        return folder
+    if folder.exists():
+        import shutil
+
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    docs = load_corpus(exp.corpus, exp.max_documents)
+    d = exp.model_spec.d_model
+    some = exp.replace(sites=tuple(sites)) if tuple(sites) != exp.sites else exp
+    sizes = {}
+    for part, kind, budget in (("sae_train", "train", exp.sae_train_tokens),
+                               ("sae_heldout", "heldout", exp.sae_heldout_tokens)):
+        part_docs = corpus_part(exp, docs, part)
+        n = min(budget, count_tokens(part_docs, subject.tokenizer))
+        require_space(folder, n * d * 4 * len(sites), "train-saes (activation cache)", MORE_SPACE)
+        out = {s: np.lib.format.open_memmap(folder / f"{s}.{kind}.npy", mode="w+", dtype=np.float32, shape=(n, d))
+               for s in sites}
+        seen = 0
+        batches = iter_token_batches(part_docs, subject.tokenizer, subject.special_tokens, exp.context_length,
+                                     exp.batch_size, n)
+        with tqdm(total=n, desc=f"activations ({kind})", unit="tok", disable=not progress) as bar:
+            for batch in batches:
+                acts = capture_residuals(subject, batch.input_ids, batch.attention_mask, some.sites)
+                for site, a in flatten_tokens(acts, batch.token_mask).items():
+                    out[site][seen : seen + a.shape[0]] = a.float().cpu().numpy()
+                seen += batch.n_tokens
+                bar.update(batch.n_tokens)
+        for m in out.values():
+            m.flush()
+        sizes[kind] = seen
+    atomic_write_json(marker, {"sites": list(sites), "tokens": sizes, "fields": json.loads(key)})
+    return folder
 
 
 def _first_tokens(batches, n_tokens: int) -> list:

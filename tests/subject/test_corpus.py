@@ -113,3 +113,40 @@ def test_token_context_as_written(wiki_docs, tiny_tokenizer):
     assert left + token + right == d.text and "#" not in token
     left, token, right = token_context(wp, d, 0, n_tokens=0, source_text=True)
     assert (left, right) == ("", "")
+
+
+# --------------------------------------------------------------------------- a corpus split by document
+def test_split_corpus_parts_are_disjoint_whole_documents(wiki_docs, tiny_tokenizer):
+    from helpers.experiment import PRESETS
+    from helpers.subject.corpus import CORPUS_PARTS, SpecialTokens, corpus_part, document_part, stream_documents
+
+    exp = PRESETS["smoke"].replace(corpus_split=(0.5, 0.2))
+    parts = {p: corpus_part(exp, wiki_docs, p) for p in CORPUS_PARTS}
+    ids = {p: {d.doc_id for d in docs} for p, docs in parts.items()}
+    assert sum(len(v) for v in ids.values()) == len(wiki_docs)  # every document in exactly one part
+    assert not (ids["stats"] & ids["sae_train"]) and not (ids["stats"] & ids["sae_heldout"])
+    assert not (ids["sae_train"] & ids["sae_heldout"])
+    assert all(ids.values())  # 40 documents: each part holds some
+    # a document's part depends on its title and the seed only: the same with fewer documents
+    assert [document_part(d.title, 0, (0.5, 0.2)) for d in wiki_docs[:10]] == \
+        [p for d in wiki_docs[:10] for p in CORPUS_PARTS if d.doc_id in ids[p]]
+    assert {d.doc_id for d in corpus_part(exp.replace(seed=1), wiki_docs, "stats")} != ids["stats"]
+    # the statistics' stream reads stats documents only, in corpus order, keeping their ids
+    stats = stream_documents(exp, wiki_docs)
+    assert [d.doc_id for d in stats] == sorted(ids["stats"])
+    special = SpecialTokens.for_tokenizer(tiny_tokenizer, "gpt2")
+    seen = set()
+    for batch in iter_token_batches(stats, tiny_tokenizer, special, 32, 8):
+        seen |= set(batch.doc_ids[batch.token_mask].tolist())
+    assert seen == ids["stats"]
+    # without a split, every part is the whole corpus (one stream, as before)
+    assert [d.doc_id for d in stream_documents(PRESETS["smoke"], wiki_docs)] == [d.doc_id for d in wiki_docs]
+
+
+@pytest.mark.parametrize("split", [(0.5,), (0.0, 0.1), (0.7, 0.3), (0.5, -0.1), (0.2, 0.1, 0.1)])
+def test_a_bad_corpus_split_is_one_line(split):
+    from helpers.errors import ConfigError
+    from helpers.experiment import PRESETS
+
+    with pytest.raises(ConfigError, match=r"corpus_split=.* must be two shares > 0"):
+        PRESETS["smoke"].replace(corpus_split=split)

@@ -61,6 +61,12 @@ var EXPLORER = (function () {
     return (docCache[doc] = out);
   }
   function tokenText(id) { var t = data.meta.tokens[id]; return t === undefined ? "?" : t; }
+  // a token as a label: stripped, and whitespace alone shown visibly (a newline reads \n, a space ␣)
+  var WS = { " ": "\u2423", "\n": "\\n", "\t": "\\t", "\r": "\\r", "\u00a0": "\u2423" };
+  function visibleText(t) {
+    var s = t.trim(); if (s || !t) return s;
+    return t.split("").map(function (c) { return WS[c] || c; }).join("");
+  }
 
   function parseHash() {
     var out = {};
@@ -111,7 +117,7 @@ var EXPLORER = (function () {
     var p = d[dir]; if (!p) return null;
     var i = p.index[f][0][0]; return i >= 0 ? { f: i, v: p.values[f][0][0][0] } : null;
   }
-  function labelText(d, f) { return d.label[f] >= 0 ? tokenText(d.label[f]).trim() : ""; }
+  function labelText(d, f) { return d.label[f] >= 0 ? visibleText(tokenText(d.label[f])) : ""; }
   function explText(d, f) { return d.explanation ? d.explanation.text[f] : ""; }
   function scoreKey(d, name, f) { var x = d.explanation ? d.explanation[name][f] : NaN; return isNaN(x) ? -1 : x; }
   function matches(d, f, q) {
@@ -333,7 +339,7 @@ var EXPLORER = (function () {
   }
 
   function effectList(ids, vals) {
-    return ids.map(function (t, i) { return "<code>" + esc(tokenText(t).trim()) + "</code> " + fmt(vals[i], 2); }).join(", ");
+    return ids.map(function (t, i) { return "<code>" + esc(visibleText(tokenText(t))) + "</code> " + fmt(vals[i], 2); }).join(", ");
   }
 
   function explanationStats(d, f) {
