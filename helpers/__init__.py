@@ -178,6 +178,12 @@ NOTEBOOK_API: dict[str, str] = {
     "neighbourhood_points": "evolution.decoder_neighbourhood", "umap_layout": "evolution.decoder_neighbourhood",
     "concept_vectors": "evolution.decoder_neighbourhood", "centred_projection": "evolution.decoder_neighbourhood",
     "plot_neighbourhood_umap": "notebook.neighbourhood_plots", "plot_concept_vectors": "notebook.neighbourhood_plots",
+    # the training budget and the corpus split (issue 26, notebook 0)
+    "ConvergenceStudy": "subject.convergence", "load_convergence": "subject.convergence",
+    "knee": "subject.convergence", "convergence_findings": "subject.convergence",
+    "plot_convergence": "notebook.convergence_plots", "stream_documents": "subject.corpus",
+    "visible": "subject.token_text", "short_site": "notebook.labels", "short_pair": "notebook.labels",
+    "sites_caption": "notebook.labels", "threshold_label": "notebook.labels",
 }
 
 

@@ -71,7 +71,19 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train-saes", help="train one SAE per site (offline presets)")
     _experiment_arg(train)
     train.add_argument("--force", action="store_true", help="retrain even if matching SAEs exist")
+    train.add_argument("--sites", default=None, metavar="S1,S2",
+                       help="train only these sites now (the others later: training resumes site by site)")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    conv = sub.add_parser("convergence", help="SAE quality against the training budget at one site: samples per "
+                                              "feature and distinct training tokens (where is the knee?)")
+    _experiment_arg(conv)
+    conv.add_argument("--site", default=None, help="the site (default: the preset's middle site)")
+    conv.add_argument("--samples-per-feature", default=None, metavar="N1,N2,...",
+                      help="at least 4 budgets of training samples per feature (default 75,150,300,600,1200)")
+    conv.add_argument("--token-shares", default=None, metavar="S1,S2,...",
+                      help="shares of the training tokens at the preset's own budget (default 0.125,0.25,0.5,1)")
+    conv.add_argument("--quiet", action="store_true", help="no progress bars")
 
     wid = sub.add_parser("widths", help="a width sweep at one site: SAEs of widths each 4x the last on the same "
                                         "activations (FVU, L0, dead, loss recovered per width); with --release "
@@ -215,6 +227,14 @@ def build_experiment(args: argparse.Namespace):
     return experiment_from_release(args.release, parse_layers(args.layers), args.width, l0=args.l0, **overrides)
 
 
+def _numbers(text: str, flag: str) -> list[float]:
+    """``"1,2.5,4"`` -> ``[1.0, 2.5, 4.0]`` (a ConfigError naming ``flag`` otherwise)."""
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ConfigError(f"{flag} {text!r}: give numbers separated by commas, e.g. 75,150,300,600") from None
+
+
 def _widths(args: argparse.Namespace) -> str:
     """``widths``: train (or reuse) a width sweep and give its table; with ``--release``, the official widths."""
     from .subject import widths as w
@@ -263,7 +283,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     set_waiting(not getattr(args, "no_wait", False))
     # long-running commands say what they do (memory bill, SAE quality) unless --quiet
-    chatty = args.verbose or (args.command in ("collect", "prepare", "train-saes", "explorer", "neurons", "widths")
+    chatty = args.verbose or (args.command in ("collect", "prepare", "train-saes", "explorer", "neurons", "widths",
+                                               "convergence")
                               and not args.quiet)
     logging.basicConfig(level=logging.INFO if chatty else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("httpx", "urllib3", "filelock", "torch", "matplotlib"):
@@ -301,8 +322,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .report import format_training
             from .subject.training import train_saes
 
-            result = train_saes(exp, force=args.force, progress=not args.quiet)
+            sites = [x.strip() for x in args.sites.split(",") if x.strip()] if args.sites else None
+            result = train_saes(exp, force=args.force, progress=not args.quiet, sites=sites)
             print(format_training(result))
+        elif args.command == "convergence":
+            from .report import format_convergence
+            from .subject.convergence import ConvergenceStudy, run_convergence
+
+            kw = {}
+            if args.samples_per_feature:
+                kw["samples_per_feature"] = tuple(_numbers(args.samples_per_feature, "--samples-per-feature"))
+            if args.token_shares:
+                kw["token_shares"] = tuple(_numbers(args.token_shares, "--token-shares"))
+            study = ConvergenceStudy(base=exp, site=args.site, **kw)
+            print(format_convergence(study, run_convergence(study, progress=not args.quiet)))
         elif args.command == "prepare":
             from .pipeline import prepare
 

@@ -37,14 +37,45 @@ def describe(exp: Experiment, count_tokens: bool = True) -> dict[str, Any]:
             from .subject.saes import training_report
 
             info["saes"]["quality"] = training_report(exp)["sites"]
+        elif not ready and not exp.width_pairs:
+            info["saes"].update(_training_progress(exp))
     if count_tokens and exp.corpus == "wiki-summaries":  # offline corpora only: no download
-        from .subject.corpus import count_tokens as _count, load_corpus
+        from .subject.corpus import CORPUS_PARTS, corpus_part, count_tokens as _count, load_corpus
         from .subject.models import load_tokenizer
 
         docs = load_corpus(exp.corpus, exp.max_documents)
+        tokenizer = load_tokenizer(exp)
         info["corpus"]["documents"] = len(docs)
-        info["corpus"]["tokens"] = _count(docs, load_tokenizer(exp))
+        info["corpus"]["tokens"] = _count(docs, tokenizer)
+        if exp.corpus_split:
+            info["corpus"]["parts"] = {}
+            for part in CORPUS_PARTS:
+                chosen = corpus_part(exp, docs, part)
+                info["corpus"]["parts"][part] = {"documents": len(chosen), "tokens": _count(chosen, tokenizer)}
     return info
+
+
+def _training_progress(exp: Experiment) -> dict[str, Any]:
+    """The sites trained so far in the staging folder of an unfinished set (resumable)."""
+    import json
+
+    from .subject.training import SITE_QUALITY_FILE, site_done, staging_dir
+
+    staging = staging_dir(exp)
+    done = [s for s in exp.sites if site_done(staging, s)] if (staging / "cfg.json").is_file() else []
+    if not done:
+        return {}
+    return {"in_training": f"{len(done)} of {len(exp.sites)} sites trained in {staging}",
+            "quality": {s: json.loads((staging / s / SITE_QUALITY_FILE).read_text()) for s in done}}
+
+
+#: how a corpus part is named in the description
+PART_NAMES = {"stats": "statistics", "sae_train": "SAE training", "sae_heldout": "SAE held-out"}
+
+
+def _split_text(c: dict[str, Any]) -> str:
+    parts = c.get("parts") or {}
+    return "; ".join(f"{PART_NAMES[p]} {v['documents']:,} documents ({v['tokens']:,} tokens)" for p, v in parts.items())
 
 
 def _release_info(exp: Experiment) -> dict[str, Any]:
@@ -89,12 +120,15 @@ def info_rows(info: dict[str, Any]) -> list[tuple[str, str]]:
         ("SAEs", ("trained here" if s["source"] == "trained" else s["source"])
          + (f" {s['release']}" if s.get("release") else "")
          + f", {s['width']} features" + (f", TopK k={s['k']}" if s.get("k") else "")
-         + ("" if "trained" not in s else (", ready" if s["trained"] else ", not trained yet"))),
+         + ("" if "trained" not in s else (", ready" if s["trained"] else
+                                           f", not trained yet ({s['in_training']})" if s.get("in_training")
+                                           else ", not trained yet"))),
         *(_release_rows(s) if s.get("per_site") else []),
         ("corpus", f"{c['name']}"
          + (f", {c['documents']} documents" if "documents" in c else "")
          + (f", {c['tokens']:,} tokens" if "tokens" in c else "")
          + (f" (first {c['max_documents']} documents)" if c.get("max_documents") else "")),
+        *([("split", "by document, none in two parts: " + _split_text(c))] if c.get("parts") else []),
         ("tokens", f"{'whole corpus' if info['token_budget'] is None else format(info['token_budget'], ',')}"
                    f", context {info['context_length']}"),
         ("artefacts", f"SAEs: {info['artefacts']['saes']}"),
@@ -109,9 +143,11 @@ def format_info(info: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-#: what the project asks of its trained SAEs at every site
+#: what the project asks of its trained SAEs at every site (dead: share of the width that never fires on
+#: the held-out tokens)
 FVU_TARGET = 0.25
 LOSS_RECOVERED_TARGET = 85.0
+DEAD_TARGET = 0.15
 
 
 def format_quality(report: dict[str, dict[str, float]]) -> str:
@@ -147,12 +183,15 @@ def quality_table(report: dict[str, dict[str, float]]):
 
 
 def missed_targets(report: dict[str, dict[str, float]]) -> list[str]:
-    """One line per site whose SAE misses FVU <= 0.25 or (causal LMs) loss recovered >= 85%."""
+    """One line per site whose SAE misses FVU <= 0.25, dead features <= 15% or (causal LMs) loss
+    recovered >= 85%."""
     lines = []
     for site, q in report.items():
         misses = []
         if q["fvu"] > FVU_TARGET:
             misses.append(f"FVU {q['fvu']:.3f} > {FVU_TARGET}")
+        if q["dead_fraction"] > DEAD_TARGET:
+            misses.append(f"dead {q['dead_fraction']:.1%} > {DEAD_TARGET:.0%}")
         if q.get("loss_recovered", LOSS_RECOVERED_TARGET) < LOSS_RECOVERED_TARGET:
             misses.append(f"loss recovered {q['loss_recovered']:.1f}% < {LOSS_RECOVERED_TARGET:.0f}%")
         if misses:
@@ -181,7 +220,7 @@ def quality_summary(exp: Experiment, table, report: dict[str, dict[str, float]] 
             f"{table['ce_zero'].max():.3f}).")
     if report is not None:
         missed = missed_targets(report)
-        target = f"FVU <= {FVU_TARGET}" + (
+        target = f"FVU <= {FVU_TARGET}, dead <= {DEAD_TARGET:.0%}" + (
             f" and loss recovered >= {LOSS_RECOVERED_TARGET:.0f}%" if "loss_recovered_%" in table else "")
         lines += ([f"Sites that miss {target}:"] + [f"  {m}" for m in missed]) if missed else [
             f"Every site meets {target}."]
@@ -199,3 +238,22 @@ def format_pass(res) -> str:
         size = sum(p.stat().st_size for p in res.codes.iterdir())
         lines.append(f"  {'codes/ (per-token codes)':<26} {size / 2**20:8.2f} MiB")
     return "\n".join(lines)
+
+
+def format_convergence(study, rows) -> str:
+    """The rows of a convergence study (:mod:`helpers.subject.convergence`) as a text table, each axis
+    with its knee."""
+    from .subject.convergence import axis_rows, knee
+
+    lines = [f"convergence at {study.site} of {study.base.name} ({study.folder})"]
+    for axis in ("samples", "tokens"):
+        lines.append(f"{'samples/feature':>16} {'tokens':>9} {'epochs':>7} {'FVU':>7} {'dead':>7} {'loss rec.':>10}")
+        for r in axis_rows(rows, axis):
+            lr = r.get("loss_recovered")
+            lines.append(f"{r['samples_per_feature']:>16.0f} {r['tokens']:>9,} {r['epochs']:>7.2f} {r['fvu']:>7.3f} "
+                         f"{r['dead_fraction']:>7.1%} " + (f"{lr:>9.1f}%" if lr is not None else f"{'':>10}"))
+        k = knee(rows, axis)
+        lines.append(f"  knee ({axis}): " + ("not reached: the largest budget still improves" if k is None else
+                     f"{k['samples_per_feature']:.0f} samples per feature on {k['tokens']:,} tokens"))
+    return "\n".join(lines)
+

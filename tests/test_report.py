@@ -32,18 +32,20 @@ def test_quality_summary_reads_the_table():
         "FVU ranges from 0.200 to 0.350 (worst at b); L0 is 15.5 on average; dead features range from 0.0% "
         "to 10.0% of the width."]
     lines = quality_summary(PRESETS["smoke"], quality_table(report), report).splitlines()
-    assert lines[2:] == ["Sites that miss FVU <= 0.25:", "  b: FVU 0.350 > 0.25"]
+    assert lines[2:] == ["Sites that miss FVU <= 0.25, dead <= 15%:", "  b: FVU 0.350 > 0.25"]
     for q in report.values():
         q.update(fvu=0.1, loss_recovered=90.0, ce_clean=2.5, ce_spliced=2.7, ce_zero=7.0)
     report["a"]["loss_recovered"] = 80.0
     lines = quality_summary(PRESETS["smoke"], quality_table(report), report).splitlines()
     assert lines[2] == ("Splicing an SAE in recovers 80.0% to 90.0% of the loss (clean CE 2.500 nats/token, "
                         "spliced 2.700-2.700, zero-ablated 7.000-7.000).")
-    assert lines[3:] == ["Sites that miss FVU <= 0.25 and loss recovered >= 85%:",
+    assert lines[3:] == ["Sites that miss FVU <= 0.25, dead <= 15% and loss recovered >= 85%:",
                          "  a: loss recovered 80.0% < 85%"]
     report["a"]["loss_recovered"] = 86.0
     assert quality_summary(PRESETS["smoke"], quality_table(report), report).splitlines()[-1] == (
-        "Every site meets FVU <= 0.25 and loss recovered >= 85%.")
+        "Every site meets FVU <= 0.25, dead <= 15% and loss recovered >= 85%.")
+    report["b"]["dead_fraction"] = 0.2  # the held-out dead share is a target too
+    assert quality_summary(PRESETS["smoke"], quality_table(report), report).splitlines()[-1] == "  b: dead 20.0% > 15%"
 
 
 def test_info_says_where_the_saes_come_from_once():

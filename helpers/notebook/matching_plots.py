@@ -13,6 +13,9 @@ def success_frame(rows: Sequence[dict[str, Any]], value: str = "success_rate"):
     ``value`` in percent (``success_rate``, ``silent_partner``) or as it is (``mean_drop``)."""
     import pandas as pd
 
+    from .labels import short_pair
+
+    rows = [r | {"pair": short_pair(r["pair"])} for r in rows]  # L4 → L5: the table stays narrow
     frame = pd.DataFrame(rows).pivot(index="pair", columns="method", values=value)
     order_rows = list(dict.fromkeys(r["pair"] for r in rows))
     order_cols = list(dict.fromkeys(r["method"] for r in rows))

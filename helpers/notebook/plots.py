@@ -10,15 +10,15 @@ import numpy as np
 
 def plot_sae_quality(report: Mapping[str, Mapping[str, float]], title: str = "SAE quality per site"):
     """One panel per measure, a bar per site: FVU, L0, dead features and, for causal LMs, the
-    loss recovered; the project's targets (FVU <= 0.25, loss recovered >= 85%) as dashed lines."""
-    from ..report import FVU_TARGET, LOSS_RECOVERED_TARGET
+    loss recovered; the project's targets (FVU <= 0.25, dead <= 15%, loss recovered >= 85%) as dashed lines."""
+    from ..report import DEAD_TARGET, FVU_TARGET, LOSS_RECOVERED_TARGET
 
     sites = list(report)
     x = range(len(sites))
     panels = [
         ("fvu", "fraction of variance unexplained", 1.0, FVU_TARGET),
         ("l0", "L0 (active features per token)", 1.0, None),
-        ("dead_fraction", "dead features (% of width)", 100.0, None),
+        ("dead_fraction", "dead features (% of width)", 100.0, 100 * DEAD_TARGET),
     ]
     if all("loss_recovered" in report[s] for s in sites):
         panels.append(("loss_recovered", "loss recovered (%)", 1.0, LOSS_RECOVERED_TARGET))

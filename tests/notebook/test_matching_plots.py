@@ -15,8 +15,10 @@ ROWS = [
 
 def test_success_frame_is_in_percent_and_keeps_the_order():
     frame = success_frame(ROWS)
-    assert list(frame.index) == ["a->b", "all pairs"] and list(frame.columns) == ["cosine", "random"]
-    assert frame.loc["a->b", "cosine"] == 50.0
+    assert list(frame.index) == ["a → b", "all pairs"] and list(frame.columns) == ["cosine", "random"]
+    assert frame.loc["a → b", "cosine"] == 50.0
+    wide = [r | {"pair": "blocks.4.hook_resid_post->blocks.5.hook_resid_post"} for r in ROWS[:2]]
+    assert list(success_frame(wide).index) == ["L4 → L5"]  # short site names keep the table narrow
     assert success_frame(ROWS, "mean_drop").loc["all pairs", "random"] == -0.01
 
 
