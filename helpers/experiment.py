@@ -49,9 +49,48 @@ DEAD_THRESHOLDS = (0, 5, 10, 50, 100, 500, 1000, 5000, 10000)
 WIDTH_MARK = "@w"
 
 
+#: a seed twin ``<site>@seed<n>`` (n >= 1): the model site ``<site>`` read by a second SAE trained with the
+#: same recipe and another seed (a seeds experiment puts each twin right after its site, so that the two
+#: SAEs of one site are one more adjacent pair of the pass: the noise floor of every cross-layer measure)
+SEED_MARK = "@seed"
+#: the suffix of a preset's seeds experiment (``<preset>-seeds``)
+SEEDS_SUFFIX = "-seeds"
+
+
 def base_site(site: str) -> str:
-    """The model site of ``site``: ``blocks.4.hook_resid_post@w512`` -> ``blocks.4.hook_resid_post``."""
-    return site.split(WIDTH_MARK, 1)[0]
+    """The model site of ``site``: ``blocks.4.hook_resid_post@w512`` (or ``...@seed1``) ->
+    ``blocks.4.hook_resid_post``."""
+    return site.split("@", 1)[0]
+
+
+def seed_of_site(site: str) -> int | None:
+    """The twin's number a seed site names (``...@seed1`` -> 1), or None for any other site."""
+    if SEED_MARK not in site:
+        return None
+    text = site.split(SEED_MARK, 1)[1]
+    if not text.isdigit() or int(text) <= 0:
+        raise ConfigError(f"site {site!r}: after {SEED_MARK!r} give the twin's number (1, 2, ...), e.g. "
+                          f"{base_site(site)}{SEED_MARK}1")
+    return int(text)
+
+
+def seed_site(site: str, seed: int = 1) -> str:
+    """``<site>@seed<seed>``."""
+    return f"{base_site(site)}{SEED_MARK}{int(seed)}"
+
+
+def _check_seed_sites(sites: "tuple[str, ...]") -> None:
+    """Seed twins: each right after its own model site, which is given plainly; not mixed with widths."""
+    for i, site in enumerate(sites):
+        if seed_of_site(site) is None:
+            continue
+        if any(WIDTH_MARK in s for s in sites):
+            raise ConfigError("seed twins and width sites cannot share an experiment: run them as two")
+        before = sites[i - 1] if i else None
+        if before is None or base_site(before) != base_site(site) or seed_of_site(before) is not None \
+                and seed_of_site(before) >= seed_of_site(site):
+            raise ConfigError(f"the seed twin {site!r} must come right after its site {base_site(site)!r} "
+                              "(or a twin of a lower number), so that the two SAEs of one site are an adjacent pair")
 
 
 def width_of_site(site: str) -> int | None:
@@ -445,6 +484,7 @@ class Experiment:
         if not self.sites:
             raise ConfigError(f"no sites given: choose among {list(available)}")
         _check_width_sites(self.sites, self.sae_width)
+        _check_seed_sites(self.sites)
         bases = tuple(dict.fromkeys(base_site(s) for s in self.sites))
         unknown = [s for s in bases if s not in available]
         beyond = [s for s in unknown if s.startswith("blocks.") and s.split(".")[1].isdigit()
@@ -577,6 +617,18 @@ class Experiment:
     def width_pairs(self) -> bool:
         """Whether the sites are one model site at several widths (a width sweep's pass)."""
         return any(WIDTH_MARK in s for s in self.sites)
+
+    @property
+    def seed_pairs(self) -> bool:
+        """Whether some sites are seed twins (a seeds experiment's pass)."""
+        return any(SEED_MARK in s for s in self.sites)
+
+    @property
+    def twin_pairs(self) -> tuple[int, ...]:
+        """The adjacent pairs that join a site to its seed twin: the noise floor (the others join two
+        model sites)."""
+        return tuple(i for i, (a, b) in enumerate(self.site_pairs) if base_site(a) == base_site(b)
+                     and seed_of_site(b) is not None)
 
     @property
     def site_pairs(self) -> tuple[tuple[str, str], ...]:
@@ -828,6 +880,10 @@ def get_experiment(name: str | None = None, /, **overrides: Any) -> Experiment:
     if name.endswith((".json", ".toml")):
         exp = Experiment.from_file(name)
         return exp.replace(**overrides) if overrides else exp
+    if name not in PRESETS and name.endswith(SEEDS_SUFFIX) and name.removesuffix(SEEDS_SUFFIX) in PRESETS:
+        # a preset's seed twins read by one pass (``<preset>-seeds``: each twin beside its site)
+        exp = seeds_experiment(PRESETS[name.removesuffix(SEEDS_SUFFIX)])
+        return exp.replace(**overrides) if overrides else exp
     if name not in PRESETS and name.endswith("-widths") and name.removesuffix("-widths") in PRESETS:
         # a preset's width sweep read by one pass (``<preset>-widths``: its default sweep, make widths)
         from .subject.widths import WidthSweep
@@ -842,3 +898,35 @@ def get_experiment(name: str | None = None, /, **overrides: Any) -> Experiment:
         )
     exp = PRESETS[name]
     return exp.replace(**overrides) if overrides else exp
+
+
+#: how many sites of a preset get a seed twin by default (spread over the depth)
+DEFAULT_TWINS = 4
+
+
+def twin_sites(exp: Experiment, n: int = DEFAULT_TWINS) -> tuple[str, ...]:
+    """``n`` sites of ``exp`` spread over its depth, from its second site on (Gemma's 18 sites: layers 1,
+    5, 9 and 13), or all of them when it has fewer."""
+    sites = exp.sites
+    if n >= len(sites) - 1:
+        return tuple(sites[1:]) if len(sites) > 1 else tuple(sites)
+    step = (len(sites) - 1) / n
+    return tuple(sites[1 + int(i * step)] for i in range(n))
+
+
+def seeds_experiment(base: Experiment, sites: "tuple[str, ...] | None" = None, seed: int = 1) -> Experiment:
+    """The experiment of ``base``'s seed twins: each of ``sites`` (default :func:`twin_sites`) followed by
+    its twin ``<site>@seed<seed>``, named ``<base>-seeds``. Its plain sites read ``base``'s own SAEs; the
+    twins are trained with ``base``'s recipe and their own seed (``helpers.subject.twins``)."""
+    if base.sae_source != "trained" or base.width_pairs or base.seed_pairs:
+        raise ConfigError(f"preset {base.name!r} has no seed twins: twins are trained with the recipe of a "
+                          "preset that trains one SAE per site")
+    chosen = tuple(sites) if sites else twin_sites(base)
+    unknown = [s for s in chosen if s not in base.sites]
+    if unknown:
+        raise ConfigError(f"site(s) {unknown} are not sites of preset {base.name!r}: choose among {list(base.sites)}")
+    ordered = [s for s in base.sites if s in chosen]
+    return base.replace(name=f"{base.name}{SEEDS_SUFFIX}", sites=tuple(x for s in ordered for x in (s, seed_site(s, seed))),
+                        description=f"seed twins of {base.name}: {', '.join(ordered)}, each beside a second SAE "
+                                    f"trained with another seed")
+

@@ -99,7 +99,7 @@ STEPS: list[Step] = [
          applies=lambda exp: True),
     # the preset's width sweep, when its SAEs are on disk: its pass, partner tables and splitting
     Step("width sweep", _width_sweep_ready, _build_width_sweep,
-         applies=lambda exp: exp.sae_source == "trained" and not exp.width_pairs),
+         applies=lambda exp: exp.sae_source == "trained" and not exp.width_pairs and not exp.seed_pairs),
 ]
 
 

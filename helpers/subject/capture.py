@@ -33,8 +33,9 @@ _SITE = re.compile(r"^blocks\.(\d+)\.hook_resid_(pre|post)$")
 
 
 def parse_site(site: str) -> tuple[int, str]:
-    """``blocks.{L}.hook_resid_{pre,post}`` -> ``(L, "pre"|"post")``."""
-    match = _SITE.match(site)
+    """``blocks.{L}.hook_resid_{pre,post}`` -> ``(L, "pre"|"post")`` (of a width site or a seed twin:
+    its model site's)."""
+    match = _SITE.match(base_site(site))
     if match is None:
         raise ConfigError(
             f"site {site!r} is not a residual-stream site: use blocks.{{L}}.hook_resid_pre or "

@@ -28,7 +28,7 @@ import torch
 from .decode import check_decode
 from .corpus import hub_offline
 from ..errors import ArtefactMismatchError, ConfigError, HubUnavailableError, MissingArtefactError
-from ..experiment import Experiment, base_site, width_of_site
+from ..experiment import SEEDS_SUFFIX, Experiment, base_site, seed_of_site, width_of_site
 from ..io import sae_dir
 
 log = logging.getLogger(__name__)
@@ -162,6 +162,11 @@ def trained_saes_ready(exp: Experiment) -> bool:
     width site, in the sweep's folders)."""
     if exp.width_pairs:
         return all((trained_sae_path(exp, s) / "cfg.json").is_file() for s in exp.sites)
+    if exp.seed_pairs:
+        from .twins import twin_ready
+
+        return all(twin_ready(exp, s) if seed_of_site(s) else (trained_sae_path(exp, s) / "cfg.json").is_file()
+                   for s in exp.sites)
     base = sae_dir(exp.name)
     if not (base / "cfg.json").is_file():
         return False
@@ -176,7 +181,14 @@ def trained_saes_ready(exp: Experiment) -> bool:
 
 def trained_sae_path(exp: Experiment, site: str) -> Path:
     """Where the trained SAE of ``site`` lives: ``artefacts/saes/<name>/<site>``, or for a width site
-    ``artefacts/saes/<name>/<model site>/w<width>`` (the layout of a width sweep)."""
+    ``artefacts/saes/<name>/<model site>/w<width>`` (the layout of a width sweep); in a seeds experiment
+    ``<base>-seeds`` a twin ``<site>@seed<n>`` lives in ``artefacts/saes/<base>-seeds/<site>/seed<n>`` and
+    a plain site is the base preset's own SAE."""
+    if exp.seed_pairs:  # a seeds experiment: its plain sites are its base preset's, each twin in its own folder
+        seed = seed_of_site(site)
+        if seed is None:
+            return sae_dir(exp.name.removesuffix(SEEDS_SUFFIX), site)
+        return sae_dir(exp.name, base_site(site)) / f"seed{seed}"
     width = width_of_site(site)
     return sae_dir(exp.name, site) if width is None else sae_dir(exp.name, base_site(site)) / f"w{width}"
 
@@ -197,6 +209,16 @@ def load_saes(exp: Experiment, device: torch.device | str = "cpu",
                 raise MissingArtefactError(
                     f"no SAE of width {width_of_site(site)} for site {base_site(site)!r} in {path}: train the "
                     f"sweep with `python -m helpers widths --experiment {exp.name.removesuffix('-widths')}`")
+            saes[site] = SAE.load_from_disk(str(path), device=str(device))
+    elif exp.sae_source == "trained" and exp.seed_pairs:  # a site's own SAE and its seed twin
+        for site in wanted:
+            path = trained_sae_path(exp, site)
+            if not (path / "cfg.json").is_file():
+                base = exp.name.removesuffix(SEEDS_SUFFIX)
+                raise MissingArtefactError(
+                    f"no SAE for {site!r} in {path}: train "
+                    + (f"the twins with `python -m helpers train-saes --experiment {exp.name}`" if seed_of_site(site)
+                       else f"the preset's SAEs with `python -m helpers train-saes --experiment {base}`"))
             saes[site] = SAE.load_from_disk(str(path), device=str(device))
     elif exp.sae_source == "trained":
         base = sae_dir(exp.name)

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from .capture import capture_residuals, flatten_tokens
 from .corpus import iter_token_batches, load_corpus
 from ..errors import ConfigError
-from ..experiment import Experiment
+from ..experiment import Experiment, base_site
 from ..io import MORE_SPACE, atomic_dir, atomic_write_json, require_space, sae_dir, swap_in
 from ..locks import writes
 from .models import Subject, load_subject
@@ -86,7 +86,10 @@ def initial_sae(exp: Experiment, site: str, d_in: int, device: torch.device | st
     """The untrained TopK SAE of ``site`` and its seed (its own per site, see :func:`site_seed`)."""
     from sae_lens import TopKTrainingSAE, TopKTrainingSAEConfig
 
-    seed = site_seed(exp.seed, site) if exp.sae_seed_per_site else exp.seed
+    from ..experiment import seed_of_site
+
+    # a seed twin always takes its own seed (derived from its name), even where the sites share one
+    seed = site_seed(exp.seed, site) if exp.sae_seed_per_site or seed_of_site(site) else exp.seed
     torch.manual_seed(seed)
     cfg = TopKTrainingSAEConfig(
         d_in=d_in,
@@ -96,7 +99,7 @@ def initial_sae(exp: Experiment, site: str, d_in: int, device: torch.device | st
         normalize_activations="expected_average_only_in",
     )
     cfg.metadata.model_name = exp.model_spec.source
-    cfg.metadata.hook_name = site
+    cfg.metadata.hook_name = base_site(site)  # a seed twin reads its model site
     return TopKTrainingSAE(cfg), seed
 
 
@@ -225,6 +228,14 @@ def train_saes(
         raise ConfigError(
             f"preset {exp.name!r} uses pretrained SAEs ({exp.sae_release}): nothing to train"
         )
+    if exp.seed_pairs:  # a seeds experiment: the base preset's SAEs, then each site's twin
+        from ..experiment import seed_of_site
+        from .twins import base_experiment, train_twins, twin_ready
+
+        reused = all(twin_ready(exp, s) for s in exp.sites if seed_of_site(s))
+        own = train_saes(base_experiment(exp), force=force, progress=progress, subject=subject)
+        return TrainingResult(exp.name, own.report | train_twins(exp, progress=progress, subject=subject),
+                              reused and own.reused)
     base = sae_dir(exp.name)
     if not force and trained_saes_ready(exp) and (base / REPORT_FILE).is_file():
         log.info("reusing the SAEs in %s", base)
@@ -296,10 +307,10 @@ class TrainingData:
     ce_batches: list
 
     def train(self, site: str) -> torch.Tensor:
-        return _tensor(self.train_acts[site])
+        return _tensor(self.train_acts[base_site(site)])  # a seed twin trains on its model site
 
     def heldout(self, site: str) -> torch.Tensor:
-        return _tensor(self.heldout_acts[site])
+        return _tensor(self.heldout_acts[base_site(site)])
 
 
 def _tensor(a) -> torch.Tensor:

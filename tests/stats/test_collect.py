@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from helpers.subject.capture import capture_residuals
-from helpers.subject.corpus import iter_token_batches, load_corpus
+from helpers.subject.corpus import iter_token_batches, stream_documents
 from helpers.errors import ArtefactMismatchError, ConfigError, MissingArtefactError
 from helpers.experiment import PRESETS
 from helpers.stats import load_artefact, load_metadata, run_pass
@@ -17,7 +17,7 @@ from ..conftest import make_random_sae
 
 def dense_stream(subject, saes, exp):
     """Dense SAE activations of every counted token, with provenance (the brute-force input)."""
-    docs = load_corpus(exp.corpus, exp.max_documents)
+    docs = stream_documents(exp)
     X = {s: [] for s in exp.sites}
     doc, pos = [], []
     for b in iter_token_batches(docs, subject.tokenizer, subject.special_tokens, exp.context_length,
