@@ -4,9 +4,10 @@ Two axes, each measured on the same held-out tokens as the preset's SAEs (:func:
 
 - **samples per feature** (``samples / width``): the SAE trains on every training token the preset
   has, for ``samples_per_feature x width`` samples (shuffled passes over them);
-- **distinct training tokens**: the SAE trains for the preset's own samples per feature on a share
-  of the training tokens only (whole rows of ``context_length`` tokens, a seeded random choice), so
-  it sees each token more often.
+- **distinct training tokens**: the SAE trains for a fixed number of samples per feature
+  (``tokens_samples_per_feature``, 300 by default: one of the first axis's budgets, so the run on
+  every token serves both axes) on a share of the training tokens only (whole rows of
+  ``context_length`` tokens, a seeded random choice), so it sees each token more often.
 
 Each budget gives FVU, L0, the dead fraction and, on a causal LM, the loss recovered
 (:func:`.saes.sae_quality`, :func:`.splice.loss_recovered`). The rows are written, one budget at a
@@ -49,14 +50,15 @@ class ConvergenceStudy:
     """The budgets of a convergence study at one site of ``base``.
 
     ``samples_per_feature``: the budgets of the first axis (all training tokens); ``token_shares``:
-    the shares of the training tokens of the second axis (each at the preset's own samples per
-    feature, :func:`shipped_samples_per_feature`); ``site``: default the middle site of the preset.
+    the shares of the training tokens of the second axis, each at ``tokens_samples_per_feature``;
+    ``site``: default the middle site of the preset.
     """
 
     base: Experiment | str = DEFAULT_EXPERIMENT
     site: str | None = None
     samples_per_feature: tuple[float, ...] = (75.0, 150.0, 300.0, 600.0, 1200.0)
     token_shares: tuple[float, ...] = (0.125, 0.25, 0.5, 1.0)
+    tokens_samples_per_feature: float = 300.0
 
     def __post_init__(self) -> None:
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 - frozen
@@ -80,6 +82,9 @@ class ConvergenceStudy:
             raise ConfigError(f"token_shares={list(self.token_shares)} must hold at least 2 increasing shares of "
                               "the training tokens in (0, 1]")
         set_("token_shares", shares)
+        if not self.tokens_samples_per_feature > 0:
+            raise ConfigError(f"tokens_samples_per_feature={self.tokens_samples_per_feature!r} must be > 0")
+        set_("tokens_samples_per_feature", float(self.tokens_samples_per_feature))
 
     @property
     def folder(self) -> Path:
@@ -91,11 +96,11 @@ class ConvergenceStudy:
 
     def budgets(self, n_tokens: int) -> list[tuple[str, float, int]]:
         """``(axis, samples per feature, training tokens)`` of every run, over ``n_tokens`` training
-        tokens: the samples axis on all of them, then the tokens axis at the preset's own samples
-        per feature (the run on all tokens at that budget belongs to both axes; it is run once)."""
-        shipped = shipped_samples_per_feature(self.base, n_tokens)
-        runs = [("samples", spf, n_tokens) for spf in self.samples_per_feature]
-        runs += [("tokens", shipped, int(round(share * n_tokens))) for share in self.token_shares]
+        tokens: the samples axis on all of them, then the tokens axis at ``tokens_samples_per_feature``
+        (a run on all tokens at a budget of both axes is run once)."""
+        spf = self.tokens_samples_per_feature
+        runs = [("samples", s, n_tokens) for s in self.samples_per_feature]
+        runs += [("tokens", spf, int(round(share * n_tokens))) for share in self.token_shares]
         return runs
 
 

@@ -57,7 +57,8 @@ def test_a_study_runs_resumes_and_measures_each_budget(split_experiment, artefac
     from helpers.subject.models import load_subject
 
     exp = split_experiment
-    study = ConvergenceStudy(base=exp, samples_per_feature=(10, 20, 40, 80), token_shares=(0.25, 1.0))
+    study = ConvergenceStudy(base=exp, samples_per_feature=(10, 20, 40, 80), token_shares=(0.25, 0.5, 1.0),
+                             tokens_samples_per_feature=20)
     assert study.site == exp.sites[1]
     subject = load_subject(exp)
     seen = []
@@ -71,11 +72,14 @@ def test_a_study_runs_resumes_and_measures_each_budget(split_experiment, artefac
     assert saved["shipped_samples_per_feature"] == pytest.approx(exp.sae_epochs * n / exp.sae_width)
     assert [(r["samples_per_feature"], r["tokens"]) for r in axis_rows(rows, "samples")] == \
         [(s, n) for s in (10, 20, 40, 80)]
-    shipped = saved["shipped_samples_per_feature"]
-    assert [r["tokens"] for r in axis_rows(rows, "tokens")] == [round(0.25 * n), n]
-    # every budget trained once, with samples = samples per feature x width, on the tokens asked
-    assert seen == [(n, 10 * 32), (n, 20 * 32), (n, 40 * 32), (n, 80 * 32), (round(0.25 * n), round(shipped * 32)),
-                    (n, round(shipped * 32))]
+    assert [(r["samples_per_feature"], r["tokens"]) for r in axis_rows(rows, "tokens")] == \
+        [(20, round(0.25 * n)), (20, round(0.5 * n)), (20, n)]
+    # every budget trained once (the run on all tokens at 20 serves both axes), with samples = samples
+    # per feature x width, on the tokens asked
+    assert seen == [(n, 10 * 32), (n, 20 * 32), (n, 40 * 32), (n, 80 * 32), (round(0.25 * n), 20 * 32),
+                    (round(0.5 * n), 20 * 32)]
+    both = [r for r in rows if r["tokens"] == n and r["samples_per_feature"] == 20]
+    assert len(both) == 2 and both[0]["fvu"] == both[1]["fvu"]
     assert all(0 < r["fvu"] < 1.5 and "loss_recovered" in r for r in rows)
     # a rerun reuses every row
     seen.clear()
