@@ -29,6 +29,7 @@ from typing import Any, Sequence
 import torch
 
 from ..errors import ConfigError
+from ..experiment import base_site, seed_of_site
 from ..subject.models import Subject
 from ..subject.capture import _postprocess, _site_value, trace_inputs
 from ..subject.decode import decode_delta, decoder_scale
@@ -57,14 +58,20 @@ def clean_windows(subject: Subject, saes: dict[str, Any], input_ids: torch.Tenso
     import nnsight
 
     order = list(subject.spec.site_names())
-    if site_a not in order or site_b not in order or order.index(site_b) <= order.index(site_a):
-        raise ConfigError(f"sites {site_a!r} -> {site_b!r}: the second must come after the first, both among {order}")
+    base_a, base_b = base_site(site_a), base_site(site_b)
+    same = same_site(site_a, site_b)
+    if base_a not in order or base_b not in order or (order.index(base_b) <= order.index(base_a) and not same):
+        raise ConfigError(f"sites {site_a!r} -> {site_b!r}: the second must come after the first (or be a seed twin "
+                          f"of it), both among {order}")
     dev, model = subject.device, subject.model
     ids, am = input_ids.to(dev), attention_mask.to(dev)
     with model.trace(**trace_inputs(subject, ids, am)) as tracer:
         raw_a = nnsight.save(_editable(subject, site_a))
-        value_b = nnsight.save(_site_value(subject, site_b))
+        if not same:
+            value_b = nnsight.save(_site_value(subject, site_b))
         tracer.stop()
+    if same:  # two SAEs of one site: the second reads the same stream (the producer's output is the site)
+        value_b = raw_a
     sae_a, sae_b = saes[site_a], saes[site_b]
     x_a = _postprocess(subject.centered, raw_a)
     return CleanWindows(
@@ -73,6 +80,11 @@ def clean_windows(subject: Subject, saes: dict[str, Any], input_ids: torch.Tenso
         f_b=sae_b.encode(_postprocess(subject.centered, value_b).to(sae_b.W_enc.dtype)),
         scale_a=decoder_scale(sae_a, x_a),
     )
+
+
+def same_site(site_a: str, site_b: str) -> bool:
+    """Whether ``site_b`` is a seed twin of ``site_a``'s model site (two SAEs of one site)."""
+    return base_site(site_a) == base_site(site_b) and seed_of_site(site_b) is not None
 
 
 def _check_edges(clean: CleanWindows, edges: Sequence[tuple[int, int, int]]) -> None:
@@ -128,8 +140,11 @@ def ablation_drops(subject: Subject, saes: dict[str, Any], clean: CleanWindows, 
         # ablation removes the feature's contribution, keeping the SAE error and every other feature
         scale = None if clean.scale_a is None else clean.scale_a[rows]
         delta = decode_delta(sae_a, feats, -clean.f_a[rows, :, feats], scale)  # [R, T, d]
-        after = run_with_edits(subject, saes, clean.input_ids[rows], clean.attention_mask[rows], None, [site_b],
-                               delta=delta, delta_site=site_a, resume_from=clean.raw_a[rows])[site_b]
+        if same_site(site_a, site_b):  # the ablation is read where it is made: no block runs
+            after = _postprocess(subject.centered, clean.raw_a[rows] + delta.to(clean.raw_a.dtype))
+        else:
+            after = run_with_edits(subject, saes, clean.input_ids[rows], clean.attention_mask[rows], None, [site_b],
+                                   delta=delta, delta_site=site_a, resume_from=clean.raw_a[rows])[site_b]
         es = [e for key in chunk for e in copies[key]]
         row_of = torch.tensor([r for r, key in enumerate(chunk) for _ in copies[key]], device=dev)
         es_t = torch.tensor(es, device=dev)

@@ -31,6 +31,7 @@ import torch
 
 from ..subject.capture import _postprocess, _site_value, blocks, parse_site, trace_inputs
 from ..errors import ConfigError
+from ..experiment import base_site
 from ..subject.models import Subject
 from ..subject.decode import decode_delta, decoder_scale
 
@@ -64,6 +65,7 @@ def _editable(subject: Subject, site: str):
 def _modules_before(subject: Subject, site: str) -> list:
     """The blocks that run before ``site``'s producing module (each can be skipped)."""
     envoy = subject.model
+    site = base_site(site)
     if subject.spec.family == "bert":
         index = int(site.split(".")[1])
         return [envoy.encoder.layer[i] for i in range(max(0, index - 1))]
@@ -77,6 +79,7 @@ def _producer(subject: Subject, site: str):
     """The module whose output is the residual stream at ``site`` (None: the input of block 0
     when no module outputs it, e.g. Gemma scales the embeddings inside the model's forward)."""
     envoy = subject.model
+    site = base_site(site)
     if subject.spec.family == "bert":
         index = int(site.split(".")[1])
         return envoy.embeddings if index == 0 else envoy.encoder.layer[index - 1]

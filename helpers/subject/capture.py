@@ -69,8 +69,10 @@ def blocks(subject: Subject, envoy=None):
 
 
 def _site_value(subject: Subject, site: str):
-    """The nnsight proxy of a site's activation (raw: before any centring)."""
+    """The nnsight proxy of a site's activation (raw: before any centring; a width site's or a seed
+    twin's: its model site's)."""
     envoy = subject.model
+    site = base_site(site)
     if subject.spec.family == "bert":
         index = int(site.split(".")[1])
         if index == 0:

@@ -74,3 +74,37 @@ def test_the_batched_paths_edit_as_decode_does_for_rescaled_normalising_saes(tin
     torch.testing.assert_close(edge_effects(tiny_gpt2, saes, ids, am, am.bool(), SITES[1], SITES[2], pairs),
                                edge_effects_one_at_a_time(tiny_gpt2, saes, ids, am, am.bool(), SITES[1], SITES[2],
                                                           pairs), atol=1e-5, rtol=1e-4)
+
+
+def test_a_seed_twin_reads_the_ablation_where_it_is_made(tiny_gpt2, topk_saes, wiki_docs):
+    """Two SAEs of one site (a seed twin): ablating a feature of the first changes the stream the second
+    reads, with no block run; the drop equals re-encoding the edited stream by hand."""
+    from helpers.experiment import seed_site
+    from helpers.subject.capture import capture_residuals
+    from helpers.subject.decode import decode_delta
+
+    site_a = SITES[1]
+    twin = seed_site(site_a)
+    other = random_topk_saes((site_a,), d_in=64, width=48, k=5, seed=7)[site_a]
+    saes = {site_a: topk_saes[site_a], twin: other}
+    tok = tiny_gpt2.tokenizer
+    enc = tok([tok.bos_token + d.text[:60] for d in wiki_docs[:2]], return_tensors="pt", padding=True)
+    ids, am = enc["input_ids"], enc["attention_mask"]
+    content = am.bool().clone()
+    content[:, 0] = False
+    clean = clean_windows(tiny_gpt2, saes, ids, am, content, site_a, twin)
+    x = capture_residuals(tiny_gpt2, ids, am, [site_a])[site_a]
+    torch.testing.assert_close(clean.f_b, other.encode(x))  # the twin reads the same stream
+    edges = [(w, a, b) for w in range(2) for a in (0, 5, 11) for b in range(0, 48, 6)]
+    drop_sum, n_fire = ablation_drops(tiny_gpt2, saes, clean, site_a, twin, edges)
+    for i, (w, a, b) in enumerate(edges):
+        f_a = clean.f_a[w, :, a]
+        delta = decode_delta(saes[site_a], torch.tensor([a]), -f_a[None], None)[0]
+        if tiny_gpt2.centered:  # the edit is made in the raw stream, which the twin reads centred
+            delta = delta - delta.mean(-1, keepdim=True)
+        after = other.encode(x[w] + delta)[:, b]
+        fires = (clean.f_b[w, :, b] > 0) & clean.token_mask[w]
+        want = ((clean.f_b[w, :, b] - after) / clean.f_b[w, :, b])[fires].sum() if (f_a != 0).any() else 0.0
+        assert int(n_fire[i]) == int(fires.sum())
+        torch.testing.assert_close(drop_sum[i].float(), torch.as_tensor(want).float(), atol=1e-4, rtol=1e-4)
+    assert (n_fire > 0).sum() >= 5 and (drop_sum != 0).sum() >= 2  # the check has teeth

@@ -148,12 +148,12 @@ def minilm():
     return load_subject(PRESETS["smoke"].replace(device="cpu"))
 
 
-def random_topk_saes(sites, d_in=384, width=256, k=16):
+def random_topk_saes(sites, d_in=384, width=256, k=16, seed=100):
     from sae_lens import TopKSAE, TopKSAEConfig
 
     out = {}
     for i, s in enumerate(sites):
-        torch.manual_seed(100 + i)
+        torch.manual_seed(seed + i)
         sae = TopKSAE(TopKSAEConfig(d_in=d_in, d_sae=width, k=k))
         with torch.no_grad():
             sae.W_enc.normal_(0, d_in**-0.5)

@@ -78,3 +78,18 @@ def test_twins_train_with_their_own_seed_and_the_pass_measures_them(split_experi
         assert shares["disappear"] == 0.0 and shares["appear"] == 0.0
     W = torch.nn.functional.normalize(own.W_dec, dim=1)
     assert torch.allclose((W @ W.T).diagonal(), torch.ones(W.shape[0]), atol=1e-5)
+    # matching on identical SAEs: every method names the feature itself, whose ablation the twin reads
+    from helpers.evolution.matching import success_table
+    from helpers.evolution.matching_artefact import build_matching, load_matching
+
+    build_matching(exp, n_downstream=8, subject=subject, saes=same, out=out2, progress=False)
+    rows = [r for r in success_table(load_matching(exp, out2), 0.5) if r["pair"] != "all pairs"]
+    named = {r["method"]: r for r in rows}
+    assert named["pearson"]["success_rate"] == 1.0 and named["cosine"]["success_rate"] == 1.0
+    data = load_matching(exp, out2)
+    methods = [str(m) for m in data["methods"]]
+    for m in ("pearson", "jaccard", "cosine"):
+        got = data["partner"][0, methods.index(m)]
+        down = data["downstream"][0]
+        assert np.array_equal(got[down >= 0], down[down >= 0])  # the partner is the feature itself
+
