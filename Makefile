@@ -3,6 +3,7 @@
 #   make test   set up .venv if missing, run the tests
 #   make publish  push the built book to the gh-pages branch of REMOTE (ghp-import)
 #   make widths  a width sweep at one site of $(EXPERIMENT) (its own target: about 40 minutes on 2 cores, estimated)
+#   make twins   seed twins of $(EXPERIMENT) (a second SAE at 4 sites, another seed) and their pass: the noise floor
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -ec
 .DEFAULT_GOAL := help
@@ -28,13 +29,14 @@ STAMP := $(VENV)/.installed
 # (grep finding nothing is fine; a failing pip still fails the pipeline through pipefail)
 QUIET_PIP := { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
-.PHONY: help venv test book artefacts widths publish clean-book clean
+.PHONY: help venv test book artefacts widths twins publish clean-book clean
 
 help:
 	@echo "make book   build the Jupyter Book for EXPERIMENT=$(EXPERIMENT) into book/_build/html"
 	@echo "make test   run the test suite"
 	@echo "make publish  push book/_build/html to the gh-pages branch of REMOTE=$(REMOTE)"
 	@echo "make widths  train (or reuse) SAEs of several widths at one site of EXPERIMENT=$(EXPERIMENT), then their pass and splitting"
+	@echo "make twins   train (or reuse) seed twins of EXPERIMENT=$(EXPERIMENT) at 4 sites, then their pass (the noise floor)"
 
 $(STAMP): pyproject.toml constraints-cpu.txt
 	test -x $(PY) || $(PYTHON_SYS) -m venv $(VENV)
@@ -62,6 +64,9 @@ book: artefacts
 
 widths: $(STAMP)
 	$(PY) -m helpers widths --experiment $(EXPERIMENT) $(if $(WIDTHS),--widths $(WIDTHS)) $(if $(SITE),--site $(SITE))
+
+twins: $(STAMP)
+	$(PY) -m helpers prepare --experiment $(EXPERIMENT)-seeds
 
 publish: $(STAMP)
 	$(PY) -m helpers publish --html book/_build/html --remote $(REMOTE)

@@ -84,6 +84,43 @@ def _build_width_sweep(exp: Experiment, progress: bool = True) -> str:
     return "; ".join(prepare(wexp, progress=progress))
 
 
+def _seeds_experiment(exp: Experiment):
+    """The seeds experiment of ``exp`` (``<preset>-seeds``), or None when ``exp`` has none or its twins are
+    not on disk (``python -m helpers train-saes --experiment <preset>-seeds`` trains them)."""
+    from .errors import ConfigError
+    from .experiment import seeds_experiment
+    from .subject.saes import trained_saes_ready
+
+    if exp.sae_source != "trained" or exp.width_pairs or exp.seed_pairs:
+        return None
+    try:
+        sexp = seeds_experiment(exp)
+    except ConfigError:
+        return None
+    return sexp if trained_saes_ready(sexp) else None
+
+
+def _seeds_ready(exp: Experiment) -> bool:
+    from .stats import statistics_ready
+
+    sexp = _seeds_experiment(exp)
+    return sexp is not None and statistics_ready(sexp) and all(
+        step.ready(sexp) for step in STEPS if step.applies(sexp))
+
+
+def _build_seeds(exp: Experiment, progress: bool = True) -> str:
+    sexp = _seeds_experiment(exp)
+    if sexp is None:
+        return (f"seed twins of preset {exp.name!r} skipped: none on disk (python -m helpers train-saes "
+                f"--experiment {exp.name}-seeds)")
+    return "; ".join(prepare(sexp, progress=progress))
+
+
+def _cross_layer(exp: Experiment) -> bool:
+    """Steps that read layers against layers, not one site's SAEs against each other (widths, seeds)."""
+    return not exp.width_pairs and not exp.seed_pairs
+
+
 #: the derived steps, in order (each may read what the ones before it wrote)
 STEPS: list[Step] = [
     Step("partner tables", _lazy(".evolution.partners:partners_ready"), _lazy(".evolution.partners:build_partners"),
@@ -94,12 +131,16 @@ STEPS: list[Step] = [
          _lazy(".evolution.gate_artefact:build_gates")),
     Step("matching methods", _lazy(".evolution.matching_artefact:matching_ready"),
          _lazy(".evolution.matching_artefact:build_matching")),
-    Step("features against neurons", _lazy(".evolution.neuron_artefact:neurons_ready"), _build_neurons),
+    Step("features against neurons", _lazy(".evolution.neuron_artefact:neurons_ready"), _build_neurons,
+         applies=_cross_layer),
     Step("explanations", _lazy(".explain.artefact:explanations_ready"), _build_explanations,
-         applies=lambda exp: True),
+         applies=lambda exp: not exp.seed_pairs),
     # the preset's width sweep, when its SAEs are on disk: its pass, partner tables and splitting
     Step("width sweep", _width_sweep_ready, _build_width_sweep,
-         applies=lambda exp: exp.sae_source == "trained" and not exp.width_pairs and not exp.seed_pairs),
+         applies=lambda exp: exp.sae_source == "trained" and _cross_layer(exp)),
+    # the preset's seed twins, when they are on disk: their pass, partner tables, gates and matching (the
+    # noise floor of every cross-layer measure)
+    Step("seed twins", _seeds_ready, _build_seeds, applies=lambda exp: exp.sae_source == "trained" and _cross_layer(exp)),
 ]
 
 

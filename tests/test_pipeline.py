@@ -90,12 +90,18 @@ def test_derived_steps_are_named_and_each_is_ready_or_built_once(monkeypatch):
 
     assert [s.name for s in pipeline.STEPS] == ["partner tables", "feature splitting", "gate verification",
                                                 "matching methods", "features against neurons", "explanations",
-                                                "width sweep"]
+                                                "width sweep", "seed twins"]
     # a width sweep's pass: its partners, splitting and explanations; a layer preset: all but splitting
     widths = PRESETS["smoke"].replace(sites=("hidden.3@w64", "hidden.3@w256"), sae_width=256)
     assert [s.name for s in pipeline.STEPS if s.applies(widths)] == ["partner tables", "feature splitting",
                                                                       "explanations"]
     assert "feature splitting" not in [s.name for s in pipeline.STEPS if s.applies(PRESETS["smoke"])]
+    # a seeds experiment's pass: the measures of a pair (partners, gates, matching), not neurons nor explanations
+    from helpers.experiment import get_experiment
+
+    assert [s.name for s in pipeline.STEPS if s.applies(get_experiment("smoke-seeds"))] == [
+        "partner tables", "gate verification", "matching methods"]
+    assert "seed twins" in [s.name for s in pipeline.STEPS if s.applies(PRESETS["smoke"])]
     built = []
     steps = [pipeline.Step("first", lambda exp: True, lambda exp, progress: built.append("first")),
              pipeline.Step("second", lambda exp: False, lambda exp, progress: built.append("second") or Path("f2"))]
