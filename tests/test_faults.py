@@ -52,8 +52,9 @@ STEPS = ("collect", "partners", "gates", "matching", "neurons", "explorer", "bro
 FAULTS = ("busy", "read-only", "disk full", "interrupt", "rerun")
 TERM = ("train-saes", "browser", "prepare")  # interrupted by SIGTERM (the others by SIGINT)
 NAME = "faults"
-#: what a failed step may add or change: the checkpoint it keeps, the steps prepare finished
-MAY_CHANGE = {"collect": ("artefacts/faults/checkpoint*.pt",),
+#: what a failed step may add or change: the checkpoint it keeps, the steps prepare finished, the SAEs
+#: train-saes finished before it failed (resumed by a rerun)
+MAY_CHANGE = {"collect": ("artefacts/faults/checkpoint*.pt",), "train-saes": ("artefacts/saes/faults.training*",),
               "prepare": ("artefacts/faults/partners.*", "artefacts/faults/gates.*", "artefacts/faults/matching.*",
                           "artefacts/faults/neurons.*")}
 DERIVED = ("partners", "gates", "matching", "neurons")

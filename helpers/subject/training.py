@@ -199,6 +199,17 @@ def _open_staging(exp: Experiment, force: bool):
     return staging
 
 
+def _check_writable(folder) -> None:
+    """OSError (a one-line DiskError through :func:`~helpers.locks.writes`) when ``folder`` exists and
+    cannot be written: the finished set could not be replaced after hours of training."""
+    from ..io import TEMP_PREFIX
+
+    if folder.is_dir():
+        probe = folder / f"{TEMP_PREFIX}writable"
+        probe.write_text("")
+        probe.unlink()
+
+
 def site_done(folder, site: str) -> bool:
     """Whether ``folder`` holds a finished SAE of ``site`` (its quality written)."""
     return (folder / site / SITE_QUALITY_FILE).is_file()
@@ -246,6 +257,7 @@ def train_saes(
                           f"{list(exp.sites)}")
     d, f = exp.model_spec.d_model, exp.sae_width  # float32 encoder and decoder, biases
     require_space(base.parent, len(exp.sites) * (2 * d * f + f + d) * 4, "train-saes", MORE_SPACE)
+    _check_writable(base)  # a read-only set is refused before anything trains
     staging = _open_staging(exp, force)
     wanted = [s for s in exp.sites if sites is None or s in sites]
     todo = [s for s in wanted if not site_done(staging, s)]
