@@ -189,7 +189,7 @@ def test_rules_read_as_words():
     strings = {0: " river", 1: "s", 2: " ", 3: " lake"}
     token_keys = [0, 1]  # token ids are their own keys
     assert rule_text(spaces["token"], token_keys, strings) == 'on "river" or "s"'
-    assert rule_text(spaces["token"], [2, -1], strings) == "on ' '"
+    assert rule_text(spaces["token"], [2, -1], strings) == 'on "␣"'  # whitespace alone is shown visibly
     assert rule_text(spaces["previous"], [3], strings) == 'just after "lake"'
     k = int(np.flatnonzero((spaces["bigram"].tokens == [3, 1]).all(1))[0])
     assert rule_text(spaces["bigram"], [k], strings) == 'on the last token of "lakes"'
