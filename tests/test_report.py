@@ -52,3 +52,29 @@ def test_info_says_where_the_saes_come_from_once():
     assert dict(info_rows(INFO))["SAEs"] == "trained here, 16 features, TopK k=4, ready"
     untrained = {**INFO, "saes": {**INFO["saes"], "trained": False}}
     assert dict(info_rows(untrained))["SAEs"].endswith(", not trained yet")
+
+
+def test_info_states_the_corpus_split_and_an_unfinished_training(artefacts_tmp):
+    import json
+
+    from helpers.experiment import PRESETS
+    from helpers.report import describe
+
+    exp = PRESETS["smoke"].replace(corpus_split=(0.5, 0.2))
+    info = describe(exp)
+    parts = info["corpus"]["parts"]
+    assert set(parts) == {"stats", "sae_heldout", "sae_train"}
+    assert sum(p["documents"] for p in parts.values()) == info["corpus"]["documents"] == 80
+    assert sum(p["tokens"] for p in parts.values()) == info["corpus"]["tokens"]
+    split = dict(info_rows(info))["split"]
+    assert split.startswith("by document, none in two parts: statistics ") and "SAE training" in split
+    # a set in training: the sites done so far, with their quality
+    from helpers.subject.training import SITE_QUALITY_FILE, staging_dir
+
+    staging = staging_dir(exp)
+    (staging / exp.sites[0]).mkdir(parents=True)
+    exp.save(staging)
+    (staging / exp.sites[0] / SITE_QUALITY_FILE).write_text(json.dumps({"fvu": 0.1, "l0": 16.0, "dead_fraction": 0.0}))
+    info = describe(exp, count_tokens=False)
+    assert dict(info_rows(info))["SAEs"].endswith(f"not trained yet (1 of 7 sites trained in {staging})")
+    assert list(info["saes"]["quality"]) == [exp.sites[0]]
