@@ -89,14 +89,17 @@ def next_token_loss(logits: torch.Tensor, input_ids: torch.Tensor, token_mask: t
 
 @torch.no_grad()
 def loss_recovered(subject: Subject, saes: Mapping[str, object], batches: Iterable[TokenBatch],
-                   progress: bool = False) -> dict[str, dict[str, float]]:
+                   progress: bool = False, clean: "tuple[float, int] | None" = None) -> dict[str, dict[str, float]]:
     """Per site: ``ce_clean``, ``ce_spliced``, ``ce_zero`` (nats per token) and
     ``loss_recovered`` (%), over the counted next tokens of ``batches`` (one forward pass of the
-    whole model per row chunk, site and variant, plus the clean one: a progress bar in tokens)."""
+    whole model per row chunk, site and variant, plus the clean one: a progress bar in tokens).
+    ``clean``: the clean model's summed loss and next-token count on these batches
+    (:func:`clean_loss`), when already known: its forward passes are then skipped."""
     if not subject.spec.causal:
         raise ConfigError(f"loss recovered needs a causal LM: {subject.spec.name!r} predicts no next token")
     model = subject.hf_model
-    sums = {"clean": [0.0, 0]} | {(s, w): [0.0, 0] for s in saes for w in ("spliced", "zero")}
+    sums = {"clean": [0.0, 0] if clean is None else [float(clean[0]), int(clean[1])]}
+    sums |= {(s, w): [0.0, 0] for s in saes for w in ("spliced", "zero")}
 
     def run(ids, attention, counted, key) -> None:
         out = model(input_ids=ids, attention_mask=attention)
@@ -113,7 +116,8 @@ def loss_recovered(subject: Subject, saes: Mapping[str, object], batches: Iterab
         for lo in range(0, batch.input_ids.shape[0], SCORE_ROWS):
             ids, attention, counted = (t[lo : lo + SCORE_ROWS].to(subject.device) for t in
                                        (batch.input_ids, batch.attention_mask, batch.token_mask))
-            run(ids, attention, counted, "clean")
+            if clean is None:
+                run(ids, attention, counted, "clean")
             for site, sae in saes.items():
                 with replaced(subject, site, counted, lambda h, sae=sae: reconstruct(sae, h, subject.centered)):
                     run(ids, attention, counted, (site, "spliced"))
@@ -135,3 +139,19 @@ def loss_recovered(subject: Subject, saes: Mapping[str, object], batches: Iterab
             "ce_tokens": sums["clean"][1],
         }
     return report
+
+
+@torch.no_grad()
+def clean_loss(subject: Subject, batches: Iterable[TokenBatch]) -> tuple[float, int]:
+    """The clean model's summed next-token loss and the number of counted next tokens over ``batches``,
+    row chunk by row chunk as :func:`loss_recovered` runs them (its ``clean``)."""
+    total, count = 0.0, 0
+    for batch in batches:
+        for lo in range(0, batch.input_ids.shape[0], SCORE_ROWS):
+            ids, attention, counted = (t[lo : lo + SCORE_ROWS].to(subject.device) for t in
+                                       (batch.input_ids, batch.attention_mask, batch.token_mask))
+            loss, n = next_token_loss(subject.hf_model(input_ids=ids, attention_mask=attention).logits, ids, counted)
+            total += loss
+            count += n
+    return total, count
+

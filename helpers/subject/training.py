@@ -300,9 +300,12 @@ def _train_site(subject: Subject, exp: Experiment, site: str, data: "TrainingDat
         quality["train_tokens"] = int(train.shape[0])
         del train
         if subject.spec.causal:
-            from .splice import loss_recovered
+            from .splice import clean_loss, loss_recovered
 
-            quality.update(loss_recovered(subject, {site: saved}, data.ce_batches, progress=progress)[site])
+            if data.clean is None:  # the clean model's loss: once for every site of this run
+                data.clean = clean_loss(subject, data.ce_batches)
+            quality.update(loss_recovered(subject, {site: saved}, data.ce_batches, progress=progress,
+                                          clean=data.clean)[site])
         quality["seconds"] = time.perf_counter() - t0
         atomic_write_json(tmp / SITE_QUALITY_FILE, quality)
     return quality
@@ -317,6 +320,8 @@ class TrainingData:
     train_acts: dict
     heldout_acts: dict
     ce_batches: list
+    #: the clean model's summed loss and next-token count on ``ce_batches`` (computed once, when needed)
+    clean: "tuple[float, int] | None" = None
 
     def train(self, site: str) -> torch.Tensor:
         return _tensor(self.train_acts[base_site(site)])  # a seed twin trains on its model site

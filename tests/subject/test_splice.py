@@ -80,6 +80,13 @@ def test_loss_recovered_equals_a_brute_force(tiny_gpt2, batches):
     assert got["loss_recovered"] == pytest.approx(expected, rel=1e-4)
     # a random SAE reconstructs badly: the number is far from a perfect 100%
     assert got["loss_recovered"] < 99
+    # the clean loss computed once and given (as training does across sites) changes nothing
+    from helpers.subject.splice import clean_loss
+
+    known = clean_loss(tiny_gpt2, batches)
+    assert known[1] == sums["clean"][1] and known[0] == pytest.approx(sums["clean"][0], rel=1e-6)
+    again = loss_recovered(tiny_gpt2, {site: sae}, batches, clean=known)[site]
+    assert again == pytest.approx(got, rel=1e-9)
 
 
 def test_a_perfect_reconstruction_recovers_all_the_loss(tiny_gpt2, batches):
