@@ -162,8 +162,11 @@ def run_convergence(study: ConvergenceStudy, progress: bool = True, subject=None
         if same:  # the run on all tokens at the preset's budget serves both axes
             rows.append(same[0] | {"axis": axis})
         else:
-            rows.append(_measure(subject, exp, study.site, train_all, held, data.ce_batches, axis, spf, tokens,
-                                 train_sae, progress))
+            if subject.spec.causal and data.clean is None:  # the clean model's loss: once for every budget
+                from .splice import clean_loss
+
+                data.clean = clean_loss(subject, data.ce_batches)
+            rows.append(_measure(subject, exp, study.site, train_all, held, data, axis, spf, tokens, train_sae))
         done.add((axis, round(spf, 6), tokens))
         atomic_write_json(study.folder / ROWS_FILE, {"site": study.site, "train_tokens": n,
                                                      "shipped_samples_per_feature":
@@ -171,8 +174,8 @@ def run_convergence(study: ConvergenceStudy, progress: bool = True, subject=None
     return rows
 
 
-def _measure(subject, exp: Experiment, site: str, train_all, held, ce_batches, axis: str, spf: float, tokens: int,
-             train_sae, progress: bool) -> dict[str, Any]:
+def _measure(subject, exp: Experiment, site: str, train_all, held, data, axis: str, spf: float, tokens: int,
+             train_sae) -> dict[str, Any]:
     """Train one SAE of the study and measure it on the held-out tokens."""
     import tempfile
 
@@ -191,7 +194,7 @@ def _measure(subject, exp: Experiment, site: str, train_all, held, ce_batches, a
     if subject.spec.causal:
         from .splice import loss_recovered
 
-        row |= loss_recovered(subject, {site: saved}, ce_batches, progress=False)[site]
+        row |= loss_recovered(subject, {site: saved}, data.ce_batches, progress=False, clean=data.clean)[site]
     row["seconds"] = time.perf_counter() - t0
     log.info("%s budget %.0f samples/feature on %d tokens: %s", axis, spf, row["tokens"], row)
     return row
