@@ -14,8 +14,9 @@ Each budget gives FVU, L0, the dead fraction and, on a causal LM, the loss recov
 time (a rerun resumes), to ``artefacts/saes/<preset>-convergence/<site>/convergence.json`` with the
 study (:class:`ConvergenceStudy`) beside them in ``study.json``.
 
-The **knee** of an axis (:func:`knee`) is the smallest budget past which doubling it improves no
-quality by more than ``tolerance`` (FVU and dead fraction relative, loss recovered in points).
+The **knee** of an axis (:func:`knee`) is the smallest budget whose doubling improves no quality by
+more than :data:`KNEE_TOLERANCE` (FVU by 10% of its value, the dead share and the loss recovered by one
+point each), and no larger budget by more than twice that.
 """
 
 from __future__ import annotations
@@ -206,30 +207,33 @@ def axis_rows(rows: Sequence[dict[str, Any]], axis: str) -> list[dict[str, Any]]
     return sorted((r for r in rows if r["axis"] == axis), key=lambda r: r[key])
 
 
-def knee(rows: Sequence[dict[str, Any]], axis: str, tolerance: float = 0.05) -> dict[str, Any] | None:
-    """The first row of ``axis`` past which no larger budget improves FVU or the dead fraction by more
-    than ``tolerance`` (relative), nor the loss recovered by more than ``20 x tolerance`` points (1 point
-    at the default 0.05). None when the largest budget still improves on every smaller one."""
+#: a doubling of the budget that improves no quality by more than these is past the knee: FVU relative,
+#: the dead share and the loss recovered in percentage points
+KNEE_TOLERANCE = {"fvu": 0.10, "dead_fraction": 0.01, "loss_recovered": 1.0}
+
+
+def knee(rows: Sequence[dict[str, Any]], axis: str, tolerance: dict[str, float] | None = None) -> dict[str, Any] | None:
+    """The first row of ``axis`` whose next budget (a doubling) improves no quality by more than
+    :data:`KNEE_TOLERANCE` (FVU by 10% of its value, the dead share by 1 point, the loss recovered by 1
+    point), nor does any larger budget by more than twice that. None when every step still improves."""
+    tol = KNEE_TOLERANCE | dict(tolerance or {})
     ordered = axis_rows(rows, axis)
-    for i, row in enumerate(ordered):
-        later = ordered[i + 1:]
-        if not later:
-            return None
-        if all(not _improves(row, other, tolerance) for other in later):
+    for i, row in enumerate(ordered[:-1]):
+        if not _improves(row, ordered[i + 1], tol) and not any(
+                _improves(row, later, {k: 2 * v for k, v in tol.items()}) for later in ordered[i + 2:]):
             return row
     return None
 
 
-def _improves(row: dict[str, Any], other: dict[str, Any], tolerance: float) -> bool:
-    """Whether ``other`` is better than ``row`` by more than the tolerance on any quality."""
+def _improves(row: dict[str, Any], other: dict[str, Any], tol: dict[str, float]) -> bool:
+    """Whether ``other`` is better than ``row`` by more than ``tol`` on any quality."""
     for name, lower in QUALITIES.items():
         a, b = row.get(name), other.get(name)
         if a is None or b is None or any(isinstance(x, float) and math.isnan(x) for x in (a, b)):
             continue
-        if name == "loss_recovered":
-            if b - a > 20 * tolerance:
-                return True
-        elif lower and a - b > tolerance * max(abs(a), 1e-12):
+        gain = (a - b) if lower else (b - a)
+        limit = tol[name] * (abs(a) if name == "fvu" else 1.0)
+        if gain > limit:
             return True
     return False
 

@@ -28,18 +28,26 @@ def _row(axis, spf, tokens, fvu, dead, lr):
             "loss_recovered": lr, "epochs": 1.0}
 
 
-def test_knee_is_the_first_budget_no_larger_one_beats():
+def test_knee_is_the_first_budget_whose_doubling_no_longer_pays():
     rows = [_row("samples", 100, 1000, 0.40, 0.50, 70.0), _row("samples", 200, 1000, 0.25, 0.30, 80.0),
-            _row("samples", 400, 1000, 0.20, 0.20, 86.0), _row("samples", 800, 1000, 0.195, 0.195, 86.5)]
-    assert knee(rows, "samples")["samples_per_feature"] == 400  # 800 beats it by less than 5% and 1 point
-    rows[-1]["loss_recovered"] = 88.0  # 2 points better: the knee moves out of reach
+            _row("samples", 400, 1000, 0.20, 0.02, 86.0), _row("samples", 800, 1000, 0.185, 0.015, 86.5)]
+    # 400 -> 800: FVU -7.5% (< 10%), dead -0.5 point, loss recovered +0.5 point: the knee is 400
+    assert knee(rows, "samples")["samples_per_feature"] == 400
+    rows[-1]["loss_recovered"] = 88.0  # +2 points: the doubling still pays, no knee
     assert knee(rows, "samples") is None
-    assert [r["samples_per_feature"] for r in axis_rows(rows[::-1], "samples")] == [100, 200, 400, 800]
-    text = convergence_findings({"rows": rows, "shipped_samples_per_feature": 300, "train_tokens": 1000})
-    assert "no knee" in text and "more training would still help" in text
     rows[-1]["loss_recovered"] = 86.5
+    rows[-1]["fvu"] = 0.17  # -15%: still pays
+    assert knee(rows, "samples") is None
+    rows.append(_row("samples", 1600, 1000, 0.165, 0.01, 86.6))  # 800 -> 1600 no longer pays
+    assert knee(rows, "samples")["samples_per_feature"] == 800
+    assert [r["samples_per_feature"] for r in axis_rows(rows[::-1], "samples")] == [100, 200, 400, 800, 1600]
     text = convergence_findings({"rows": rows, "shipped_samples_per_feature": 600, "train_tokens": 1000})
-    assert "the knee is at 400 samples per feature" in text and "600 samples per feature on 1,000 tokens: past the knee" in text
+    assert "the knee is at 800 samples per feature" in text and "before the knee (800)" in text
+    text = convergence_findings({"rows": rows, "shipped_samples_per_feature": 900, "train_tokens": 1000})
+    assert "900 samples per feature on 1,000 tokens: past the knee" in text
+    rows[-1]["fvu"] = 0.10
+    text = convergence_findings({"rows": rows, "shipped_samples_per_feature": 900, "train_tokens": 1000})
+    assert "no knee" in text and "more training would still help" in text
     assert "run `x`" in convergence_findings(None, "x")
 
 
