@@ -124,10 +124,17 @@ def token_subset(n: int, keep: int, row: int, seed: int) -> torch.Tensor:
     return idx[idx < n][:keep]
 
 
-def _saved_rows(study: ConvergenceStudy) -> list[dict[str, Any]]:
-    """The rows on disk, when they were measured for this very study (else none)."""
+def _study_fields() -> tuple[str, ...]:
+    """The preset's fields the rows depend on: its SAE settings but the epochs (each row gives its own
+    budget)."""
     from .saes import SAE_FIELDS
 
+    return tuple(f for f in SAE_FIELDS if f != "sae_epochs")
+
+
+def _saved_rows(study: ConvergenceStudy) -> list[dict[str, Any]]:
+    """The rows on disk, when they were measured for this very study (else none)."""
+    SAE_FIELDS = _study_fields()
     path, spec = study.folder / ROWS_FILE, study.folder / STUDY_FILE
     if not (path.is_file() and spec.is_file()):
         return []
@@ -244,7 +251,12 @@ def load_convergence(exp: Experiment | str, site: str | None = None) -> dict[str
     exp = get_experiment(exp) if isinstance(exp, str) else exp
     site = site or exp.sites[len(exp.sites) // 2]
     path = sae_dir(f"{exp.name}-convergence", site) / ROWS_FILE
-    return json.loads(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    study = json.loads(path.read_text())
+    # where the preset's SAEs sit now (its epochs may have changed since the rows were measured)
+    study["shipped_samples_per_feature"] = shipped_samples_per_feature(exp, study["train_tokens"])
+    return study
 
 
 def convergence_findings(study: dict[str, Any] | None, command: str = "") -> str:

@@ -77,7 +77,8 @@ def test_a_study_runs_resumes_and_measures_each_budget(split_experiment, artefac
     rows = run_convergence(study, progress=False, subject=subject)
     saved = load_convergence(exp, study.site)
     n = saved["train_tokens"]
-    assert saved["shipped_samples_per_feature"] == pytest.approx(exp.sae_epochs * n / exp.sae_width)
+    shipped = saved["shipped_samples_per_feature"]
+    assert shipped == pytest.approx(exp.sae_epochs * n / exp.sae_width)
     assert [(r["samples_per_feature"], r["tokens"]) for r in axis_rows(rows, "samples")] == \
         [(s, n) for s in (10, 20, 40, 80)]
     assert [(r["samples_per_feature"], r["tokens"]) for r in axis_rows(rows, "tokens")] == \
@@ -89,6 +90,12 @@ def test_a_study_runs_resumes_and_measures_each_budget(split_experiment, artefac
     both = [r for r in rows if r["tokens"] == n and r["samples_per_feature"] == 20]
     assert len(both) == 2 and both[0]["fvu"] == both[1]["fvu"]
     assert all(0 < r["fvu"] < 1.5 and "loss_recovered" in r for r in rows)
-    # a rerun reuses every row
+    # a rerun reuses every row, also once the preset trains for more epochs (each row has its own budget);
+    # the shipped budget is then read from the preset
     seen.clear()
     assert run_convergence(study, progress=False, subject=subject) == rows and seen == []
+    longer = exp.replace(sae_epochs=exp.sae_epochs * 2)
+    again = ConvergenceStudy(base=longer, samples_per_feature=(10, 20, 40, 80), token_shares=(0.25, 0.5, 1.0),
+                             tokens_samples_per_feature=20)
+    assert run_convergence(again, progress=False, subject=subject) == rows and seen == []
+    assert load_convergence(longer, study.site)["shipped_samples_per_feature"] == pytest.approx(2 * shipped)
