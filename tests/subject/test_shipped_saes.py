@@ -48,3 +48,24 @@ def test_shipped_saes_load_and_encode_as_topk(repo_artefacts, name, sites):
         assert sae.cfg.d_sae == exp.sae_width and int(sae.cfg.k) == exp.sae_k
         f = sae.encode(x)
         assert ((f > 0).sum(1) <= exp.sae_k).all() and np.isfinite(f.detach().numpy()).all()
+
+
+def test_gemma_all_sites_trained_so_far_match_the_preset_and_meet_the_targets(repo_artefacts):
+    """The every-layer preset's SAEs, finished or (between sessions) the sites trained so far: trained for
+    the preset's settings, each meeting FVU <= 0.25, dead <= 15% and loss recovered >= 85%."""
+    from helpers.experiment import Experiment
+    from helpers.report import DEAD_TARGET, FVU_TARGET, LOSS_RECOVERED_TARGET
+    from helpers.subject.saes import SAE_FIELDS
+    from helpers.subject.training import SITE_QUALITY_FILE, site_done, staging_dir
+
+    exp = PRESETS["gemma-all"]
+    folder = sae_dir(exp.name) if trained_saes_ready(exp) else staging_dir(exp)
+    assert (folder / "cfg.json").is_file(), f"neither artefacts/saes/{exp.name} nor its staging folder is committed"
+    assert not Experiment.load(folder).differences(exp, SAE_FIELDS), "retrain: the preset's SAE settings changed"
+    done = [s for s in exp.sites if site_done(folder, s)]
+    assert done and done == list(exp.sites[: len(done)])  # trained in order, resumed from the first missing
+    for site in done:
+        q = json.loads((folder / site / SITE_QUALITY_FILE).read_text())
+        assert q["l0"] == exp.sae_k and q["train_tokens"] > 600_000, (site, q)
+        assert q["fvu"] <= FVU_TARGET and q["dead_fraction"] <= DEAD_TARGET, (site, q)
+        assert q["loss_recovered"] >= LOSS_RECOVERED_TARGET, (site, q)
