@@ -777,41 +777,6 @@ PRESETS: dict[str, Experiment] = {
             "(2048 features, k=32) trained here"
         ),
     ),
-    # every layer of Gemma 3 270M, on SAEs trained on documents the statistics never read (issue 26):
-    # trained site by site (resumable, `python -m helpers train-saes --experiment gemma-all`); it
-    # becomes the default once its 18 SAEs are shipped
-    "gemma-all": Experiment(
-        name="gemma-all",
-        model="gemma-3-270m",
-        sae_source="trained",
-        sites=_gemma_sites(18),
-        corpus="wiki-summaries",
-        # 30% of the documents (311k tokens) feed the statistics, 8% (81k) measure the SAEs, 62%
-        # (629k) train them
-        corpus_split=(0.30, 0.08),
-        token_budget=300_000,
-        context_length=128,
-        batch_size=32,
-        sae_width=2048,
-        sae_k=32,
-        sae_train_tokens=1_000_000,
-        sae_heldout_tokens=100_000,
-        sae_train_batch=1024,
-        # 4 epochs: 1,228 samples per feature. The convergence study at blocks.9 (bench/RESULTS.md): from
-        # 600 to 1,200 FVU still falls 11% (0.075 -> 0.067), the loss recovered 0.4 point, nothing is
-        # dead; 2 epochs (614) already meet every target at blocks.0 (FVU 0.002, dead 8.5%, 91.5%)
-        sae_epochs=4,
-        sae_lr=1e-3,
-        sae_save_dtype="float16",
-        sae_ce_tokens=2048,
-        neuron_tokens=32_768,
-        step_tokens=16_384,
-        description=(
-            "Gemma 3 270M (base, from the PyPI GGUF) on English Wikipedia summaries, the residual "
-            "stream after every decoder layer (0-17), TopK SAEs (2048 features, k=32) trained here on "
-            "documents the statistics never read"
-        ),
-    ),
     "offline": Experiment(
         name="offline",
         model="minilm",
@@ -873,6 +838,30 @@ PRESETS: dict[str, Experiment] = {
         ),
     ),
 }
+
+
+# every layer of Gemma 3 270M, on SAEs trained on documents the statistics never read (issue 26): trained
+# site by site (resumable, `python -m helpers train-saes --experiment gemma-all`); it becomes the default
+# once its 18 SAEs are shipped
+PRESETS["gemma-all"] = PRESETS["gemma"].replace(
+    name="gemma-all",
+    sites=_gemma_sites(18),
+    # 30% of the documents (311k tokens) feed the statistics, 8% (81k) measure the SAEs, 62% (629k) train them
+    corpus_split=(0.30, 0.08),
+    sae_train_tokens=1_000_000,
+    sae_heldout_tokens=100_000,
+    sae_train_batch=1024,
+    # 4 epochs: 1,228 samples per feature. The convergence study at blocks.9 (bench/RESULTS.md): from 600 to
+    # 1,200 FVU still falls 11% (0.075 -> 0.067), the loss recovered 0.4 point, nothing is dead; 2 epochs (614)
+    # already meet every target at blocks.0 (FVU 0.002, dead 8.5%, 91.5%)
+    sae_epochs=4,
+    sae_ce_tokens=2048,
+    description=(
+        "Gemma 3 270M (base, from the PyPI GGUF) on English Wikipedia summaries, the residual stream after "
+        "every decoder layer (0-17), TopK SAEs (2048 features, k=32) trained here on documents the "
+        "statistics never read"
+    ),
+)
 
 
 def get_experiment(name: str | None = None, /, **overrides: Any) -> Experiment:
