@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 #: tokens without firing after which training treats a feature as dead (TopK aux loss)
 DEAD_WINDOW_TOKENS = 40_000
 
+
 @torch.no_grad()
 def collect_activations(
     subject: Subject,
