@@ -141,20 +141,28 @@ def encoder_columns(sae, features: torch.Tensor) -> torch.Tensor:
     return sae.W_enc[:, features].float()
 
 
+def _projections(subject, sae, layer: int, features: torch.Tensor, writes: BlockWrites
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(E [d, K], P [H, dh, K], G [m, K])``: the read-out directions, and what a unit of each head's
+    ``o_proj`` input and of each neuron adds to each read-out (through the norms' gains, before their
+    per-token scales)."""
+    features = torch.as_tensor(features, device=sae.W_enc.device).long()
+    E = encoder_columns(sae, features)  # [d, K]
+    block = _layers(subject)[layer]
+    g_attn, g_mlp = _gains(subject, layer)
+    H, dh = writes.z.shape[1], writes.z.shape[2]
+    P = (block.self_attn.o_proj.weight.float().T @ (g_attn[:, None] * E)).view(H, dh, -1)
+    G = block.mlp.down_proj.weight.float().T @ (g_mlp[:, None] * E)
+    return E, P, G
+
+
 @torch.no_grad()
 def readout_change(subject, sae, layer: int, features: torch.Tensor, writes: BlockWrites) -> dict[str, torch.Tensor]:
     """Per token and feature of the SAE at ``resid_post layer - 1``: ``total`` ``[n, K]`` (the read-out at
     ``resid_post layer`` minus at ``resid_post layer - 1``), ``heads`` ``[n, K, H]``, ``neurons`` ``[n, K, m]``
     and ``remainder`` ``[n, K]`` (total minus the parts)."""
-    features = torch.as_tensor(features, device=sae.W_enc.device).long()
-    E = encoder_columns(sae, features)  # [d, K]
-    block = _layers(subject)[layer]
-    g_attn, g_mlp = _gains(subject, layer)
-    W_O = block.self_attn.o_proj.weight.float()  # [d, H * dh]
-    H, dh = writes.z.shape[1], writes.z.shape[2]
-    P = (W_O.T @ (g_attn[:, None] * E)).view(H, dh, -1)  # [H, dh, K]
+    E, P, G = _projections(subject, sae, layer, features, writes)
     heads = torch.einsum("nhd,hdk->nkh", writes.z, P) * writes.attn_scale[:, None, None]
-    G = block.mlp.down_proj.weight.float().T @ (g_mlp[:, None] * E)  # [m, K]
     neurons = (writes.neurons * writes.mlp_scale[:, None])[:, None, :] * G.T[None, :, :]  # [n, K, m]
     total = (writes.after - writes.before) @ E
     return {"total": total, "heads": heads, "neurons": neurons,
@@ -167,16 +175,9 @@ def erasure_sums(subject, sae, layer: int, features: torch.Tensor, writes: Block
     """:func:`readout_change` summed over the tokens where each feature fires (``fires`` ``[n, K]`` bool),
     without the ``[n, K, m]`` array: ``total`` ``[K]``, ``heads`` ``[K, H]``, ``neurons`` ``[K, m]``,
     ``remainder`` ``[K]``, ``tokens`` ``[K]``."""
-    features = torch.as_tensor(features, device=sae.W_enc.device).long()
-    E = encoder_columns(sae, features)
-    block = _layers(subject)[layer]
-    g_attn, g_mlp = _gains(subject, layer)
-    W_O = block.self_attn.o_proj.weight.float()
-    H, dh = writes.z.shape[1], writes.z.shape[2]
-    P = (W_O.T @ (g_attn[:, None] * E)).view(H, dh, -1)
+    E, P, G = _projections(subject, sae, layer, features, writes)
     w = fires.float()  # [n, K]
     heads = torch.einsum("nhd,hdk,nk->kh", writes.z, P, w * writes.attn_scale[:, None])
-    G = block.mlp.down_proj.weight.float().T @ (g_mlp[:, None] * E)  # [m, K]
     neurons = ((writes.neurons * writes.mlp_scale[:, None]).T @ w).T * G.T  # [K, m]
     total = (((writes.after - writes.before) @ E) * w).sum(0)
     return {"total": total, "heads": heads, "neurons": neurons,

@@ -134,14 +134,14 @@ def _study_fields() -> tuple[str, ...]:
 
 def _saved_rows(study: ConvergenceStudy) -> list[dict[str, Any]]:
     """The rows on disk, when they were measured for this very study (else none)."""
-    SAE_FIELDS = _study_fields()
+    fields = _study_fields()
     path, spec = study.folder / ROWS_FILE, study.folder / STUDY_FILE
     if not (path.is_file() and spec.is_file()):
         return []
     try:
         saved = json.loads(spec.read_text())
         base = Experiment.from_dict(saved["experiment"])
-        if base.differences(study.base, SAE_FIELDS) or saved["site"] != study.site:
+        if base.differences(study.base, fields) or saved["site"] != study.site:
             return []
         return json.loads(path.read_text())["rows"]
     except (ConfigError, ValueError, KeyError, TypeError):

@@ -13,7 +13,7 @@ A token is shown as the tokenizer writes it in running text (its leading space k
 from __future__ import annotations
 
 import re
-from typing import Iterable, Sequence
+from typing import Sequence
 
 REPLACEMENT = "\ufffd"
 #: how whitespace reads in a label made only of whitespace
@@ -80,7 +80,3 @@ def visible(text: str) -> str:
     if stripped or not text:
         return stripped
     return "".join(WHITESPACE.get(ch, ch) for ch in text)
-
-
-def visible_tokens(texts: Iterable[str]) -> list[str]:
-    return [visible(t) for t in texts]

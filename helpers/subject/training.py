@@ -51,18 +51,28 @@ def collect_activations(
     # filled in place: one copy of the activations in memory, not a list and its concatenation
     out = {s: torch.empty(n_tokens, exp.model_spec.d_model) for s in exp.sites}
     kept = []
-    seen = 0
     with tqdm(total=n_tokens, desc="activations", unit="tok", disable=not progress) as bar:
-        for batch in batches:
-            acts = capture_residuals(subject, batch.input_ids, batch.attention_mask, exp.sites)
-            for site, a in flatten_tokens(acts, batch.token_mask).items():
-                out[site][seen : seen + a.shape[0]] = a.float().cpu()
-            if keep_batches_from is not None and seen >= keep_batches_from:
-                kept.append(batch)
-            seen += batch.n_tokens
-            bar.update(batch.n_tokens)
+        seen = _fill(out, subject, exp.sites, batches, bar, lambda batch, at: (
+            kept.append(batch) if keep_batches_from is not None and at >= keep_batches_from else None))
     acts = {s: a[:seen] for s, a in out.items()}
     return acts if keep_batches_from is None else (acts, kept)
+
+
+def _fill(out: dict, subject: Subject, sites, batches, bar, each=None) -> int:
+    """Write every batch's activations of ``sites`` (counted tokens only) into ``out[site]`` (tensors or
+    memory-mapped arrays), one after the other; ``each(batch, start)`` is told of each batch. Returns the
+    tokens written."""
+    seen = 0
+    for batch in batches:
+        acts = capture_residuals(subject, batch.input_ids, batch.attention_mask, sites)
+        for site, a in flatten_tokens(acts, batch.token_mask).items():
+            a = a.float().cpu()
+            out[site][seen : seen + a.shape[0]] = a if isinstance(out[site], torch.Tensor) else a.numpy()
+        if each is not None:
+            each(batch, seen)
+        seen += batch.n_tokens
+        bar.update(batch.n_tokens)
+    return seen
 
 
 def site_seed(seed: int, site: str) -> int:
@@ -409,16 +419,10 @@ def activation_cache(subject: Subject, exp: Experiment, sites, progress: bool = 
         require_space(folder, n * d * 4 * len(sites), "train-saes (activation cache)", MORE_SPACE)
         out = {s: np.lib.format.open_memmap(folder / f"{s}.{kind}.npy", mode="w+", dtype=np.float32, shape=(n, d))
                for s in sites}
-        seen = 0
         batches = iter_token_batches(part_docs, subject.tokenizer, subject.special_tokens, exp.context_length,
                                      exp.batch_size, n)
         with tqdm(total=n, desc=f"activations ({kind})", unit="tok", disable=not progress) as bar:
-            for batch in batches:
-                acts = capture_residuals(subject, batch.input_ids, batch.attention_mask, some.sites)
-                for site, a in flatten_tokens(acts, batch.token_mask).items():
-                    out[site][seen : seen + a.shape[0]] = a.float().cpu().numpy()
-                seen += batch.n_tokens
-                bar.update(batch.n_tokens)
+            seen = _fill(out, subject, some.sites, batches, bar)
         for m in out.values():
             m.flush()
         sizes[kind] = seen
